@@ -1,0 +1,40 @@
+"""Agents: networks, losses and action selection; no I/O.
+
+Every agent is an immutable pytree with
+  create(seed, obs_dim, action_dim, config) -> agent
+  update(batch) -> (agent, info)          # pure; batch from buffers.gather_chunks
+  sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
+and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+# algorithm name (the `algorithm` key of configs/agent/*.yaml) -> module defining `Agent` and `Config`
+ALGORITHMS = {
+    "qc_fql": "agents.qc_fql",  # QC-FQL, FQL, FQL-n
+    "qc": "agents.qc",  # QC (best-of-N), BFN, BFN-n
+    "rlpd": "agents.rlpd",  # RLPD, RLPD-AC, QC-RLPD
+    "radt": "agents.radt",  # RADT, DT
+}
+
+
+def agent_module(algorithm: str):
+    """The module implementing `algorithm`; an unknown name lists the valid ones."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown agent algorithm '{algorithm}'; valid: {sorted(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[algorithm])
+
+
+def make_config(agent_cfg: Mapping[str, Any]):
+    """The frozen config of the agent that `agent_cfg['algorithm']` names."""
+    return agent_module(agent_cfg["algorithm"]).Config.from_mapping(agent_cfg)
+
+
+def make_agent(agent_cfg: Mapping[str, Any], seed: int, obs_dim: int, action_dim: int):
+    """A freshly initialised agent for a resolved agent config (a plain mapping)."""
+    module = agent_module(agent_cfg["algorithm"])
+    return module.Agent.create(seed, obs_dim, action_dim, make_config(agent_cfg))

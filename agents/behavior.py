@@ -1,0 +1,179 @@
+"""Expressive behaviour models over flat action chunks: flow matching or DDPM-style diffusion.
+
+Best-of-N (agents/qc.py) only needs a model that can represent every mode of the data's chunks and
+draw many samples in one batched call; a Gaussian would average the modes into actions nobody took.
+Both models share one interface, so the agent never branches on which one it holds:
+  init(key, observations, x) -> params
+  draw_noise(key, batch_size) -> dict                 # the randomness of one loss evaluation
+  loss(params, observations, actions, noise, weights) -> scalar
+  sampling_noise(key, shape) -> pytree                # the randomness of samples with leading `shape`
+  sample(params, observations, noise) -> (..., policy_dim), clipped to [-1, 1]
+Sampling works on any leading shape, e.g. (batch, num_samples, obs_dim) observations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.flow import euler_sample, flow_matching_loss
+from agents.networks import VectorField
+
+BEHAVIORS = ("flow", "diffusion")
+DIFFUSION_SCHEDULES = ("cosine", "linear")
+DIFFUSION_SAMPLERS = ("ddpm", "ddim")
+
+
+def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """jax.random.normal drawn flat and reshaped: XLA:CPU compiles rank-3 and rank-4 draws several times
+    slower (seconds each), and best-of-N draws (batch, num_samples, policy_dim) noise in every update."""
+    return jax.random.normal(key, (math.prod(shape),)).reshape(shape)
+
+
+def _weighted_mean(error: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """error: (batch, steps, action_dim); weights: (batch, steps) (the chunk's `valid`) or None."""
+    if weights is None:
+        return error.mean()
+    return (error * weights[..., None]).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    """Flow matching (spec, "Behaviour flow"), sampled with `steps` Euler steps from x0 ~ N(0, I)."""
+
+    net: VectorField
+    steps: int
+
+    def init(self, key: jax.Array, observations: jax.Array, x: jax.Array) -> dict:
+        return self.net.init(key, observations, x, jnp.zeros((*x.shape[:-1], 1)))
+
+    def draw_noise(self, key: jax.Array, batch_size: int) -> dict:
+        x0_key, times_key = jax.random.split(key)
+        return {
+            "x0": normal(x0_key, (batch_size, self.net.output_dim)),
+            "times": jax.random.uniform(times_key, (batch_size, 1)),
+        }
+
+    def loss(self, params: dict, observations: jax.Array, actions: jax.Array, noise: dict,
+             weights: jax.Array | None) -> jax.Array:
+        """actions: (batch, steps, action_dim); weights: (batch, steps) or None."""
+
+        def velocity(obs, x, u):
+            return self.net.apply(params, obs, x, u)
+
+        return flow_matching_loss(velocity, observations, actions, noise["x0"], noise["times"], weights)
+
+    def sampling_noise(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return normal(key, (*shape, self.net.output_dim))
+
+    def sample(self, params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """observations: (..., obs_dim); noise: (..., policy_dim) -> (..., policy_dim)."""
+
+        def velocity(obs, x, u):
+            return self.net.apply(params, obs, x, u)
+
+        return euler_sample(velocity, observations, noise, self.steps)
+
+
+def beta_schedule(name: str, steps: int) -> np.ndarray:
+    """Noise variances beta_1..beta_T, (steps,).
+
+    cosine: Nichol & Dhariwal (2021), alpha_bar(t) = cos^2((t/T + s)/(1 + s) * pi/2), betas capped at 0.999.
+    linear: the linear beta(t) in [0.1, 20] of the variance-preserving SDE (Song et al. 2021) discretised to
+    T steps; DDPM's fixed 1e-4..0.02 betas only reach pure noise with T near 1000, this reaches
+    alpha_bar_T = exp(-10) for any T.
+    """
+    if name == "cosine":
+        offset = 0.008
+        alpha_bars = np.cos((np.arange(steps + 1) / steps + offset) / (1 + offset) * np.pi / 2) ** 2
+        return np.minimum(1.0 - alpha_bars[1:] / alpha_bars[:-1], 0.999)
+    if name == "linear":
+        beta_min, beta_max = 0.1, 20.0
+        index = np.arange(1, steps + 1)
+        return 1.0 - np.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * index - 1) / steps**2)
+    raise ValueError(f"diffusion_schedule must be one of {DIFFUSION_SCHEDULES}, got {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Diffusion:
+    """Denoising diffusion (Ho et al. 2020) over the flat chunk; the VectorField predicts the noise.
+
+    Step t = 0..T-1 has noise level alpha_bar[t]; training regresses eps from x_t = sqrt(alpha_bar) x0 +
+    sqrt(1 - alpha_bar) eps. Sampling runs t = T-1..0 with the predicted x0 clipped to [-1, 1] at every step,
+    by the stochastic DDPM posterior ('ddpm') or the deterministic DDIM update ('ddim', eta = 0).
+    """
+
+    net: VectorField
+    steps: int
+    schedule: str
+    sampler: str
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """betas, alpha_bars and alpha_bars of the previous step (1 before the first), each (steps,)."""
+        betas = beta_schedule(self.schedule, self.steps)
+        alpha_bars = np.cumprod(1.0 - betas)
+        return betas, alpha_bars, np.append(1.0, alpha_bars[:-1])
+
+    def init(self, key: jax.Array, observations: jax.Array, x: jax.Array) -> dict:
+        return self.net.init(key, observations, x, jnp.zeros((*x.shape[:-1], 1)))
+
+    def draw_noise(self, key: jax.Array, batch_size: int) -> dict:
+        eps_key, step_key = jax.random.split(key)
+        return {
+            "eps": normal(eps_key, (batch_size, self.net.output_dim)),
+            "steps": jax.random.randint(step_key, (batch_size,), 0, self.steps),
+        }
+
+    def loss(self, params: dict, observations: jax.Array, actions: jax.Array, noise: dict,
+             weights: jax.Array | None) -> jax.Array:
+        """||eps(s, x_t, (t+1)/T) - eps||^2; the time input is the normalised step.
+
+        actions: (batch, steps, action_dim); weights: (batch, steps) or None.
+        """
+        batch = actions.shape[0]
+        x0 = actions.reshape(batch, -1)
+        alpha_bar = jnp.asarray(self.coefficients()[1], jnp.float32)[noise["steps"]][:, None]
+        x_t = jnp.sqrt(alpha_bar) * x0 + jnp.sqrt(1.0 - alpha_bar) * noise["eps"]
+        times = ((noise["steps"] + 1) / self.steps)[:, None].astype(jnp.float32)
+        predicted = self.net.apply(params, observations, x_t, times)
+        return _weighted_mean(jnp.square(predicted - noise["eps"]).reshape(actions.shape), weights)
+
+    def sampling_noise(self, key: jax.Array, shape: tuple[int, ...]) -> dict:
+        """x_T, and for DDPM the fresh noise of each step t: (steps, *shape, policy_dim)."""
+        initial_key, steps_key = jax.random.split(key)
+        noise = {"initial": normal(initial_key, (*shape, self.net.output_dim))}
+        if self.sampler == "ddpm":
+            noise["steps"] = normal(steps_key, (self.steps, *shape, self.net.output_dim))
+        return noise
+
+    def sample(self, params: dict, observations: jax.Array, noise: dict) -> jax.Array:
+        """observations: (..., obs_dim); noise from `sampling_noise` with the same leading shape."""
+        betas, alpha_bars, alpha_bars_prev = self.coefficients()
+        x = noise["initial"]
+        for t in reversed(range(self.steps)):
+            beta, alpha_bar, alpha_bar_prev = float(betas[t]), float(alpha_bars[t]), float(alpha_bars_prev[t])
+            eps = self.net.apply(params, observations, x, jnp.full((*x.shape[:-1], 1), (t + 1) / self.steps))
+            x0 = jnp.clip((x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar), -1.0, 1.0)
+            if self.sampler == "ddim":
+                x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(1.0 - alpha_bar_prev) * eps
+            else:
+                x0_coef = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
+                xt_coef = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+                variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)  # 0 at t = 0
+                x = x0_coef * x0 + xt_coef * x + math.sqrt(variance) * noise["steps"][t]
+        return jnp.clip(x, -1.0, 1.0)
+
+
+def make(config, policy_dim: int) -> Flow | Diffusion:
+    """The behaviour model named by `config.behavior` (an agents.qc.Config): a VectorField of
+    `config.hidden_dims` over flat (policy_dim,) chunks, with `config.actor_layer_norm`."""
+    net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm)
+    if config.behavior == "flow":
+        return Flow(net, config.flow_steps)
+    if config.behavior == "diffusion":
+        return Diffusion(net, config.diffusion_steps, config.diffusion_schedule, config.diffusion_sampler)
+    raise ValueError(f"behavior must be one of {BEHAVIORS}, got {config.behavior!r}")

@@ -1,0 +1,41 @@
+"""Flow matching over action chunks: the behaviour-cloning loss and Euler sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+VelocityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def flow_matching_loss(
+    velocity: VelocityFn,
+    observations: jax.Array,
+    actions: jax.Array,
+    x0: jax.Array,
+    times: jax.Array,
+    weights: jax.Array | None,
+) -> jax.Array:
+    """||v(s, x_u, u) - (x1 - x0)||^2 with x_u = (1 - u) x0 + u x1, for x0 ~ N(0, I), u ~ U[0, 1] drawn by the caller.
+
+    actions: (batch, steps, action_dim) target chunk x1; x0: (batch, steps * action_dim); times: (batch, 1);
+    weights: (batch, steps) per-step weights (the chunk's `valid`) or None for an unweighted mean.
+    """
+    batch, steps, action_dim = actions.shape
+    x1 = actions.reshape(batch, -1)
+    x_u = (1.0 - times) * x0 + times * x1
+    error = jnp.square(velocity(observations, x_u, times) - (x1 - x0)).reshape(batch, steps, action_dim)
+    if weights is None:
+        return error.mean()
+    return (error * weights[..., None]).mean()
+
+
+def euler_sample(velocity: VelocityFn, observations: jax.Array, noise: jax.Array, num_steps: int) -> jax.Array:
+    """Integrate dx/du = v(s, x, u) from x0 = noise over u in [0, 1] with `num_steps` Euler steps, then clip."""
+    x = noise
+    for step in range(num_steps):
+        times = jnp.full((*noise.shape[:-1], 1), step / num_steps)
+        x = x + velocity(observations, x, times) / num_steps
+    return jnp.clip(x, -1.0, 1.0)

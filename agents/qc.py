@@ -1,0 +1,174 @@
+"""QC: best-of-N sampling from a behaviour model over action chunks (Li, Zhou & Levine 2025).
+
+Only an expressive behaviour model (flow or diffusion, agents/behavior.py) is fit to the data's chunks;
+there is no policy network. To act, and to pick the bootstrap chunk a' of the TD target, N chunks are
+drawn from the behaviour model and the one the online critic scores highest is kept, so the policy stays
+on the data's support while the critic steers it. chunk_length = 1 is BFN; action_chunking = False with
+chunk_length = 5 is BFN-n (behaviour model and critic see one action, the target keeps the 5-step return).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import behavior as bm
+from agents import critic as td
+from agents.config import AgentConfig
+from agents.networks import Critic
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AgentConfig):
+    """Paper defaults (spec, "QC (best-of-N)"); num_samples is 64 on puzzle-3x3 via configs/agent/qc.yaml."""
+
+    lr: float = 3e-4
+    tau: float = 0.005
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    num_qs: int = 2
+    q_agg: str = "mean"
+    critic_layer_norm: bool = True
+    actor_layer_norm: bool = False
+    behavior: str = "flow"
+    num_samples: int = 32
+    flow_steps: int = 10
+    diffusion_steps: int = 10
+    diffusion_schedule: str = "cosine"
+    diffusion_sampler: str = "ddpm"
+
+    def __post_init__(self):
+        choices = {"behavior": bm.BEHAVIORS, "diffusion_schedule": bm.DIFFUSION_SCHEDULES,
+                   "diffusion_sampler": bm.DIFFUSION_SAMPLERS, "q_agg": ("mean", "min")}
+        for name, valid in choices.items():
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(f"invalid agent setting {name}={value!r}: expected one of {valid}")
+        for name in ("num_samples", "flow_steps", "diffusion_steps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"invalid agent setting {name}={value!r}: expected an integer >= 1")
+
+
+class Agent(flax.struct.PyTreeNode):
+    """Immutable agent state; `update` and `sample_actions` are pure and jittable."""
+
+    rng: jax.Array
+    params: dict
+    target_critic: Any
+    opt_state: Any
+    config: Config = flax.struct.field(pytree_node=False)
+    action_dim: int = flax.struct.field(pytree_node=False)
+    critic_net: Critic = flax.struct.field(pytree_node=False)
+    behavior: bm.Flow | bm.Diffusion = flax.struct.field(pytree_node=False)
+    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+        policy_dim = config.policy_dim(action_dim)
+        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+        behavior = bm.make(config, policy_dim)
+        rng, critic_key, behavior_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, policy_dim))
+        params = {
+            "critic": critic_net.init(critic_key, obs, act),
+            "behavior": behavior.init(behavior_key, obs, act),
+        }
+        optimizer = optax.adam(config.lr)
+        return cls(
+            rng=rng,
+            params=params,
+            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
+            opt_state=optimizer.init(params),
+            config=config,
+            action_dim=action_dim,
+            critic_net=critic_net,
+            behavior=behavior,
+            optimizer=optimizer,
+        )
+
+    @property
+    def policy_dim(self) -> int:
+        return self.config.policy_dim(self.action_dim)
+
+    def _repeat(self, observations: jax.Array) -> jax.Array:
+        """(batch, obs_dim) -> (batch, num_samples, obs_dim), a broadcast rather than a copy."""
+        batch, obs_dim = observations.shape
+        return jnp.broadcast_to(observations[:, None], (batch, self.config.num_samples, obs_dim))
+
+    def candidates(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
+        """num_samples clipped behaviour samples per observation, all in one batched call.
+
+        observations: (batch, obs_dim); noise: behavior.sampling_noise(key, (batch, num_samples))
+        -> (batch, num_samples, policy_dim)
+        """
+        return self.behavior.sample(params["behavior"], self._repeat(observations), noise)
+
+    def best_of_n(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
+        """The candidate with the highest online Q (ensemble reduced by q_agg): (batch, policy_dim)."""
+        candidates = self.candidates(params, observations, noise)
+        qs = self.critic_net.apply(params["critic"], self._repeat(observations), candidates)
+        best = jnp.argmax(td.aggregate(qs, self.config.q_agg), axis=1)
+        return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0]
+
+    def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.
+
+        observations: (batch, obs_dim)
+        """
+        noise = self.behavior.sampling_noise(key, (observations.shape[0], self.config.num_samples))
+        actions = self.best_of_n(self.params, observations, noise)
+        return actions.reshape(observations.shape[0], -1, self.action_dim)
+
+    def draw_noise(self, key: jax.Array, batch_size: int) -> dict:
+        """All randomness of one update, drawn up front so the losses are plain functions of their inputs."""
+        next_key, behavior_key = jax.random.split(key)
+        return {
+            "next_actions": self.behavior.sampling_noise(next_key, (batch_size, self.config.num_samples)),
+            "behavior": self.behavior.draw_noise(behavior_key, batch_size),
+        }
+
+    def critic_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+        """TD loss with a' = best of N at s_{t+h} under the online critic, evaluated by the target critic."""
+        cfg = self.config
+        next_observations = batch["next_observations"][:, -1]
+        next_actions = self.best_of_n(jax.lax.stop_gradient(params), next_observations, noise["next_actions"])
+        next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
+        next_q = td.aggregate(next_qs, cfg.q_agg)
+        target = td.chunk_target(batch, next_q, cfg.discount)
+        actions = td.critic_actions(batch["actions"], cfg.action_chunking)
+        qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
+        loss = td.critic_loss(qs, target, batch["valid"])
+        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+
+    def behavior_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+        """Behaviour cloning of the data's chunks weighted per step by `valid` (BFN-n: first action only)."""
+        if self.config.action_chunking:
+            targets, weights = batch["actions"], batch["valid"]
+        else:
+            targets, weights = batch["actions"][:, :1], None
+        observations = batch["observations"]
+        loss = self.behavior.loss(params["behavior"], observations, targets, noise["behavior"], weights)
+        return loss, {f"bc_{self.config.behavior}_loss": loss}
+
+    def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
+        critic_loss, critic_info = self.critic_loss(batch, params, noise)
+        behavior_loss, behavior_info = self.behavior_loss(batch, params, noise)
+        info = {f"critic/{k}": v for k, v in critic_info.items()}
+        info.update({f"actor/{k}": v for k, v in behavior_info.items()})
+        return critic_loss + behavior_loss, info
+
+    def update(self, batch: dict) -> tuple[Agent, dict]:
+        """One Adam step on the summed critic and behaviour losses, then the Polyak target update."""
+        rng, key = jax.random.split(self.rng)
+        noise = self.draw_noise(key, batch["observations"].shape[0])
+        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
+        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        target_critic = optax.incremental_update(params["critic"], self.target_critic, self.config.tau)
+        info["grad/norm"] = optax.tree.norm(grads)
+        return self.replace(rng=rng, params=params, target_critic=target_critic, opt_state=opt_state), info

@@ -1,0 +1,231 @@
+"""RLPD family: SAC on online data mixed 50/50 with offline data (Ball et al. 2023; Li, Zhou & Levine 2025).
+
+A tanh-squashed diagonal Gaussian policy over the whole flat chunk, a critic ensemble trained with the
+chunk-level n-step target (mean over the K target critics) and a temperature tuned towards a target entropy.
+chunk_length = 1 is RLPD; chunk_length = 5 is RLPD-AC; adding `bc_alpha` * (-log pi(dataset chunk | s)) is
+QC-RLPD. The 50/50 batches come from the replay (top-level `offline_ratio`), not from the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import critic as td
+from agents.config import AgentConfig
+from agents.networks import MLP, Critic
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# Dataset actions sit on the +-1 boundary, where atanh is infinite.
+ATANH_CLIP = 1e-5
+
+
+def tanh_normal_log_prob(pre_tanh: jax.Array, means: jax.Array, log_stds: jax.Array) -> jax.Array:
+    """Per-dimension log density of tanh(u), u ~ N(means, exp(log_stds)^2), at the point tanh(pre_tanh).
+
+    log N(u) - log(1 - tanh(u)^2), the Jacobian written as 2 (log 2 - u - softplus(-2u)) so that it stays
+    finite where tanh(u) rounds to +-1. All arguments and the result: (..., dim).
+    """
+    standardised = (pre_tanh - means) * jnp.exp(-log_stds)
+    gaussian = -0.5 * jnp.square(standardised) - log_stds - 0.5 * math.log(2 * math.pi)
+    log_jacobian = 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return gaussian - log_jacobian
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AgentConfig):
+    """Paper defaults of RLPD (spec, "RLPD family"); RLPD-AC sets chunk_length 5, QC-RLPD also bc_alpha 0.01.
+
+    target_subsample: None bootstraps from the mean of all target critics; n takes the min over a random
+    subset of n of them (original RLPD: 2). backup_entropy subtracts the entropy bonus of the soft value
+    in the target.
+    """
+
+    chunk_length: int = 1
+    lr: float = 3e-4
+    tau: float = 0.005
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    num_qs: int = 10
+    critic_layer_norm: bool = True
+    actor_layer_norm: bool = False
+    init_temperature: float = 1.0
+    target_entropy_multiplier: float = 0.5
+    target_subsample: int | None = None
+    backup_entropy: bool = False
+    bc_alpha: float = 0.0
+
+    def __post_init__(self):
+        if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:
+            raise ValueError(
+                f"target_subsample must be null or in [1, num_qs={self.num_qs}], got {self.target_subsample}"
+            )
+
+    def target_entropy(self, action_dim: int) -> float:
+        """-multiplier * the policy's output size (a whole chunk when chunking)."""
+        return -self.target_entropy_multiplier * self.policy_dim(action_dim)
+
+
+class Agent(flax.struct.PyTreeNode):
+    """Immutable agent state; `update` and `sample_actions` are pure and jittable.
+
+    params: critic, actor (an MLP giving means and log-stds), log_temperature (a scalar).
+    """
+
+    rng: jax.Array
+    params: dict
+    target_critic: Any
+    opt_state: Any
+    config: Config = flax.struct.field(pytree_node=False)
+    action_dim: int = flax.struct.field(pytree_node=False)
+    critic_net: Critic = flax.struct.field(pytree_node=False)
+    actor_net: MLP = flax.struct.field(pytree_node=False)
+    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+        policy_dim = config.policy_dim(action_dim)
+        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+        actor_net = MLP((*config.hidden_dims, 2 * policy_dim), layer_norm=config.actor_layer_norm)
+        rng, critic_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        obs = jnp.zeros((1, obs_dim))
+        params = {
+            "critic": critic_net.init(critic_key, obs, jnp.zeros((1, policy_dim))),
+            "actor": actor_net.init(actor_key, obs),
+            "log_temperature": jnp.asarray(math.log(config.init_temperature), jnp.float32),
+        }
+        # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
+        optimizer = optax.adam(config.lr)
+        return cls(
+            rng=rng,
+            params=params,
+            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
+            opt_state=optimizer.init(params),
+            config=config,
+            action_dim=action_dim,
+            critic_net=critic_net,
+            actor_net=actor_net,
+            optimizer=optimizer,
+        )
+
+    @property
+    def policy_dim(self) -> int:
+        return self.config.policy_dim(self.action_dim)
+
+    def _distribution(self, actor_params: dict, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, policy_dim)."""
+        means, log_stds = jnp.split(self.actor_net.apply(actor_params, observations), 2, axis=-1)
+        return means, jnp.clip(log_stds, LOG_STD_MIN, LOG_STD_MAX)
+
+    def _sample(self, actor_params: dict, observations: jax.Array, noise: jax.Array) -> tuple[jax.Array, ...]:
+        """Reparameterised flat actions (batch, policy_dim) and their log-probabilities (batch,)."""
+        means, log_stds = self._distribution(actor_params, observations)
+        pre_tanh = means + jnp.exp(log_stds) * noise
+        return jnp.tanh(pre_tanh), tanh_normal_log_prob(pre_tanh, means, log_stds).sum(-1)
+
+    def sample_actions(
+        self, observations: jax.Array, key: jax.Array, deterministic: bool = False
+    ) -> jax.Array:
+        """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.
+
+        Stochastic by default (exploration, and the reference's evaluation); `deterministic` gives tanh(mean).
+        observations: (batch, obs_dim)
+        """
+        means, log_stds = self._distribution(self.params["actor"], observations)
+        if not deterministic:
+            means = means + jnp.exp(log_stds) * jax.random.normal(key, means.shape)
+        return jnp.tanh(means).reshape(observations.shape[0], -1, self.action_dim)
+
+    def draw_noise(self, key: jax.Array, batch_size: int) -> dict:
+        """All randomness of one update, drawn up front so the losses are plain functions of their inputs."""
+        next_key, actor_key, subset_key = jax.random.split(key, 3)
+        shape = (batch_size, self.policy_dim)
+        noise = {
+            "next_actions": jax.random.normal(next_key, shape),
+            "actions": jax.random.normal(actor_key, shape),
+        }
+        if self.config.target_subsample is not None:
+            permutation = jax.random.permutation(subset_key, self.config.num_qs)
+            noise["target_critics"] = permutation[: self.config.target_subsample]
+        return noise
+
+    def critic_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+        """Chunk-level TD loss; the target bootstraps from a' ~ pi(s_{t+h}) (no gradient flows into it)."""
+        cfg = self.config
+        next_observations = batch["next_observations"][:, -1]
+        next_actions, next_log_probs = self._sample(params["actor"], next_observations, noise["next_actions"])
+        next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
+        if cfg.target_subsample is None:
+            next_q = td.aggregate(next_qs, "mean")
+        else:
+            next_q = td.aggregate(next_qs[noise["target_critics"]], "min")
+        if cfg.backup_entropy:
+            next_q = next_q - jnp.exp(params["log_temperature"]) * next_log_probs
+        target = td.chunk_target(batch, next_q, cfg.discount)
+        actions = td.critic_actions(batch["actions"], cfg.action_chunking)
+        qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
+        loss = td.critic_loss(qs, target, batch["valid"])
+        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+
+    def bc_log_prob(self, actor_params: dict, batch: dict) -> jax.Array:
+        """log pi(dataset actions | s): (batch,), summed over the steps that belong to the chunk's episode.
+
+        The policy is a diagonal Gaussian before the tanh, so this is the exact log-probability of the chunk's
+        valid prefix; steps past an episode end (valid = 0) are another episode's actions and are left out.
+        """
+        means, log_stds = self._distribution(actor_params, batch["observations"])
+        steps = means.shape[-1] // self.action_dim
+        actions = batch["actions"][:, :steps].reshape(means.shape)
+        pre_tanh = jnp.arctanh(jnp.clip(actions, -1.0 + ATANH_CLIP, 1.0 - ATANH_CLIP))
+        per_step = tanh_normal_log_prob(pre_tanh, means, log_stds).reshape(-1, steps, self.action_dim).sum(-1)
+        return (per_step * batch["valid"][:, :steps]).sum(-1)
+
+    def actor_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+        """temperature * log pi(a|s) - mean_k Q_k(s, a) with a ~ pi reparameterised,
+        plus bc_alpha * (-log pi(dataset chunk | s))."""
+        observations = batch["observations"]
+        actions, log_probs = self._sample(params["actor"], observations, noise["actions"])
+        qs = self.critic_net.apply(jax.lax.stop_gradient(params["critic"]), observations, actions)
+        temperature = jnp.exp(jax.lax.stop_gradient(params["log_temperature"]))
+        sac_loss = (temperature * log_probs - qs.mean(axis=0)).mean()
+        bc_loss = -self.bc_log_prob(params["actor"], batch).mean()
+        loss = sac_loss + self.config.bc_alpha * bc_loss
+        return loss, {
+            "actor_loss": loss,
+            "sac_loss": sac_loss,
+            "bc_loss": bc_loss,
+            "entropy": -log_probs.mean(),
+            "q": qs.mean(),
+        }
+
+    def temperature_loss(self, params: dict, entropy: jax.Array) -> tuple[jax.Array, dict]:
+        """temperature * (entropy - target): lowers the temperature while the entropy is above the target."""
+        temperature = jnp.exp(params["log_temperature"])
+        gap = jax.lax.stop_gradient(entropy) - self.config.target_entropy(self.action_dim)
+        loss = temperature * gap
+        return loss, {"temperature_loss": loss, "temperature": temperature, "entropy_gap": gap}
+
+    def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
+        critic_loss, critic_info = self.critic_loss(batch, params, noise)
+        actor_loss, actor_info = self.actor_loss(batch, params, noise)
+        temperature_loss, temperature_info = self.temperature_loss(params, actor_info["entropy"])
+        info = {f"critic/{k}": v for k, v in critic_info.items()}
+        info.update({f"actor/{k}": v for k, v in actor_info.items()})
+        info.update({f"temperature/{k}": v for k, v in temperature_info.items()})
+        return critic_loss + actor_loss + temperature_loss, info
+
+    def update(self, batch: dict) -> tuple[Agent, dict]:
+        """One Adam step on the summed critic, actor and temperature losses, then the Polyak target update."""
+        rng, key = jax.random.split(self.rng)
+        noise = self.draw_noise(key, batch["observations"].shape[0])
+        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
+        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        target_critic = optax.incremental_update(params["critic"], self.target_critic, self.config.tau)
+        info["grad/norm"] = optax.tree.norm(grads)
+        return self.replace(rng=rng, params=params, target_critic=target_critic, opt_state=opt_state), info

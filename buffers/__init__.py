@@ -1,0 +1,20 @@
+"""Device-resident transition storage and chunk sampling, all jittable."""
+
+from buffers.chunks import gather_chunks, sample_chunks, sample_mixed, sample_starts
+from buffers.replay import Replay, make_replay
+from buffers.store import TransitionStore, empty, from_dataset, insert, insert_many, nbytes
+
+__all__ = [
+    "Replay",
+    "TransitionStore",
+    "empty",
+    "from_dataset",
+    "gather_chunks",
+    "insert",
+    "insert_many",
+    "make_replay",
+    "nbytes",
+    "sample_chunks",
+    "sample_mixed",
+    "sample_starts",
+]

@@ -1,0 +1,199 @@
+"""Device-resident transition storage that keeps each state once.
+
+A transition t is (s_t, a_t, r_t, m_t, d_t, s'_t). Consecutive transitions of a trajectory share states
+(s'_t = s_{t+1}), so states are stored once in `observations` and each transition keeps the row of its
+state, `obs_rows[t]`; its next state sits in the following row. A trajectory of T transitions therefore
+takes T + 1 observation rows instead of 2T, which is what makes a 1M-transition OGBench dataset fit in
+about half the memory of an (observations, next_observations) layout.
+
+The same structure is the online replay ring buffer: transitions and observation rows are both rings,
+`obs_rows` holds global (unwrapped) row numbers, and `oldest` tracks the oldest transition whose state
+rows have not been overwritten yet, so a wrapped buffer never hands out a stale state.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class TransitionStore(flax.struct.PyTreeNode):
+    """Flat transition array on the device.
+
+    observations: (obs_capacity, obs_dim) states, ring-indexed by global row % obs_capacity.
+    obs_rows: (capacity,) int32 global row of s_t for each transition slot.
+    actions: (capacity, action_dim); rewards: (capacity,) float32;
+    masks: (capacity,) bool, 1 - true terminal; terminals: (capacity,) bool, last transition of a trajectory.
+    count: transitions ever inserted; oldest: global index of the oldest live transition;
+    rows_written: observation rows ever written.
+    """
+
+    observations: jax.Array
+    obs_rows: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    masks: jax.Array
+    terminals: jax.Array
+    count: jax.Array
+    oldest: jax.Array
+    rows_written: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def obs_capacity(self) -> int:
+        return self.observations.shape[0]
+
+    @property
+    def size(self) -> jax.Array:
+        """Live transitions, in global order `oldest .. count - 1`."""
+        return self.count - self.oldest
+
+    def slot(self, index: jax.Array) -> jax.Array:
+        """Array slot of a global transition index."""
+        return index % self.capacity
+
+
+def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None = None) -> TransitionStore:
+    """An empty ring buffer for `capacity` transitions.
+
+    `max_episodes` extra observation rows hold the final state of each stored episode; with fewer rows
+    than episodes the buffer still works but holds fewer than `capacity` transitions once it wraps.
+    """
+    if capacity < 1:
+        raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+    max_episodes = max(1, capacity // 50) if max_episodes is None else max_episodes
+    zero = jnp.zeros((), jnp.int32)
+    return TransitionStore(
+        observations=jnp.zeros((capacity + max_episodes, obs_dim), jnp.float32),
+        obs_rows=jnp.zeros((capacity,), jnp.int32),
+        actions=jnp.zeros((capacity, action_dim), jnp.float32),
+        rewards=jnp.zeros((capacity,), jnp.float32),
+        masks=jnp.zeros((capacity,), bool),
+        terminals=jnp.ones((capacity,), bool),
+        count=zero,
+        oldest=zero,
+        rows_written=zero,
+    )
+
+
+def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
+    """`next_observations` from OGBench's loader must equal the following state inside each trajectory."""
+    if "next_observations" not in dataset:
+        return
+    inner = ~terminals[:-1]
+    if not np.array_equal(dataset["next_observations"][:-1][inner], dataset["observations"][1:][inner]):
+        bad = int(np.flatnonzero(inner & np.any(
+            dataset["next_observations"][:-1] != dataset["observations"][1:], axis=-1))[0])
+        raise ValueError(
+            f"dataset next_observations[{bad}] differs from observations[{bad + 1}] although transition {bad} "
+            "is not the last of its trajectory (terminals[t] = 0): the arrays are not one flat trajectory list"
+        )
+
+
+def from_dataset(dataset: dict, capacity: int | None = None, max_episodes: int | None = None) -> TransitionStore:
+    """Store for an OGBench-style dataset dict (observations, actions, rewards, masks, terminals).
+
+    `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations`, if present,
+    is checked against the next state, then dropped; only the final state of each trajectory is kept from it.
+    `capacity` > len(dataset) leaves room to append online transitions to the same pool.
+    """
+    observations = np.asarray(dataset["observations"], np.float32)
+    terminals = np.asarray(dataset["terminals"]).astype(bool)
+    num = len(observations)
+    for key in ("actions", "rewards", "masks", "terminals"):
+        if len(dataset[key]) != num:
+            raise ValueError(f"dataset key '{key}' has {len(dataset[key])} rows, observations has {num}")
+    if num == 0:
+        raise ValueError("dataset is empty")
+    if not terminals[-1]:
+        if "next_observations" not in dataset:
+            raise ValueError("the last transition is not a trajectory end and no next_observations are given")
+        terminals = terminals.copy()
+        terminals[-1] = True  # the final state is known from next_observations; close the trajectory there
+    _check_next_observations(dataset, terminals)
+
+    ends = np.flatnonzero(terminals)
+    # Row of s_t: t plus one extra row for each trajectory that ended before t.
+    obs_rows = np.arange(num) + np.searchsorted(ends, np.arange(num), side="left")
+    final_rows = ends + np.arange(1, len(ends) + 1)
+    if "next_observations" in dataset:
+        final_states = np.asarray(dataset["next_observations"], np.float32)[ends]
+    else:
+        raise ValueError("dataset needs next_observations for the final state of each trajectory")
+    rows = np.zeros((num + len(ends), observations.shape[1]), np.float32)
+    rows[obs_rows] = observations
+    rows[final_rows] = final_states
+
+    capacity = num if capacity is None else max(capacity, num)
+    online = capacity - num
+    episode_rows = (max(1, online // 50) if max_episodes is None else max_episodes) if online else 0
+    observations_on_device = jnp.zeros((len(rows) + online + episode_rows, rows.shape[1]), jnp.float32)
+
+    def padded(values, dtype, fill=0):
+        out = np.full((capacity,) + np.shape(values)[1:], fill, dtype)
+        out[:num] = values
+        return jnp.asarray(out)
+
+    return TransitionStore(
+        observations=observations_on_device.at[: len(rows)].set(rows),
+        obs_rows=padded(obs_rows, np.int32),
+        actions=padded(np.asarray(dataset["actions"], np.float32), np.float32),
+        rewards=padded(np.asarray(dataset["rewards"], np.float32), np.float32),
+        masks=padded(np.asarray(dataset["masks"]) > 0.5, bool),
+        terminals=padded(terminals, bool, fill=True),
+        count=jnp.asarray(num, jnp.int32),
+        oldest=jnp.zeros((), jnp.int32),
+        rows_written=jnp.asarray(len(rows), jnp.int32),
+    )
+
+
+def nbytes(store: TransitionStore) -> int:
+    """Device bytes held by the store's arrays."""
+    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(store))
+
+
+def insert(store: TransitionStore, transition: dict) -> TransitionStore:
+    """Append one transition (jittable). `transition`: observations, actions, rewards, masks, terminals,
+    next_observations, each without a batch axis. `terminals` = 1 ends the episode (success or time-out).
+    """
+    previous_ended = store.terminals[store.slot(store.count - 1)] | (store.count == 0)
+    # A new episode writes its first state to a fresh row; otherwise s_t is the previous s'.
+    row = jnp.where(previous_ended, store.rows_written, store.rows_written - 1)
+    observations = store.observations.at[row % store.obs_capacity].set(transition["observations"])
+    observations = observations.at[(row + 1) % store.obs_capacity].set(transition["next_observations"])
+    slot = store.slot(store.count)
+    count = store.count + 1
+    rows_written = row + 2
+    store = store.replace(
+        observations=observations,
+        obs_rows=store.obs_rows.at[slot].set(row),
+        actions=store.actions.at[slot].set(transition["actions"]),
+        rewards=store.rewards.at[slot].set(transition["rewards"]),
+        masks=store.masks.at[slot].set(transition["masks"] > 0.5),
+        terminals=store.terminals.at[slot].set(transition["terminals"] > 0.5),
+        count=count,
+        rows_written=rows_written,
+    )
+    return _drop_overwritten(store)
+
+
+def _drop_overwritten(store: TransitionStore) -> TransitionStore:
+    """Advance `oldest` past transitions whose slot or state rows were reused."""
+    oldest = jnp.maximum(store.oldest, store.count - store.capacity)
+    first_live_row = store.rows_written - store.obs_capacity
+
+    def stale(index):
+        return (index < store.count) & (store.obs_rows[store.slot(index)] < first_live_row)
+
+    oldest = jax.lax.while_loop(stale, lambda index: index + 1, oldest)
+    return store.replace(oldest=oldest)
+
+
+def insert_many(store: TransitionStore, transitions: dict) -> TransitionStore:
+    """Append transitions with a leading time axis, in order (jittable)."""
+    return jax.lax.scan(lambda s, tr: (insert(s, tr), None), store, transitions)[0]

@@ -1,0 +1,26 @@
+"""Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles)."""
+
+from envs.datasets import (
+    ResolvedDataset,
+    locate_dataset,
+    make_env_and_datasets,
+    resolve_dataset,
+    validate_dataset,
+)
+from envs.errors import DatasetError
+from envs.generate import generate_dataset
+from envs.suite import dataset_file_name, domain_of, make_env, sparse_rewards
+
+__all__ = [
+    "DatasetError",
+    "ResolvedDataset",
+    "dataset_file_name",
+    "domain_of",
+    "generate_dataset",
+    "locate_dataset",
+    "make_env",
+    "make_env_and_datasets",
+    "resolve_dataset",
+    "sparse_rewards",
+    "validate_dataset",
+]

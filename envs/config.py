@@ -1,0 +1,69 @@
+"""The env config group (configs/env/*.yaml), read and checked once at the boundary.
+
+Accepts an OmegaConf DictConfig or any dict- or attribute-like object, so scripts and tests can pass plain
+dicts.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def cfg_value(cfg, key: str):
+    """`cfg[key]` or `cfg.key`, with an error that names the missing key."""
+    try:
+        return cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
+    except (KeyError, AttributeError):
+        found = sorted(cfg) if isinstance(cfg, Mapping) else sorted(vars(cfg))
+        raise ValueError(f"env config: expected a key '{key}', found keys {found}") from None
+
+
+def _int_at_least(value, key: str, minimum: int, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = f"null or an integer >= {minimum}" if optional else f"an integer >= {minimum}"
+        raise ValueError(f"env.{key}: expected {expected}, found {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The keys of configs/env/*.yaml that decide which env is made and where its dataset comes from."""
+
+    name: str
+    sparse: bool
+    max_episode_steps: int | None  # time limit of the online and evaluation envs; None keeps OGBench's
+    dataset_path: str | None
+    dataset_dir: str
+    download: bool
+    num_episodes: int | None
+    generate_max_episode_steps: int | None
+    workers: int
+
+    @classmethod
+    def from_cfg(cls, env_cfg) -> "EnvConfig":
+        generate = cfg_value(env_cfg, "generate")
+        dataset_path = cfg_value(env_cfg, "dataset_path")
+        return cls(
+            name=str(cfg_value(env_cfg, "name")),
+            sparse=bool(cfg_value(env_cfg, "sparse")),
+            max_episode_steps=_int_at_least(
+                cfg_value(env_cfg, "max_episode_steps"), "max_episode_steps", 1, optional=True
+            ),
+            dataset_path=None if dataset_path is None else str(dataset_path),
+            dataset_dir=str(cfg_value(env_cfg, "dataset_dir")),
+            download=bool(cfg_value(env_cfg, "download")),
+            num_episodes=_int_at_least(
+                cfg_value(generate, "num_episodes"), "generate.num_episodes", 1, optional=True
+            ),
+            # Two steps is the shortest episode that keeps a transition once OGBench drops its last step.
+            generate_max_episode_steps=_int_at_least(
+                cfg_value(generate, "max_episode_steps"), "generate.max_episode_steps", 2, optional=True
+            ),
+            workers=_int_at_least(cfg_value(generate, "workers"), "generate.workers", 1, optional=False),
+        )
+
+    @property
+    def official_size(self) -> bool:
+        """Whether the dataset is the published size (only then is OGBench's file name used)."""
+        return self.num_episodes is None and self.generate_max_episode_steps is None

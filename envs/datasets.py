@@ -1,0 +1,236 @@
+"""Finding, checking and loading the offline dataset of a single-task OGBench env.
+
+The train file (its '-val.npz' file beside it) is resolved in this order, and the source used is logged:
+  1. `env.dataset_path`, when set; it must exist.
+  2. `<env.dataset_dir>/<file>`, when it exists; used as is.
+  3. OGBench's own download, only for the published size and when `env.download`, with a bounded socket
+     timeout; on any network failure the partial files are removed and resolution goes on.
+  4. Generation with OGBench's scripted oracles (envs/generate.py) into `<env.dataset_dir>/<file>`.
+
+`<file>` is OGBench's published name (e.g. 'cube-double-play-v0.npz') only when `env.generate.num_episodes`
+and `env.generate.max_episode_steps` are both null. Any other size gets a name that encodes the size and the
+seed, e.g. 'cube-double-play-v0-ep20-s0.npz' or 'cube-double-play-v0-ep4-len201-s0.npz', so that a small
+dataset is never taken for the published one, never replaces it, and is never downloaded.
+
+A file is checked against its env before OGBench's loader sees it, so bad data fails with one DatasetError
+naming the file and the mismatch. Rewards and masks are OGBench's own single-task relabelling.
+"""
+
+import contextlib
+import fcntl
+import http.client
+import logging
+import socket
+import zipfile
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import gymnasium
+import numpy as np
+import ogbench
+
+from envs.config import EnvConfig
+from envs.errors import DatasetError
+from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
+from envs.generate import generate_dataset
+from envs.suite import dataset_file_name, dataset_name_of, make_env, sparse_rewards
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 30.0
+DATASET_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
+_UNREADABLE_FILE_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error)
+
+
+class ResolvedDataset(NamedTuple):
+    path: Path  # the train file; its validation file is beside it
+    source: str  # "explicit", "existing", "downloaded" or "generated"
+    generation: dict | None  # what `generate_dataset` measured, when the source is "generated"
+
+
+def sized_file_name(name: str, num_episodes: int | None, max_episode_steps: int | None, seed: int) -> str:
+    """The file of a dataset that is not the published size, e.g. 'cube-double-play-v0-ep20-s0.npz'."""
+    episodes = f"-ep{num_episodes}" if num_episodes else ""
+    length = f"-len{max_episode_steps}" if max_episode_steps else ""
+    return f"{dataset_name_of(name)}{episodes}{length}-s{seed}.npz"
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """A lock beside `path`, so runs launched together generate a missing dataset once, not once each."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _download(dataset_name: str, path: Path) -> bool:
+    """OGBench's download of `dataset_name` next to `path`; False, with no partial file left, on failure."""
+    files = (path, val_path_of(path))
+    present_before = {file for file in files if file.exists()}
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        ogbench.download_datasets([dataset_name], str(path.parent))
+        return True
+    except (OSError, http.client.HTTPException) as error:
+        logger.warning("dataset: downloading %s failed (%s); generating it locally", dataset_name, error)
+        for file in files:
+            Path(f"{file}.tmp").unlink(missing_ok=True)
+            if file not in present_before:  # generation writes both files; half a downloaded pair must go
+                file.unlink(missing_ok=True)
+        return False
+    finally:
+        socket.setdefaulttimeout(timeout)
+
+
+def _download_or_generate(cfg: EnvConfig, path: Path, seed: int) -> ResolvedDataset:
+    if cfg.official_size and cfg.download and _download(dataset_name_of(cfg.name), path):
+        logger.info("dataset: downloaded from OGBench's server -> %s", path)
+        return ResolvedDataset(path, "downloaded", None)
+    logger.info(
+        "dataset: generating %s locally with OGBench's scripted oracles into %s (workers=%d; "
+        "env.generate.workers=N uses N processes)",
+        dataset_name_of(cfg.name),
+        path,
+        cfg.workers,
+    )
+    stats = generate_dataset(
+        dataset_name_of(cfg.name),
+        path,
+        num_episodes=cfg.num_episodes,
+        max_episode_steps=cfg.generate_max_episode_steps,
+        workers=cfg.workers,
+        seed=seed,
+    )
+    logger.info(
+        "dataset: generated locally with OGBench's scripted oracles (%d + %d validation episodes of %d "
+        "steps, seed %d, %.0f steps/s, workers=%d) -> %s",
+        stats["episodes"],
+        stats["val_episodes"],
+        stats["max_episode_steps"],
+        seed,
+        stats["steps_per_second"],
+        stats["workers"],
+        path,
+    )
+    return ResolvedDataset(path, "generated", stats)
+
+
+def locate_dataset(env_cfg, seed: int) -> ResolvedDataset:
+    """Resolves the train file for `env_cfg`, downloading or generating it when needed; logs the source."""
+    cfg = EnvConfig.from_cfg(env_cfg)
+    if cfg.dataset_path is not None:
+        path = Path(cfg.dataset_path).expanduser()
+        check_npz_path(path)
+        if not path.is_file():
+            raise DatasetError(f"env.dataset_path {path}: expected an OGBench .npz file, found no file there")
+        logger.info("dataset: explicit env.dataset_path -> %s", path)
+        return ResolvedDataset(path, "explicit", None)
+
+    if cfg.official_size:
+        file_name = dataset_file_name(cfg.name)
+    else:
+        file_name = sized_file_name(cfg.name, cfg.num_episodes, cfg.generate_max_episode_steps, seed)
+    path = Path(cfg.dataset_dir).expanduser() / file_name
+    check_npz_path(path)
+    if not path.is_file():  # an existing file needs no lock, so a read-only dataset_dir works
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(path):
+            if not path.is_file():  # another run may have made it while this one waited
+                return _download_or_generate(cfg, path, seed)
+    logger.info("dataset: existing file, used as is -> %s", path)
+    return ResolvedDataset(path, "existing", None)
+
+
+def resolve_dataset(env_cfg, seed: int) -> Path:
+    """The train file for `env_cfg` (see `locate_dataset`)."""
+    return locate_dataset(env_cfg, seed).path
+
+
+def _how_to_regenerate(path: Path, name: str) -> str:
+    val_path = val_path_of(path)
+    return (
+        f"delete {path} and {val_path} and the next run downloads or regenerates them, e.g. `rm -f {path} "
+        f"{val_path} && python launch/make_dataset.py env.name={name}` (with your env.dataset_dir and "
+        "env.generate overrides)"
+    )
+
+
+def _check_file(path: Path, env: gymnasium.Env, name: str) -> tuple[int, int]:
+    """Raises DatasetError unless `path` holds a well-formed dataset for `env`; returns (episodes, steps)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: expected a dataset file, found none; {_how_to_regenerate(path, name)}")
+    required = ["observations", "actions", "terminals", "qpos", "qvel"]
+    if hasattr(env.unwrapped, "_cur_button_states"):
+        required.append("button_states")  # OGBench's single-task rewards read the buttons' states
+    try:
+        with np.load(path) as file:
+            found = sorted(file.files)
+            arrays = {key: file[key] for key in required if key in found}
+    except _UNREADABLE_FILE_ERRORS as error:
+        raise DatasetError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); it is probably truncated or corrupt: "
+            f"{_how_to_regenerate(path, name)}"
+        ) from error
+    missing = sorted(set(required) - set(found))
+    if missing:
+        raise DatasetError(f"{path}: missing keys {missing}; expected {required}, found {found}")
+
+    for key, array in arrays.items():
+        if array.dtype != FILE_DTYPES[key]:
+            raise DatasetError(f"{path}: '{key}' has dtype {array.dtype}, expected {FILE_DTYPES[key]}")
+        ndim = 1 if key == "terminals" else 2
+        if array.ndim != ndim:
+            raise DatasetError(f"{path}: '{key}' has shape {array.shape}, expected {ndim} dimensions")
+    lengths = {key: len(array) for key, array in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(f"{path}: inconsistent lengths {lengths}, expected one length (steps) for all")
+    for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
+        if arrays[key].shape[1:] != space.shape:
+            raise DatasetError(
+                f"{path}: '{key}' have shape {arrays[key].shape[1:]} per step, expected {space.shape} "
+                f"(the {name} env's {key[:-1]} space)"
+            )
+    terminals = arrays["terminals"]
+    if len(terminals) == 0 or not terminals[-1]:
+        raise DatasetError(
+            f"{path}: expected 'terminals' to end an episode on the last step, found {terminals[-5:]}"
+        )
+    return int(terminals.sum()), len(terminals)
+
+
+def validate_dataset(path: Path, env: gymnasium.Env, name: str) -> dict:
+    """Checks the train file and its validation file against `env`; returns their episode and step counts."""
+    path = Path(path)
+    train_episodes, train_steps = _check_file(path, env, name)
+    val_episodes, val_steps = _check_file(val_path_of(path), env, name)
+    return dict(
+        train_episodes=train_episodes, train_steps=train_steps, val_episodes=val_episodes, val_steps=val_steps
+    )
+
+
+def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict]:
+    """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
+
+    The datasets map DATASET_KEYS to float32 arrays (transitions, ...) loaded and relabelled by OGBench; with
+    `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged).
+    """
+    cfg = EnvConfig.from_cfg(env_cfg)
+    env, eval_env = make_env(env_cfg), make_env(env_cfg)
+    path = resolve_dataset(env_cfg, seed)
+    counts = validate_dataset(path, env, cfg.name)
+    datasets = ogbench.make_env_and_datasets(
+        cfg.name, dataset_path=str(path), compact_dataset=False, dataset_only=True, cur_env=env
+    )
+    train, val = ({key: np.asarray(dataset[key], np.float32) for key in DATASET_KEYS} for dataset in datasets)
+    if cfg.sparse:
+        train["rewards"], val["rewards"] = sparse_rewards(train["rewards"]), sparse_rewards(val["rewards"])
+    logger.info(
+        "dataset: %d train transitions (%d episodes), %d validation transitions (%d episodes)",
+        len(train["rewards"]),
+        counts["train_episodes"],
+        len(val["rewards"]),
+        counts["val_episodes"],
+    )
+    return env, eval_env, train, val

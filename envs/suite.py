@@ -1,0 +1,94 @@
+"""OGBench single-task names: what they mean, and the environments they make.
+
+A single-task name reads `<domain>-<dataset type>-singletask[-task<N>]-<version>`, e.g.
+`cube-double-play-singletask-task2-v0`. OGBench registers the environment without the dataset type
+(`cube-double-singletask-task2-v0`) and publishes the data without the task (`cube-double-play-v0.npz`).
+The helpers here apply the rules of `ogbench.make_env_and_datasets`, so the file they name is the one
+OGBench itself would load.
+"""
+
+import gymnasium
+import numpy as np
+import ogbench  # noqa: F401  (importing it registers the environments)
+
+from envs.config import EnvConfig
+
+DATASET_TYPES = ("navigate", "stitch", "explore", "play", "noisy")
+
+
+def _registered_single_task_envs() -> list[str]:
+    return sorted(env_id for env_id in gymnasium.registry if "-singletask" in env_id)
+
+
+def _unknown_env(name: str) -> ValueError:
+    return ValueError(
+        f"unknown env '{name}': expected '<domain>-<dataset type>-singletask[-task<N>]-v0' (e.g. "
+        "'cube-double-play-singletask-task2-v0') where '<domain>-singletask[-task<N>]-v0' is one of "
+        f"OGBench's single-task environments: {', '.join(_registered_single_task_envs())}"
+    )
+
+
+def _single_task_splits(name: str) -> tuple[list[str], int]:
+    """The name's dash-separated words and the position of 'singletask' (a dataset type must precede it)."""
+    splits = name.split("-")
+    if "singletask" not in splits or splits.index("singletask") < 2:
+        raise _unknown_env(name)
+    return splits, splits.index("singletask")
+
+
+def env_id_of(name: str) -> str:
+    """The gymnasium id: 'cube-double-play-singletask-task2-v0' -> 'cube-double-singletask-task2-v0'."""
+    splits, pos = _single_task_splits(name)
+    return "-".join(splits[: pos - 1] + splits[pos:])
+
+
+def dataset_name_of(name: str) -> str:
+    """OGBench's dataset name: 'cube-double-play-singletask-task2-v0' -> 'cube-double-play-v0'."""
+    splits, pos = _single_task_splits(name)
+    return "-".join(splits[:pos] + splits[-1:])
+
+
+def dataset_file_name(name: str) -> str:
+    """The published file: 'cube-double-play-singletask-task2-v0' -> 'cube-double-play-v0.npz'."""
+    return f"{dataset_name_of(name)}.npz"
+
+
+def domain_of(name: str) -> str:
+    """The words before the dataset type ('cube-double', 'pointmaze-medium'); keys per-domain hyperparameters.
+
+    Works for single-task names, dataset names ('cube-double-play-v0') and variants with extra words after the
+    dataset type ('puzzle-3x3-play-sparse-singletask-task1-v0' -> 'puzzle-3x3').
+    """
+    splits = name.split("-")
+    for i, word in enumerate(splits):
+        if word in DATASET_TYPES and i > 0:
+            return "-".join(splits[:i])
+    raise ValueError(
+        f"'{name}': expected an OGBench name with a dataset type (one of {DATASET_TYPES}) after the domain"
+    )
+
+
+def sparse_rewards(rewards):
+    """The paper's sparse reward (scene, puzzle): -1 unless every subgoal holds (dense reward 0), else 0."""
+    return np.where(np.asarray(rewards) != 0, -1.0, 0.0).astype(np.float32)
+
+
+class SparseReward(gymnasium.RewardWrapper):
+    """Maps OGBench's dense single-task reward (minus the number of unmet subgoals) to `sparse_rewards`."""
+
+    def reward(self, reward):
+        return float(sparse_rewards(reward))
+
+
+def make_env(env_cfg) -> gymnasium.Env:
+    """A single-task OGBench env for `env_cfg.name`, sparse-rewarded when `env_cfg.sparse`.
+
+    Episodes terminate on success as OGBench defines it; the time limit is OGBench's unless
+    `env_cfg.max_episode_steps` sets one (short debug runs).
+    """
+    cfg = EnvConfig.from_cfg(env_cfg)
+    env_id = env_id_of(cfg.name)
+    if env_id not in gymnasium.registry:
+        raise _unknown_env(cfg.name)
+    env = gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps)
+    return SparseReward(env) if cfg.sparse else env

@@ -1,0 +1,205 @@
+"""Speed of what trains: fused updates, chunk sampling, action selection and the online loop.
+
+    python launch/benchmark.py                               # QC-FQL at paper sizes
+    python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
+
+Prints one JSON object. Figures come from the same jitted functions the train loop calls
+(launch/fused.py), on a synthetic dataset with cube-double's sizes (obs_dim 40, action_dim 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+import agents
+import buffers
+import envs
+from launch import settings
+from launch.fused import act, fused_updates, insert
+
+OBS_DIM, ACTION_DIM = 40, 5
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def synthetic_dataset(num: int, episode_length: int = 1000, seed: int = 0) -> dict:
+    """Random transitions shaped like cube-double-play: `num` steps in episodes of `episode_length`."""
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(num + 1, OBS_DIM)).astype(np.float32)
+    terminals = np.zeros(num, np.float32)
+    terminals[episode_length - 1 :: episode_length] = 1.0
+    terminals[-1] = 1.0
+    return {
+        "observations": states[:-1],
+        "next_observations": states[1:],
+        "actions": rng.uniform(-1, 1, (num, ACTION_DIM)).astype(np.float32),
+        "rewards": -rng.integers(0, 3, num).astype(np.float32),
+        "masks": np.ones(num, np.float32),
+        "terminals": terminals,
+    }
+
+
+def run_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def timed(function, repeats: int) -> float:
+    """Median seconds per call of `function()`, which must block until its result is ready."""
+    function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def update_flops(agent, replay, batch_size: int) -> float:
+    """XLA's estimate of the floating-point operations of one update."""
+    config = agent.config
+    batch = replay.sample(jax.random.PRNGKey(0), batch_size, config.chunk_length, config.discount, False)
+    compiled = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis.get("flops", float("nan")))
+
+
+def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -> dict:
+    """Jitted chunk sampling on the device store vs NumPy fancy-indexing of a flat host layout."""
+    data = synthetic_dataset(num)
+    store = buffers.from_dataset(data)
+    sample = jax.jit(lambda key: buffers.sample_chunks(store, key, batch_size, chunk_length, 0.99))
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
+    device_seconds = timed(lambda: jax.block_until_ready(sample(next(keys))), repeats)
+
+    rng = np.random.default_rng(0)
+    discounts = 0.99 ** np.arange(chunk_length)
+
+    def numpy_sample():
+        idx = rng.integers(0, num - chunk_length + 1, batch_size)[:, None] + np.arange(chunk_length)
+        terminals = np.maximum.accumulate(data["terminals"][idx], axis=1)
+        return {
+            "observations": data["observations"][idx[:, 0]],
+            "actions": data["actions"][idx],
+            "rewards": np.cumsum(data["rewards"][idx] * discounts, axis=1),
+            "masks": np.minimum.accumulate(data["masks"][idx], axis=1),
+            "terminals": terminals,
+            "valid": np.concatenate([np.ones((batch_size, 1)), 1 - terminals[:, :-1]], axis=1),
+            "next_observations": data["next_observations"][idx],
+        }
+
+    both_layout = sum(value.nbytes for value in data.values())
+    return {
+        "store_transitions": num,
+        "store_bytes_fraction_of_obs_and_next_obs_layout": round(buffers.nbytes(store) / both_layout, 3),
+        "jit_sample_ms": round(1e3 * device_seconds, 4),
+        "numpy_sample_ms": round(1e3 * timed(numpy_sample, repeats), 4),
+    }
+
+
+def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: int, online_steps: int) -> dict:
+    cfg = run_config(f"agent={agent_name}", *overrides)
+    agent_cfg = settings.agent_settings(cfg, "cube-double")
+    agent = agents.make_agent(agent_cfg, 0, OBS_DIM, ACTION_DIM)
+    replay = buffers.make_replay(synthetic_dataset(100_000), 200_000, 1000, cfg.offline_ratio)
+    online = cfg.offline_ratio is not None  # mixed sampling needs online data
+    if online:
+        replay = insert(replay, {k: v[:1000] for k, v in synthetic_dataset(1000, seed=1).items()})
+    rng = jax.random.PRNGKey(0)
+    state = {"agent": agent, "rng": rng}
+
+    def updates(count):
+        def run():
+            state["agent"], state["rng"], metrics, _, _ = fused_updates(
+                state["agent"], state["rng"], replay, np.int32(count), batch_size=cfg.batch_size, online=online
+            )
+            jax.block_until_ready(metrics)
+
+        return run
+
+    fused_seconds = timed(updates(dispatch), repeats)
+    single_seconds = timed(updates(1), max(repeats, 5))
+    observation = jnp.zeros((1, OBS_DIM))
+    key = jax.random.PRNGKey(1)
+    act_seconds = timed(lambda: jax.block_until_ready(act(state["agent"], observation, key)), 50)
+    flops = update_flops(state["agent"], replay, cfg.batch_size)
+    result = {
+        "agent": agent_name,
+        "chunk_length": agent_cfg["chunk_length"],
+        "batch_size": cfg.batch_size,
+        "hidden_dims": agent_cfg.get("hidden_dims"),
+        "updates_per_s_fused": round(dispatch / fused_seconds, 2),
+        "updates_per_dispatch": dispatch,
+        "updates_per_s_one_per_dispatch": round(1 / single_seconds, 2),
+        "gflop_per_update": round(flops / 1e9, 2),
+        "gflop_per_s": round(flops / 1e9 * dispatch / fused_seconds, 1),
+        "action_selection_ms": round(1e3 * act_seconds, 3),
+    }
+    if online_steps:
+        result["online_env_steps_per_s_utd1"] = round(bench_online(cfg, state["agent"], replay, online_steps), 2)
+    return result
+
+
+def bench_online(cfg, agent, replay, steps: int) -> float:
+    """Environment steps/s of the online loop at UTD 1 on the real env: act per chunk, step, insert, update."""
+    env = envs.make_env(cfg.env)
+    observation, _ = env.reset(seed=0)
+    rng, queue, owed = jax.random.PRNGKey(0), [], 0
+    start = None
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()  # the first step pays for compilation
+        if not queue:
+            queue = list(np.asarray(act(agent, observation[None], jax.random.fold_in(rng, step)))[0])
+        action = np.asarray(queue.pop(0), np.float32)
+        next_observation, reward, terminated, truncated, _ = env.step(action)
+        replay = insert(replay, {
+            "observations": observation[None], "actions": action[None], "rewards": np.float32([reward]),
+            "masks": np.float32([1.0 - terminated]), "terminals": np.float32([terminated or truncated]),
+            "next_observations": next_observation[None],
+        })
+        owed += cfg.utd_ratio
+        observation = next_observation
+        if terminated or truncated:
+            observation, _ = env.reset()
+            queue = []
+        if not queue:
+            agent, rng, metrics, _, _ = fused_updates(agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size,
+                                                      online=True)
+            jax.block_until_ready(metrics)
+            owed = 0
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", default="qc_fql", help="comma-separated configs/agent names")
+    parser.add_argument("--dispatch", type=int, default=20, help="updates fused per dispatch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--online-steps", type=int, default=25, help="0 skips the online-loop figure")
+    parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every agent, e.g. batch_size=256")
+    args = parser.parse_args()
+    device = jax.devices()[0]
+    report = {
+        "device": f"{device.platform}:{device.device_kind}",
+        "jax": jax.__version__,
+        "sampling": bench_sampling(args.sampling_transitions, 256, 5, 50),
+        "agents": [
+            bench_agent(name, args.overrides, args.dispatch, args.repeats, args.online_steps)
+            for name in args.agents.split(",")
+        ],
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Resolve, download or generate the offline dataset of an env config, ahead of training.
+
+    python launch/make_dataset.py env=cube_triple env.generate.num_episodes=20 env.generate.workers=2
+
+Prints the train file's path, where it came from, its steps and, when generated, the steps/s measured.
+A dataset is not a run, so Hydra is told (before any user override) to make no run directory or log file.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import envs
+
+_NO_RUN_DIRECTORY = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    resolved = envs.locate_dataset(cfg.env, cfg.seed)
+    counts = envs.validate_dataset(resolved.path, envs.make_env(cfg.env), cfg.env.name)
+    print(f"path: {resolved.path}")
+    print(f"source: {resolved.source}")
+    print(
+        f"steps: {counts['train_steps']} in {counts['train_episodes']} episodes "
+        f"(validation: {counts['val_steps']} in {counts['val_episodes']})"
+    )
+    if resolved.generation is not None:
+        generation = resolved.generation
+        print(
+            f"steps/s: {generation['steps_per_second']:.0f} ({generation['steps']} steps with validation, "
+            f"in {generation['seconds']:.1f} s, workers={generation['workers']})"
+        )
+
+
+if __name__ == "__main__":
+    sys.argv[1:1] = _NO_RUN_DIRECTORY
+    main()

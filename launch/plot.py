@@ -1,0 +1,319 @@
+"""Success curves and final-success table of one or more sweeps, from the runs' local metrics.jsonl.
+
+    python launch/plot.py sweeps/2025-06-01_12-00-00 [more sweep or run dirs] --by agent.chunk_length
+
+Every dir under the given ones that holds `.hydra/config.yaml` is a run; its value of `--by` in that config
+picks its curve. Writes OUT.png and OUT.pdf (mean over runs with a 95% bootstrap band, the offline/online
+boundary dashed) and OUT.md (the metric at the end of each phase), and prints the table. No W&B needed.
+
+Alignment: each run's curve is linearly interpolated onto the union of the x values of its group, inside
+the run's own range only (never extrapolated). Runs evaluated at slightly different steps (online
+evaluations wait for the chunk in flight) are thus averaged at common x; a run that stopped early simply
+drops out after its last point, and the band there is over fewer runs. The end-of-phase table uses only
+runs that reached the end of that phase; the others are listed as missing or incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from matplotlib.figure import Figure
+from omegaconf import Container, DictConfig, OmegaConf
+
+from launch.logger import METRICS_FILE
+
+PHASES = ("offline", "online")
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class RunCurve:
+    """One run's metric against x, and where its phases end.
+
+    x, y: (num_points,) increasing x. final: the metric at the end of each phase the run completed.
+    offline_end: the x of the offline/online boundary, None if the run never got there.
+    """
+
+    name: str
+    value: object
+    x: np.ndarray
+    y: np.ndarray
+    final: dict[str, float]
+    offline_steps: int
+    offline_end: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and percentile-bootstrap band over runs at each x; n: runs present there. All (num_points,)."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: np.ndarray
+
+
+def find_runs(dirs: list[Path]) -> list[tuple[Path, Path]]:
+    """(root, run dir) for every run dir under each root (a sweep dir, or a run dir itself)."""
+    runs = []
+    for root in dirs:
+        if not root.is_dir():
+            raise FileNotFoundError(f"expected a sweep or run dir, found no directory at {root}")
+        runs += [(root, config.parent.parent) for config in sorted(root.rglob(".hydra/config.yaml"))]
+    return runs
+
+
+def expected_runs(sweep_dir: Path) -> int | None:
+    """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob)."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return None
+    overrides = OmegaConf.to_container(OmegaConf.load(path).hydra.overrides.task)
+    try:
+        return math.prod(
+            len(list(override.sweep_string_iterator()))
+            for override in OverridesParser.create().parse_overrides(overrides)
+            if override.is_sweep_override()
+        )
+    except HydraException:
+        return None
+
+
+def read_rows(path: Path) -> tuple[list[dict], int]:
+    """The rows of a metrics.jsonl and the number of unreadable lines (a crash mid-write leaves one)."""
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    return rows, bad
+
+
+def curve_from_rows(name: str, value: object, rows: list[dict], metric: str, x_key: str, offline_steps: int,
+                    online_steps: int) -> tuple[RunCurve, str | None]:
+    """A run's curve from its metric rows, and what is wrong with the run (None if it is complete).
+
+    x_key: "step" (offline update steps, then offline_steps + environment steps) or "time" (seconds).
+    """
+    points = {}
+    for row in rows:
+        if row.get(metric) is not None:
+            points[row[x_key]] = row[metric]  # a repeated x keeps its last value
+    x = np.array(sorted(points), dtype=float)
+    y = np.array([points[key] for key in sorted(points)], dtype=float)
+    last_step = {phase: max((row["step"] for row in rows if row["phase"] == phase), default=None)
+                 for phase in PHASES}
+    ends = {"offline": offline_steps, "online": offline_steps + online_steps}
+    final, offline_end = {}, None
+    for phase in PHASES:
+        if last_step[phase] is None or last_step[phase] < ends[phase]:
+            continue
+        phase_rows = [row for row in rows if row["phase"] == phase]
+        values = [row[metric] for row in phase_rows if row.get(metric) is not None]
+        if values:
+            final[phase] = float(values[-1])
+        if phase == "offline":
+            offline_end = float(phase_rows[-1][x_key])
+    if offline_steps == 0:
+        offline_end = 0.0
+    end = ends["online"] if online_steps else ends["offline"]
+    reached = max((step for step in last_step.values() if step is not None), default=None)
+    problem = None
+    if reached is None:
+        problem = f"incomplete: {METRICS_FILE} is empty"
+    elif reached < end:
+        problem = f"incomplete: last logged step {reached}, expected {end}"
+    elif not len(x):
+        problem = f"no {metric} in {METRICS_FILE}"
+    return RunCurve(name, value, x, y, final, offline_steps, offline_end), problem
+
+
+def swept_value(config: DictConfig, by: str, run_dir: Path) -> object:
+    """The run's value of the key `by` (a list or dict value as its text, so that it can name a curve)."""
+    value = OmegaConf.select(config, by, default=_ABSENT)
+    if value is _ABSENT:
+        raise KeyError(f"--by {by}: expected that key in every run's config, not found in {run_dir}")
+    return str(OmegaConf.to_container(value)) if isinstance(value, Container) else value
+
+
+def load_run(name: str, run_dir: Path, config: DictConfig, by: str, metric: str,
+             x_key: str) -> tuple[RunCurve | None, str | None]:
+    """A run's curve (None if it logged nothing) and its problem (None if complete)."""
+    value = swept_value(config, by, run_dir)
+    metrics = run_dir / METRICS_FILE
+    if not metrics.exists():
+        return None, f"missing: no {METRICS_FILE} (the run crashed before logging, or is still starting)"
+    rows, bad = read_rows(metrics)
+    curve, problem = curve_from_rows(name, value, rows, metric, x_key, config["offline_steps"],
+                                     config["online_steps"])
+    if bad:
+        problem = f"{problem}; " if problem else ""
+        problem += f"{bad} unreadable line(s) in {METRICS_FILE}"
+    return curve, problem
+
+
+def align(curves: list[RunCurve]) -> tuple[np.ndarray, np.ndarray]:
+    """Curves on the union of their x: grid (num_points,), values (num_runs, num_points), NaN off a run."""
+    grid = np.unique(np.concatenate([curve.x for curve in curves]))
+    values = np.full((len(curves), len(grid)), np.nan)
+    for row, curve in zip(values, curves, strict=True):
+        inside = (grid >= curve.x[0]) & (grid <= curve.x[-1])
+        row[inside] = np.interp(grid[inside], curve.x, curve.y)
+    return grid, values
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 2000,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of values (n,): resample runs with replacement."""
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def summarize(grid: np.ndarray, values: np.ndarray, rng: np.random.Generator,
+              resamples: int = 2000) -> Summary:
+    """Mean and bootstrap band of values (num_runs, num_points) per column, over the runs present there."""
+    mean, low, high = (np.full(len(grid), np.nan) for _ in range(3))
+    present = ~np.isnan(values)
+    for column in range(len(grid)):
+        column_values = values[present[:, column], column]
+        if len(column_values):
+            mean[column] = column_values.mean()
+            low[column], high[column] = bootstrap_ci(column_values, rng, resamples)
+    return Summary(grid, mean, low, high, present.sum(axis=0))
+
+
+def sort_values(values: set) -> list:
+    """Numbers in numeric order, anything else by its text."""
+    if all(isinstance(value, int | float) and not isinstance(value, bool) for value in values):
+        return sorted(values)
+    return sorted(values, key=str)
+
+
+def group(curves: list[RunCurve]) -> dict[object, list[RunCurve]]:
+    """Curves with at least one point, by value of the swept key, values in order."""
+    groups = {value: [] for value in sort_values({curve.value for curve in curves})}
+    for curve in curves:
+        if len(curve.x):
+            groups[curve.value].append(curve)
+    return {value: members for value, members in groups.items() if members}
+
+
+def final_table(groups: dict[object, list[RunCurve]], by: str, metric: str, rng: np.random.Generator,
+                resamples: int = 2000) -> str:
+    """Markdown: per value, runs and the metric at the end of offline and online (mean [95% CI], n)."""
+    header = [by, "runs plotted", *(f"{metric} end of {phase}: mean [95% CI] (n)" for phase in PHASES)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for value, members in groups.items():
+        cells = [str(value), str(len(members))]
+        for phase in PHASES:
+            finals = np.array([curve.final[phase] for curve in members if phase in curve.final])
+            if len(finals):
+                low, high = bootstrap_ci(finals, rng, resamples)
+                cells.append(f"{finals.mean():.3f} [{low:.3f}, {high:.3f}] ({len(finals)})")
+            else:
+                cells.append("n/a (0)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries: list[float], by: str,
+         metric: str, x_key: str, title: str) -> Figure:
+    """Mean curve and band per value; dashed lines at the offline/online boundaries."""
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    short = by.rsplit(".", 1)[-1]
+    for value, summary in summaries.items():
+        (line,) = axes.plot(summary.x, summary.mean, label=f"{short}={value} ({counts[value]} runs)")
+        axes.fill_between(summary.x, summary.low, summary.high, color=line.get_color(), alpha=0.2,
+                          linewidth=0)
+    for index, boundary in enumerate(boundaries):
+        axes.axvline(boundary, color="gray", linestyle="--", linewidth=1,
+                     label="offline | online" if index == 0 else None)
+    axes.set_xlabel("wall-clock seconds" if x_key == "time" else
+                    "steps (offline: updates, online: offline_steps + env steps)")
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def boundaries_of(curves: list[RunCurve], x_key: str) -> list[float]:
+    """The x of each distinct offline/online boundary: offline_steps, or the mean time runs reached it."""
+    if x_key == "step":
+        return sorted({float(curve.offline_steps) for curve in curves if curve.offline_steps > 0})
+    times = [curve.offline_end for curve in curves if curve.offline_end and curve.offline_steps > 0]
+    return [float(np.mean(times))] if times else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_DIR", help="sweep dirs or run dirs")
+    parser.add_argument("--by", default="agent.chunk_length", help="config key, one curve per value")
+    parser.add_argument("--x", default="step", choices=["step", "time"], help="logged step, or seconds")
+    parser.add_argument("--metric", default="eval/success")
+    parser.add_argument("--out", type=Path, help="path without suffix (default: FIRST_DIR/<metric>_by_<by>)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed, for a reproducible band")
+    args = parser.parse_args(argv)
+
+    dirs = ", ".join(map(str, args.dirs))
+    runs = find_runs(args.dirs)
+    if not runs:
+        raise FileNotFoundError(f"no run (a dir with .hydra/config.yaml) under {dirs}")
+    configs = {run_dir: OmegaConf.load(run_dir / ".hydra" / "config.yaml") for _, run_dir in runs}
+    curves, problems = [], []
+    for root, run_dir in runs:
+        name = str(run_dir.relative_to(root.parent))
+        curve, problem = load_run(name, run_dir, configs[run_dir], args.by, args.metric, args.x)
+        if curve is not None:
+            curves.append(curve)
+        if problem:
+            problems.append(f"{name}: {problem}")
+    for root in args.dirs:
+        expected, found = expected_runs(root), sum(run_root == root for run_root, _ in runs)
+        if expected is not None and found < expected:
+            problems.append(f"{root}: {expected} jobs launched, {found} run dirs (the rest never started)")
+
+    groups = group(curves)
+    if not groups:
+        raise ValueError(f"no run under {dirs} logged {args.metric}; "
+                         + "; ".join(problems))
+    rng = np.random.default_rng(args.seed)
+    summaries = {value: summarize(*align(members), rng, args.resamples) for value, members in groups.items()}
+    table = final_table(groups, args.by, args.metric, rng, args.resamples)
+    title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
+    figure = plot(summaries, {value: len(members) for value, members in groups.items()},
+                  boundaries_of(curves, args.x), args.by, args.metric, args.x, title)
+
+    out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: out.parent / f"{out.name}.{suffix}" for suffix in ("png", "pdf", "md")}
+    figure.savefig(paths["png"], dpi=150)
+    figure.savefig(paths["pdf"])
+    report = [f"## {title}", "", table]
+    if problems:
+        report += ["", "Missing or incomplete runs (curves stop where their logs do; the table counts only",
+                   "the phases they finished):", "", *(f"- {problem}" for problem in problems)]
+    paths["md"].write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, paths.values())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Checks and derived values for a run's config, applied before any work starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import agents
+
+BY_DOMAIN = "_by_domain"
+
+
+def _require(condition: bool, setting: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"invalid setting {setting}={value!r}: expected {expected}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail fast, naming the setting, on values that would only break hours into a run."""
+    _require(cfg.agent.chunk_length >= 1, "agent.chunk_length", "an integer >= 1", cfg.agent.chunk_length)
+    _require(cfg.batch_size >= 1, "batch_size", "an integer >= 1", cfg.batch_size)
+    _require(
+        cfg.offline_ratio is None or 0.0 <= cfg.offline_ratio <= 1.0,
+        "offline_ratio",
+        "null (one pool) or a fraction in [0, 1]",
+        cfg.offline_ratio,
+    )
+    _require(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1", cfg.eval_episodes)
+    for key in ("offline_steps", "online_steps", "start_training", "random_action_steps"):
+        _require(cfg[key] >= 0, key, "an integer >= 0", cfg[key])
+    for key in ("utd_ratio", "eval_interval", "log_interval", "save_interval", "updates_per_dispatch",
+                "buffer_size"):
+        _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
+    _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
+    agents.make_config(agent_settings(cfg, domain=None))
+
+
+def agent_settings(cfg: DictConfig, domain: str | None) -> dict:
+    """The agent group as a plain dict, with per-domain defaults filled in.
+
+    A key `X_by_domain: {domain: value, ..., default: value}` sets `X` when `X` is null, so paper defaults
+    that differ per environment (alpha, the number of best-of-N samples) apply unless the user sets `X`.
+    """
+    values = OmegaConf.to_container(cfg.agent, resolve=True)
+    for table_key in [key for key in values if key.endswith(BY_DOMAIN)]:
+        key, table = table_key[: -len(BY_DOMAIN)], values.pop(table_key)
+        if values.get(key) is None:
+            values[key] = table.get(domain, table["default"])
+    return values

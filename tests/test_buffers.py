@@ -1,0 +1,163 @@
+"""Chunk gathering, sampling and the ring buffer against the plain-loop reference of the spec."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import buffers
+from tests import reference
+
+DISCOUNT = 0.9
+
+
+def hand_built(lengths=(4, 3, 6), obs_dim=2, action_dim=2, seed=0):
+    """Trajectories of the given lengths with a success (mask 0) in the middle of the last one."""
+    rng = np.random.default_rng(seed)
+    observations, next_observations, terminals = [], [], []
+    for length in lengths:
+        states = rng.normal(size=(length + 1, obs_dim)).astype(np.float32)
+        observations.append(states[:-1])
+        next_observations.append(states[1:])
+        terminals.append(np.eye(length, dtype=np.float32)[-1])
+    num = sum(lengths)
+    masks = np.ones(num, np.float32)
+    masks[num - 3] = 0.0  # a success three steps before the end: a chunk can cross it
+    return {
+        "observations": np.concatenate(observations),
+        "next_observations": np.concatenate(next_observations),
+        "actions": rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
+        "rewards": rng.normal(size=num).astype(np.float32),
+        "masks": masks,
+        "terminals": np.concatenate(terminals),
+    }
+
+
+def assert_chunks_match(batch: dict, flat: dict, starts, chunk_length: int):
+    for row, start in enumerate(starts):
+        expected = reference.chunk(flat, int(start), chunk_length, DISCOUNT)
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.asarray(batch[key][row]), value, rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("chunk_length", [1, 3, 5])
+def test_gather_matches_reference_at_every_start(chunk_length):
+    data = hand_built()
+    store = buffers.from_dataset(data)
+    starts = np.arange(len(data["rewards"]) - chunk_length + 1)  # includes the last index whose chunk fits
+    batch = buffers.gather_chunks(store, jnp.asarray(starts), chunk_length, DISCOUNT)
+    assert batch["actions"].shape == (len(starts), chunk_length, 2)
+    assert batch["next_observations"].shape == (len(starts), chunk_length, 2)
+    assert_chunks_match(batch, data, starts, chunk_length)
+
+
+def test_gather_crossing_trajectory_end_and_success():
+    data = hand_built()
+    batch = buffers.gather_chunks(buffers.from_dataset(data), jnp.asarray([2, 8]), 4, DISCOUNT)
+    # start 2 of trajectory 0 (length 4): steps 0, 1 belong to it, steps 2, 3 to trajectory 1
+    np.testing.assert_array_equal(batch["valid"][0], [1, 1, 0, 0])
+    np.testing.assert_array_equal(batch["terminals"][0], [0, 1, 1, 1])
+    # start 8 in trajectory 2 covers the success at index 10: masks drop to 0 there and stay 0
+    np.testing.assert_array_equal(batch["masks"][1], [1, 1, 0, 0])
+    np.testing.assert_array_equal(batch["valid"][1], [1, 1, 1, 1])
+
+
+def test_next_observations_are_not_stored_twice():
+    rng = np.random.default_rng(0)
+    num, obs_dim, action_dim, length = 20_000, 40, 5, 1000
+    states = rng.normal(size=(num + num // length, obs_dim)).astype(np.float32)
+    keep = np.ones(len(states), bool)
+    keep[length :: length + 1] = False
+    observations = states[keep]
+    next_observations = states[np.roll(keep, 1)]
+    data = {
+        "observations": observations,
+        "next_observations": next_observations,
+        "actions": rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
+        "rewards": np.zeros(num, np.float32),
+        "masks": np.ones(num, np.float32),
+        "terminals": np.tile(np.eye(length, dtype=np.float32)[-1], num // length),
+    }
+    both_layout = sum(np.asarray(v, np.float32).nbytes for v in data.values())
+    store = buffers.from_dataset(data)
+    assert buffers.nbytes(store) <= 0.55 * both_layout
+    starts = jnp.asarray([0, length - 2, num - 3])
+    assert_chunks_match(buffers.gather_chunks(store, starts, 3, DISCOUNT), data, np.asarray(starts), 3)
+
+
+def test_inconsistent_next_observations_are_rejected():
+    data = hand_built()
+    data["next_observations"] = data["next_observations"].copy()
+    data["next_observations"][1] += 1.0
+    with pytest.raises(ValueError, match=r"next_observations\[1\] differs from observations\[2\]"):
+        buffers.from_dataset(data)
+
+
+def test_mismatched_lengths_are_rejected():
+    data = hand_built()
+    data["rewards"] = data["rewards"][:-1]
+    with pytest.raises(ValueError, match="'rewards' has 12 rows, observations has 13"):
+        buffers.from_dataset(data)
+
+
+def insert_all(store, data):
+    step = jax.jit(buffers.insert)
+    for t in range(len(data["rewards"])):
+        store = step(store, {key: jnp.asarray(value[t]) for key, value in data.items()})
+    return store
+
+
+@pytest.mark.parametrize(("capacity", "max_episodes"), [(40, 5), (7, 3), (9, 1)])
+def test_ring_buffer_matches_reference_after_wrapping(capacity, max_episodes):
+    data = hand_built(lengths=(4, 3, 6, 5, 2, 7))
+    store = insert_all(buffers.empty(2, 2, capacity, max_episodes=max_episodes), data)
+    num = len(data["rewards"])
+    oldest, count = int(store.oldest), int(store.count)
+    assert count == num
+    assert 0 < store.size <= capacity
+    # The live transitions are the most recent ones; their chunks follow the flat-array spec.
+    chunk_length = 2
+    starts = np.arange(oldest, count - chunk_length + 1)
+    batch = buffers.gather_chunks(store, jnp.asarray(starts), chunk_length, DISCOUNT)
+    assert_chunks_match(batch, data, starts, chunk_length)
+
+
+def test_ring_buffer_with_few_rows_drops_stale_states():
+    data = hand_built(lengths=(2, 2, 2, 2, 2, 2))
+    store = insert_all(buffers.empty(2, 2, capacity=10, max_episodes=1), data)
+    # 11 observation rows cannot hold 10 transitions of 2-step episodes (3 rows each): fewer stay live.
+    assert int(store.size) < 10
+    first_live_row = int(store.rows_written) - store.obs_capacity
+    live_rows = np.asarray(store.obs_rows)[np.arange(int(store.oldest), int(store.count)) % store.capacity]
+    assert live_rows.min() >= first_live_row
+
+
+def test_sample_starts_cover_exactly_the_fitting_indices():
+    data = hand_built()
+    store = buffers.from_dataset(data)
+    starts = np.asarray(buffers.sample_starts(store, jax.random.PRNGKey(0), 20_000, 5))
+    assert set(starts.tolist()) == set(range(len(data["rewards"]) - 5 + 1))
+
+
+def test_mixed_batches_take_the_requested_share_from_each_store():
+    offline = hand_built()
+    offline["rewards"] = np.zeros_like(offline["rewards"])
+    online = hand_built(seed=1)
+    online["rewards"] = np.ones_like(online["rewards"])
+    batch = buffers.sample_mixed(
+        buffers.from_dataset(offline), insert_all(buffers.empty(2, 2, 50), online),
+        jax.random.PRNGKey(0), 256, 1, DISCOUNT, 0.5,
+    )
+    source = np.asarray(batch["rewards"][:, 0])
+    assert (source == 0).sum() == 128 and (source == 1).sum() == 128
+    assert np.all(source[:128] == 0)
+
+
+def test_pooled_replay_appends_online_data_after_the_dataset():
+    data = hand_built()
+    replay = buffers.make_replay(data, buffer_size=30, online_steps=10, offline_ratio=None)
+    online = hand_built(lengths=(3,), seed=2)
+    replay = replay.insert({key: jnp.asarray(value) for key, value in online.items()})
+    pooled = {key: np.concatenate([data[key], online[key]]) for key in data}
+    starts = np.arange(len(pooled["rewards"]) - 2 + 1)
+    assert_chunks_match(buffers.gather_chunks(replay.offline, jnp.asarray(starts), 2, DISCOUNT), pooled, starts, 2)

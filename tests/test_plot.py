@@ -1,0 +1,291 @@
+"""launch/plot.py on hand-built sweeps with known answers, the launcher configs, and a real tiny multirun."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from launch import plot
+from tests.helpers import CONFIGS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: int = 5, seed: int = 0,
+              offline_steps: int = 100, online_steps: int = 100, agent: str = "qc_fql") -> Path:
+    """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
+
+    evals: (step, phase, eval/success); time is step / 10 s.
+    """
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
+        f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
+        "env:\n  name: pointmaze-medium-navigate-v0\n"
+    )
+    rows = []
+    for step, phase, success in evals:
+        rows.append({"step": step, "phase": phase, "time": step / 10, f"{phase}/critic/q_mean": 1.0})
+        rows.append({"step": step, "phase": phase, "time": step / 10 + 0.05, "eval/success": success})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return run_dir
+
+
+def full_run(run_dir: Path, offline_success: float, online_success: float, **kwargs) -> Path:
+    """Evaluations at 50 and 100 (offline) and 150 and 200 (online): success rises to the given finals."""
+    evals = [(50, "offline", offline_success / 2), (100, "offline", offline_success),
+             (150, "online", (offline_success + online_success) / 2), (200, "online", online_success)]
+    return write_run(run_dir, evals, **kwargs)
+
+
+def curve(x, y, value=1) -> plot.RunCurve:
+    return plot.RunCurve("run", value, np.array(x, float), np.array(y, float), {}, 100, 100.0)
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_of_identical_seeds_has_zero_width():
+    low, high = plot.bootstrap_ci(np.full(5, 0.3), np.random.default_rng(0))
+    assert low == pytest.approx(0.3) and high == pytest.approx(0.3)
+
+
+def test_bootstrap_of_two_seeds_spans_them():
+    # Resampled means of {0.2, 0.6} are 0.2, 0.4, 0.6 with probability 1/4, 1/2, 1/4: the 2.5% and 97.5%
+    # quantiles are the two values themselves.
+    assert plot.bootstrap_ci(np.array([0.2, 0.6]), np.random.default_rng(0)) == pytest.approx((0.2, 0.6))
+
+
+def test_bootstrap_matches_the_normal_interval_for_many_seeds():
+    values = np.random.default_rng(1).uniform(size=400)
+    low, high = plot.bootstrap_ci(values, np.random.default_rng(2), resamples=20000)
+    half_width = 1.959964 * values.std() / np.sqrt(len(values))
+    assert (low + high) / 2 == pytest.approx(values.mean(), abs=0.1 * half_width)
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.05)
+
+
+def test_align_interpolates_inside_each_run_and_never_extrapolates():
+    early = curve([0, 100, 200], [0.0, 0.5, 1.0])
+    crashed = curve([0, 50, 150], [0.2, 0.4, 0.8])
+    grid, values = plot.align([early, crashed])
+    np.testing.assert_array_equal(grid, [0, 50, 100, 150, 200])
+    np.testing.assert_allclose(values, [[0.0, 0.25, 0.5, 0.75, 1.0], [0.2, 0.4, 0.6, 0.8, np.nan]])
+
+
+def test_summarize_averages_the_runs_present_at_each_step():
+    grid = np.array([0.0, 1.0, 2.0])
+    values = np.array([[0.2, 0.4, np.nan], [0.6, 0.4, np.nan], [np.nan, 0.4, 1.0]])
+    summary = plot.summarize(grid, values, np.random.default_rng(0))
+    np.testing.assert_allclose(summary.mean, [0.4, 0.4, 1.0])
+    np.testing.assert_array_equal(summary.n, [2, 3, 1])
+    np.testing.assert_allclose(summary.low, [0.2, 0.4, 1.0])
+    np.testing.assert_allclose(summary.high, [0.6, 0.4, 1.0])
+
+
+# ---- runs from files ---------------------------------------------------------------------------------------
+
+
+def test_complete_run_has_both_finals_and_no_problem(tmp_path):
+    run_dir = full_run(tmp_path / "run", 0.4, 0.8)
+    config = OmegaConf.load(run_dir / ".hydra/config.yaml")
+    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    assert problem is None
+    assert run.value == 5 and run.final == {"offline": 0.4, "online": 0.8}
+    np.testing.assert_array_equal(run.x, [50, 100, 150, 200])
+    np.testing.assert_allclose(run.y, [0.2, 0.4, 0.6, 0.8])
+    assert run.offline_end == 100
+    by_time, _ = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "time")
+    np.testing.assert_allclose(by_time.x, [5.05, 10.05, 15.05, 20.05])
+    assert by_time.offline_end == pytest.approx(10.05)
+
+
+def test_run_that_crashed_online_keeps_its_offline_final(tmp_path):
+    run_dir = write_run(tmp_path / "run", [(50, "offline", 0.1), (100, "offline", 0.3), (150, "online", 0.5)])
+    config = OmegaConf.load(run_dir / ".hydra/config.yaml")
+    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    assert problem == "incomplete: last logged step 150, expected 200"
+    assert run.final == {"offline": 0.3}
+
+
+def test_half_written_last_line_is_skipped_and_reported(tmp_path):
+    run_dir = full_run(tmp_path / "run", 0.4, 0.8)
+    with (run_dir / "metrics.jsonl").open("a") as file:
+        file.write('{"step": 20')
+    config = OmegaConf.load(run_dir / ".hydra/config.yaml")
+    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    assert problem == "1 unreadable line(s) in metrics.jsonl"
+    assert run.final == {"offline": 0.4, "online": 0.8}
+
+
+def test_list_values_name_a_curve_by_their_text(tmp_path):
+    run_dir = full_run(tmp_path / "run", 0.4, 0.8)
+    config = OmegaConf.load(run_dir / ".hydra/config.yaml")
+    assert plot.swept_value(config, "agent.hidden_dims", run_dir) == "[32, 32]"
+    with pytest.raises(KeyError, match="--by agent.lr: expected that key in every run's config"):
+        plot.swept_value(config, "agent.lr", run_dir)
+
+
+def test_expected_runs_counts_the_sweep_product(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [agent=qc_fql, 'agent.chunk_length=1,5,10', 'seed=range(0,3)']\n"
+    )
+    assert plot.expected_runs(tmp_path) == 9
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=glob(*)']\n")
+    assert plot.expected_runs(tmp_path) is None
+    assert plot.expected_runs(tmp_path / "elsewhere") is None
+
+
+def test_plot_of_a_sweep_with_a_crashed_and_a_missing_run(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    (sweep).mkdir()
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: ['agent.chunk_length=1,5', 'seed=range(0,3)']\n"
+    )
+    full_run(sweep / "h1_s0", 0.2, 0.4, chunk_length=1, seed=0)
+    full_run(sweep / "h1_s1", 0.2, 0.4, chunk_length=1, seed=1)
+    full_run(sweep / "h5_s0", 0.4, 0.6, chunk_length=5, seed=0)
+    full_run(sweep / "h5_s1", 0.8, 1.0, chunk_length=5, seed=1)
+    write_run(sweep / "h5_s2", [(50, "offline", 0.5), (100, "offline", 0.7), (150, "online", 0.9)],
+              chunk_length=5, seed=2)
+    (sweep / "h1_s2" / ".hydra").mkdir(parents=True)
+    (sweep / "h1_s2" / ".hydra" / "config.yaml").write_text(
+        (sweep / "h1_s0" / ".hydra" / "config.yaml").read_text()
+    )
+    out = tmp_path / "figures" / "chunks.v1"
+    assert plot.main([str(sweep), "--out", str(out)]) == 0
+    assert (tmp_path / "figures" / "chunks.v1.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "chunks.v1.pdf").read_bytes().startswith(b"%PDF")
+    report = (tmp_path / "figures" / "chunks.v1.md").read_text()
+    lines = report.splitlines()
+    assert lines[0] == "## qc_fql on pointmaze-medium-navigate-v0"
+    # h=1: identical seeds (a zero-width interval). h=5: offline {0.4, 0.8, 0.7 (crashed online)},
+    # online {0.6, 1.0}.
+    assert "| 1 | 2 | 0.200 [0.200, 0.200] (2) | 0.400 [0.400, 0.400] (2) |" in lines
+    h5 = next(line for line in lines if line.startswith("| 5 |")).split(" | ")
+    assert h5[1] == "3" and h5[2].startswith("0.633 [") and h5[2].endswith("(3)")
+    assert h5[3] == "0.800 [0.600, 1.000] (2) |"
+    assert "- sweep/h1_s2: missing: no metrics.jsonl" in report
+    assert "- sweep/h5_s2: incomplete: last logged step 150, expected 200" in report
+    assert "jobs launched" not in report  # all 6 jobs of the sweep have a run dir
+    captured = capsys.readouterr()
+    assert "warning: sweep/h1_s2: missing" in captured.err
+    assert "| 1 | 2 |" in captured.out
+
+
+def test_plot_counts_jobs_that_never_started_and_compares_agents(tmp_path):
+    sweeps = [tmp_path / "qc", tmp_path / "fql"]
+    (tmp_path / "qc").mkdir()
+    (tmp_path / "qc" / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['seed=0,1,2']\n")
+    full_run(tmp_path / "qc" / "s0", 0.5, 0.9)
+    full_run(tmp_path / "fql" / "s0", 0.3, 0.5, agent="fql", chunk_length=1)
+    plot.main([*map(str, sweeps), "--by", "agent.name", "--x", "time", "--out", str(tmp_path / "agents")])
+    report = (tmp_path / "agents.md").read_text()
+    env = "pointmaze-medium-navigate-v0"
+    assert report.splitlines()[0] == f"## fql on {env} | qc_fql on {env}"
+    assert "| fql | 1 | 0.300 [0.300, 0.300] (1) | 0.500 [0.500, 0.500] (1) |" in report
+    assert "| qc_fql | 1 | 0.500 [0.500, 0.500] (1) | 0.900 [0.900, 0.900] (1) |" in report
+    assert f"- {tmp_path / 'qc'}: 3 jobs launched, 1 run dirs (the rest never started)" in report
+
+
+def test_plot_refuses_a_dir_without_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run"):
+        plot.main([str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="expected a sweep or run dir"):
+        plot.main([str(tmp_path / "absent")])
+
+
+# ---- launchers ---------------------------------------------------------------------------------------------
+
+
+def compose_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_basic_launcher_is_the_default():
+    cfg = compose_hydra()
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "basic"
+    assert cfg.resume is False
+
+
+def test_local_launcher_runs_jobs_in_parallel_processes():
+    cfg = compose_hydra("launcher=local", "hydra.launcher.n_jobs=3")
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "joblib"
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == 3
+
+
+def test_slurm_launcher_composes_with_the_documented_keys():
+    cfg = compose_hydra("launcher=slurm", "hydra.launcher.partition=gpu")
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "submitit_slurm"
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, launcher.mem_gb) == (1, 8, 32)
+    assert (launcher.timeout_min, launcher.max_num_timeout, launcher.array_parallelism) == (1440, 3, 64)
+    assert launcher.account is None and list(launcher.setup) == []
+    assert cfg.resume is True  # a requeued job continues from its checkpoint
+
+
+# ---- end to end --------------------------------------------------------------------------------------------
+
+TINY_SWEEP = [
+    "agent=qc_fql", "preset=debug", "env=pointmaze", "env.download=false", "env.generate.num_episodes=null",
+    "env.generate.max_episode_steps=null", "agent.hidden_dims=[16,16]", "batch_size=16", "offline_steps=20",
+    "online_steps=20", "start_training=10", "eval_interval=10", "eval_episodes=1", "log_interval=10",
+    "save_interval=20", "updates_per_dispatch=10", "env.max_episode_steps=10", "buffer_size=2000",
+]
+
+
+def wandb_run_record(run_dir: Path):
+    """The run record of the offline W&B run in run_dir (wandb's LevelDB-style log: 7-byte file header,
+    32 KiB blocks of records, each with a 7-byte header: crc, length, type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32768, 7
+    data = next(run_dir.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
+    offset, payload = header, b""
+    while offset + header <= len(data):
+        if block - offset % block < header:
+            offset += block - offset % block
+            continue
+        length, kind = int.from_bytes(data[offset + 4:offset + 6], "little"), data[offset + 6]
+        payload += data[offset + header:offset + header + length]
+        offset += header + length
+        if kind in (1, 4):  # a whole record, or the last fragment of one
+            record = wandb_internal_pb2.Record.FromString(payload)
+            if record.HasField("run"):
+                return record.run
+            payload = b""
+    raise AssertionError(f"no run record in the W&B files of {run_dir}")
+
+
+def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
+    sweep = tmp_path / "chunk-sweep"
+    command = [sys.executable, "launch/train.py", "-m", *TINY_SWEEP, f"env.dataset_dir={tiny_dataset_dir}",
+               "logger.mode=offline", "agent.chunk_length=1,2", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dirs = sorted(sweep.glob("qc_fql/pointmaze-medium-navigate-singletask-task1-v0/*"))
+    names = [run_dir.name for run_dir in run_dirs]
+    assert names == ["0_chunk_length=1,seed=0", "1_chunk_length=2,seed=0"]
+    for chunk_length, run_dir in enumerate(run_dirs, start=1):
+        run = wandb_run_record(run_dir)
+        assert run.run_group == "chunk-sweep"
+        assert {f"chunk_length={chunk_length}", "seed=0", "qc_fql"} <= set(run.tags)
+
+    result = subprocess.run([sys.executable, "launch/plot.py", str(sweep), "--out", str(tmp_path / "chunks")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "chunks.png").stat().st_size > 10_000
+    table = (tmp_path / "chunks.md").read_text().splitlines()
+    assert table[0] == "## qc_fql on pointmaze-medium-navigate-singletask-task1-v0"
+    rows = [line.split(" | ") for line in table if line.startswith(("| 1 |", "| 2 |"))]
+    assert [(row[1], row[2][-3:], row[3][-5:]) for row in rows] == [("1", "(1)", "(1) |")] * 2
+    assert "Missing or incomplete" not in "\n".join(table)
+    assert result.stderr == ""

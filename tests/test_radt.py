@@ -1,0 +1,509 @@
+"""RADT and DT: masks, zero-initialised alignment modules, losses and trajectory windows against slow references,
+a return-conditioned toy fit, and tiny end-to-end runs through launch/train.py."""
+
+import functools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import agents
+from agents import radt
+from buffers import trajectories
+from launch import train as train_module
+from launch.fused import fused_updates
+from launch.sequence_run import SequenceRun, context_window
+from tests import reference
+from tests.helpers import compose_config
+
+OBS_DIM, ACTION_DIM, STEPS = 3, 2, 6
+VARIANTS = {
+    "radt": dict(return_alignment=True, seq_ra=True, step_ra=True),
+    "radt_seq_ra_only": dict(return_alignment=True, seq_ra=True, step_ra=False),
+    "radt_step_ra_only": dict(return_alignment=True, seq_ra=False, step_ra=True),
+    "dt": dict(return_alignment=False, seq_ra=False, step_ra=False),
+}
+
+
+def tiny_model(variant: str) -> radt.SequenceModel:
+    return radt.SequenceModel(action_dim=ACTION_DIM, embed_dim=16, num_layers=2, num_heads=2, dropout=0.1,
+                              max_timestep=50, log_std_min=-5.0, log_std_max=2.0, **VARIANTS[variant])
+
+
+def random_inputs(seed=0, steps=STEPS):
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": rng.normal(size=(1, steps, OBS_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (1, steps, ACTION_DIM)).astype(np.float32),
+        "returns_to_go": rng.normal(size=(1, steps)).astype(np.float32),
+        "timesteps": np.arange(3, 3 + steps, dtype=np.int32)[None],
+        "valid": np.ones((1, steps), bool),
+    }
+
+
+def initialised(model, inputs, seed=0):
+    """Parameters drawn at random at a larger scale than the initialisation (whose 0.02 weights and closed gates
+    would hide most paths), so that every input visibly reaches the predictions allowed to see it."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(seed), *(inputs[key] for key in INPUT_ORDER))
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda leaf: rng.normal(0.0, 0.3, leaf.shape).astype(np.float32), shapes)
+
+
+INPUT_ORDER = ("observations", "actions", "returns_to_go", "timesteps", "valid")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def apply(model, params, inputs):
+    return model.apply(params, *(inputs[key] for key in INPUT_ORDER))
+
+
+def predict(model, params, inputs):
+    """mean and log-std side by side: (batch, steps, 2 * action_dim)."""
+    mean, log_std = apply(model, params, inputs)
+    return np.concatenate([np.asarray(mean), np.asarray(log_std)], -1)
+
+
+def stack(windows):
+    return {key: np.concatenate([window[key] for window in windows]) for key in windows[0]}
+
+
+# ---- masks ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_prediction_sees_a_future_state_action_or_return(variant):
+    model = tiny_model(variant)
+    inputs = random_inputs()
+    params = initialised(model, inputs)
+    cases, windows = [], [inputs]
+    for step in range(STEPS):
+        for key, first_affected in (("observations", step), ("returns_to_go", step), ("actions", step + 1)):
+            changed = {k: v.copy() for k, v in inputs.items()}
+            changed[key][0, step] += 1.5
+            cases.append((key, step, first_affected))
+            windows.append(changed)
+    base, *outs = predict(model, params, stack(windows))  # one call for every perturbation
+    for (key, step, first_affected), out in zip(cases, outs, strict=True):
+        np.testing.assert_allclose(out[:first_affected], base[:first_affected], rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{key}[{step}] leaked into an earlier prediction")
+        if first_affected < STEPS:  # the input does reach the first prediction allowed to see it
+            assert np.abs(out[first_affected] - base[first_affected]).max() > 1e-3, (key, step)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_never_changes_a_valid_prediction(variant):
+    model = tiny_model(variant)
+    num_valid = 3
+    inputs = random_inputs(seed=1, steps=num_valid)
+    params = initialised(model, random_inputs())
+    unpadded = predict(model, params, inputs)[0]
+    garbage = random_inputs(seed=2, steps=STEPS - num_valid)
+    garbage["valid"][:] = False
+    garbage["timesteps"][:] = 40
+    left = {key: np.concatenate([garbage[key], value], axis=1) for key, value in inputs.items()}
+    right = {key: np.concatenate([value, garbage[key]], axis=1) for key, value in inputs.items()}
+    out_left, out_right = predict(model, params, stack([left, right]))
+    np.testing.assert_allclose(out_left[STEPS - num_valid:], unpadded, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_right[:num_valid], unpadded, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_masks_against_loops():
+    valid = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], bool)
+    for tokens_per_step in (2, 3):
+        self_mask, cross_mask = (np.asarray(m) for m in radt.attention_masks(jnp.asarray(valid), tokens_per_step))
+        tokens = 4 * tokens_per_step
+        for b in range(2):
+            for q in range(tokens):
+                for k in range(tokens):
+                    assert bool(self_mask[b, 0, q, k]) == (k <= q and valid[b, k // tokens_per_step])
+                for step in range(4):
+                    assert bool(cross_mask[b, 0, q, step]) == (step <= q // tokens_per_step and valid[b, step])
+
+
+# ---- the alignment modules at initialisation --------------------------------------------------------------
+
+
+def np_attention(params, queries, keys, values, mask):
+    """Multi-head softmax attention written out; params of radt.Attention."""
+    q = np.einsum("bld,dhk->blhk", queries, params["query"]["kernel"])
+    k = np.einsum("bld,dhk->blhk", keys, params["key"]["kernel"])
+    v = np.einsum("bld,dhk->blhk", values, params["value"]["kernel"])
+    logits = np.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(q.shape[-1])
+    logits = np.where(mask, logits, -np.inf)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out = np.einsum("bhqs,bshk->bqhk", weights, v)
+    return np.einsum("bqhk,hkd->bqd", out, params["out"]["kernel"]) + params["out"]["bias"]
+
+
+def np_feed_forward(params, x):
+    hidden = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    hidden = 0.5 * hidden * (1.0 + special.erf(hidden / math.sqrt(2.0)))
+    return hidden @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+
+
+def np_norm(x, params=None):
+    """LayerNorm; without params the affine-free one of StepRA (eps 1e-6)."""
+    if params is None:
+        return reference.layer_norm(x, 1.0, 0.0)
+    return reference.layer_norm(x, params["scale"], params["bias"])
+
+
+def block_inputs(steps=4, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    valid = np.array([[1, 1, 1, 0]], bool)
+    self_mask, cross_mask = (np.asarray(m) for m in radt.attention_masks(jnp.asarray(valid), 2))
+    return (rng.normal(size=(1, 2 * steps, dim)).astype(np.float32),
+            rng.normal(size=(1, steps, dim)).astype(np.float32),
+            rng.normal(size=(1, steps, dim)).astype(np.float32), self_mask, cross_mask)
+
+
+def test_attention_matches_numpy():
+    x, returns, _, self_mask, cross_mask = block_inputs()
+    attention = radt.Attention(num_heads=2, dropout=0.1)
+    params = attention.init(jax.random.PRNGKey(0), x, returns, returns, cross_mask, True)
+    params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero output bias too
+    out = attention.apply(params, x, returns, returns, cross_mask, True)
+    p = jax.tree_util.tree_map(np.asarray, params["params"])
+    np.testing.assert_allclose(out, np_attention(p, x, returns, returns, cross_mask), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("step_ra", [True, False])
+def test_zero_initialised_alignment_leaves_plain_residual_blocks(step_ra):
+    """Gates closed at initialisation: StepRA's modulation is zero (LN(x) * (1 + 0) + 0) and SeqRA's gate alpha
+    is zero (x <- y + x)."""
+    x, returns, time, self_mask, cross_mask = block_inputs()
+    block = radt.Block(num_heads=2, dropout=0.1, seq_ra=True, step_ra=step_ra)
+    params = block.init(jax.random.PRNGKey(0), x, returns, time, self_mask, cross_mask, True)
+    p = jax.tree_util.tree_map(np.asarray, params["params"])
+    zero_init = ["gate"] + (["modulation"] if step_ra else [])
+    assert all(not np.any(leaf) for name in zero_init for leaf in jax.tree_util.tree_leaves(p[name]))
+    out = np.asarray(block.apply(params, x, returns, time, self_mask, cross_mask, True))
+
+    keys, values = np_norm(returns + time, p["norm_k"]), np_norm(returns, p["norm_v"])
+    if step_ra:  # post-norm
+        h = np_norm(x + np_attention(p["self_attention"], x, x, x, self_mask))
+        h = np_norm(h + np_attention(p["return_attention"], h, keys, values, cross_mask))
+        expected = np_norm(h + np_feed_forward(p["feed_forward"], h))
+    else:  # pre-norm with affine LayerNorms
+        normed = np_norm(x, p["norm_self_attention"])
+        h = x + np_attention(p["self_attention"], normed, normed, normed, self_mask)
+        h = h + np_attention(p["return_attention"], np_norm(h, p["norm_return_attention"]), keys, values,
+                             cross_mask)
+        expected = h + np_feed_forward(p["feed_forward"], np_norm(h, p["norm_feed_forward"]))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+    opened = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: leaf + 0.5 if any(getattr(k, "key", None) in zero_init for k in path) else leaf, params)
+    assert np.abs(np.asarray(block.apply(opened, x, returns, time, self_mask, cross_mask, True)) - out).max() > 1e-2
+
+
+# ---- trajectories and windows -----------------------------------------------------------------------------
+
+
+def hand_built_trajectories(seed=0):
+    """Three stored trajectories: 4 steps without success; 7 steps with successes at steps 2 and 4 (cut after
+    step 2); 3 steps with a success at the last step."""
+    rng = np.random.default_rng(seed)
+    lengths = (4, 7, 3)
+    num = sum(lengths)
+    terminals = np.concatenate([np.eye(length, dtype=np.float32)[-1] for length in lengths])
+    masks = np.ones(num, np.float32)
+    masks[[4 + 2, 4 + 4, 4 + 7 + 2]] = 0.0
+    observations = rng.normal(size=(num, OBS_DIM)).astype(np.float32)
+    return {
+        "observations": observations,
+        "next_observations": observations + 1.0,
+        "actions": rng.uniform(-1, 1, (num, ACTION_DIM)).astype(np.float32),
+        "rewards": -rng.integers(0, 3, num).astype(np.float32),
+        "masks": masks,
+        "terminals": terminals,
+    }
+
+
+def python_trajectories(data):
+    """The cut trajectories as lists of steps, each step (observation, action, return-to-go, timestep)."""
+    result, current, cut = [], [], False
+    for t in range(len(data["rewards"])):
+        if not cut:
+            current.append(t)
+            cut = data["masks"][t] == 0
+        if data["terminals"][t] == 1:
+            result.append(current)
+            current, cut = [], False
+    steps = []
+    for indices in result:
+        rewards = [data["rewards"][t] for t in indices]
+        steps.append([(data["observations"][t], data["actions"][t], sum(rewards[i:]), i)
+                      for i, t in enumerate(indices)])
+    return steps
+
+
+def test_returns_to_go_cuts_and_padding_match_python():
+    data = hand_built_trajectories()
+    store = trajectories.from_dataset(data, episode_limit=9)
+    expected = python_trajectories(data)
+    assert [len(t) for t in expected] == [4, 3, 3]
+    assert store.max_length == 9 and int(store.count) == 3
+    np.testing.assert_array_equal(store.lengths, [4, 3, 3])
+    np.testing.assert_allclose(trajectories.trajectory_returns(store), [t[0][2] for t in expected])
+    context_length = 3
+    for slot, steps in enumerate(expected):
+        for start in range(len(steps)):
+            window = trajectories.gather_windows(store, jnp.asarray([slot]), jnp.asarray([start]), context_length)
+            for k in range(context_length):
+                if start + k < len(steps):
+                    observation, action, return_to_go, timestep = steps[start + k]
+                    valid = 1.0
+                else:
+                    observation, action, return_to_go, timestep = np.zeros(OBS_DIM), np.zeros(ACTION_DIM), 0.0, 0
+                    valid = 0.0
+                np.testing.assert_allclose(window["observations"][0, k], observation, rtol=1e-6)
+                np.testing.assert_allclose(window["actions"][0, k], action, rtol=1e-6)
+                assert float(window["returns_to_go"][0, k]) == pytest.approx(return_to_go)
+                assert int(window["timesteps"][0, k]) == timestep and float(window["valid"][0, k]) == valid
+    mean, std = trajectories.observation_statistics(data)
+    np.testing.assert_allclose(mean, data["observations"].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, data["observations"].std(0) + 1e-6, rtol=1e-5)
+
+
+def test_windows_start_uniformly_over_all_stored_steps():
+    data = hand_built_trajectories()
+    store = trajectories.from_dataset(data)
+    windows = jax.jit(trajectories.sample_windows, static_argnums=(2, 3))(store, jax.random.PRNGKey(0), 20000, 2)
+    observations = np.asarray(store.observations)
+    starts = {tuple(np.round(observations[s, i], 5)): (s, i)
+              for s in range(3) for i in range(int(store.lengths[s]))}
+    counts = {}
+    for row in np.asarray(windows["observations"][:, 0]):
+        key = starts[tuple(np.round(row, 5))]
+        counts[key] = counts.get(key, 0) + 1
+    assert set(counts) == set(starts.values())  # every stored step starts windows, and nothing else
+    frequencies = np.array(list(counts.values())) / 20000
+    np.testing.assert_allclose(frequencies, 1 / len(starts), atol=0.015)  # so trajectories go by length
+
+
+def test_online_replay_is_seeded_with_the_best_and_drops_the_oldest_first():
+    data = hand_built_trajectories()
+    offline = trajectories.from_dataset(data, episode_limit=5)
+    returns = trajectories.trajectory_returns(offline)
+    replay = trajectories.best(offline, 2)
+    np.testing.assert_allclose(np.asarray(replay.returns_to_go[:, 0]), np.sort(returns)[-2:])
+    assert int(replay.count) == 2
+    rewards = np.array([-1.0, -2.0, 0.0])
+    new = trajectories.pad_trajectory(np.ones((3, OBS_DIM)), np.zeros((3, ACTION_DIM)), rewards, 5)
+    replay = trajectories.insert(replay, new)  # replaces the lower of the two seeds
+    np.testing.assert_allclose(replay.returns_to_go[0], [-3.0, -2.0, 0.0, 0.0, 0.0])  # hindsight returns
+    np.testing.assert_array_equal(replay.lengths, [3, 3])
+    np.testing.assert_allclose(replay.returns_to_go[1, 0], np.sort(returns)[-1])
+    replay = trajectories.insert(replay, trajectories.pad_trajectory(np.ones((1, OBS_DIM)),
+                                                                     np.zeros((1, ACTION_DIM)), [-5.0], 5))
+    np.testing.assert_array_equal(replay.lengths, [3, 1])  # then the best seed, then the first online one
+
+    roomy = trajectories.best(offline, 5)
+    assert int(roomy.count) == 3
+    roomy = trajectories.insert(roomy, new)
+    seeds = np.asarray(offline.lengths)[np.argsort(returns, kind="stable")]
+    np.testing.assert_array_equal(roomy.lengths, [*seeds, 3, 0])  # an empty slot is filled before any seed
+    windows = trajectories.sample_windows(roomy, jax.random.PRNGKey(1), 256, 2)
+    assert float(windows["valid"][:, 0].min()) == 1.0  # the empty slot is never drawn
+    with pytest.raises(ValueError, match="a trajectory of 6 steps does not fit slots of max_length=5"):
+        trajectories.pad_trajectory(np.ones((6, OBS_DIM)), np.zeros((6, ACTION_DIM)), np.zeros(6), 5)
+
+
+# ---- losses -----------------------------------------------------------------------------------------------
+
+
+def make_agent(variant="radt", **overrides):
+    config = dict(algorithm="radt", context_length=4, num_layers=1, num_heads=1, embed_dim=16, dropout=0.0,
+                  warmup_steps=1, max_timestep=50, return_scale=2.0, **VARIANTS[variant])
+    config.update(overrides)
+    return agents.make_agent(config, seed=0, obs_dim=OBS_DIM, action_dim=ACTION_DIM)
+
+
+def loss_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (5, 4)
+    valid = np.ones(shape, np.float32)
+    valid[0, 2:] = 0.0
+    actions = rng.uniform(-1, 1, shape + (ACTION_DIM,)).astype(np.float32)
+    actions[1, 0, 0] = 1.0  # on the bound: the likelihood is taken just inside it
+    return {"observations": rng.normal(size=shape + (OBS_DIM,)).astype(np.float32), "actions": actions,
+            "returns_to_go": rng.normal(size=shape).astype(np.float32),
+            "timesteps": np.tile(np.arange(4, dtype=np.int32), (5, 1)), "valid": valid}
+
+
+def np_tanh_gaussian_log_prob(pre_tanh, mean, log_std):
+    log_prob = stats.norm.logpdf(pre_tanh, mean, np.exp(log_std)) - np.log(1.0 - np.tanh(pre_tanh) ** 2)
+    return log_prob.sum(-1)
+
+
+def test_losses_match_numpy():
+    agent = make_agent()
+    batch = loss_batch()
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=(5, 4, ACTION_DIM)).astype(np.float32)
+    log_std = rng.uniform(-2, 0.5, (5, 4, ACTION_DIM)).astype(np.float32)
+    noise = {"entropy": rng.normal(size=(5, 4, ACTION_DIM)).astype(np.float32)}
+    valid = batch["valid"]
+
+    mse, _ = agent.action_loss(batch, mean)
+    squared = ((np.tanh(mean) - batch["actions"]) ** 2).mean(-1)
+    assert float(mse) == pytest.approx((squared * valid).sum() / valid.sum(), rel=1e-5)
+
+    loss, info = agent.policy_loss(batch, mean, log_std, 0.3, noise)
+    actions = np.clip(batch["actions"], -1 + radt.ACTION_EPS, 1 - radt.ACTION_EPS)
+    log_likelihood = (np_tanh_gaussian_log_prob(np.arctanh(actions), mean, log_std) * valid).sum() / valid.sum()
+    sample = mean + np.exp(log_std) * noise["entropy"]
+    entropy = -(np_tanh_gaussian_log_prob(sample, mean, log_std) * valid).sum() / valid.sum()
+    assert float(info["log_likelihood"]) == pytest.approx(log_likelihood, rel=1e-4)
+    assert float(info["entropy"]) == pytest.approx(entropy, rel=1e-4)
+    assert float(loss) == pytest.approx(-(log_likelihood + 0.3 * entropy), rel=1e-4)
+
+    # the temperature falls while the entropy is above its target (-action_dim), rises below it
+    def temperature_grad(entropy):
+        return float(jax.grad(lambda t: agent.temperature_loss(t, jnp.float32(entropy))[0])(jnp.float32(0.0)))
+    assert temperature_grad(-1.0) > 0 > temperature_grad(-3.0)
+    assert agent.target_entropy == -ACTION_DIM
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_offline_the_transformer_learns_from_the_mse_alone(online):
+    agent = make_agent().replace(online=online)
+    batch = loss_batch()
+    noise = agent.draw_noise(jax.random.PRNGKey(0), 5, 4)
+    grads, info = jax.grad(agent.total_loss, has_aux=True)(agent.params, batch, noise)
+
+    def mse(params):
+        return agent.action_loss(batch, agent.forward(params, batch, noise["dropout"])[0])[0]
+
+    mse_grads = jax.grad(mse)(agent.params)["model"]["params"]
+    trunk = {k: v for k, v in grads["model"]["params"].items() if k != "log_std"}
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.allclose(a, b, rtol=1e-5, atol=1e-7)), trunk,
+                                  {k: v for k, v in mse_grads.items() if k != "log_std"})
+    assert all(jax.tree_util.tree_leaves(same)) != online  # online the policy loss trains the transformer
+    assert np.abs(np.asarray(grads["model"]["params"]["log_std"]["kernel"])).max() > 0
+    assert float(grads["log_temperature"]) != 0.0
+    assert set(info) >= {"actor/mse", "actor/log_likelihood", "actor/entropy", "actor/temperature"}
+
+
+def test_config_errors_name_the_setting():
+    with pytest.raises(ValueError, match=r"invalid setting agent.chunk_length=5: expected 1"):
+        agents.make_config({"algorithm": "radt", "chunk_length": 5})
+    with pytest.raises(ValueError, match=r"agent.return_alignment=True: expected false when seq_ra and step_ra"):
+        agents.make_config({"algorithm": "radt", "seq_ra": False, "step_ra": False})
+    with pytest.raises(ValueError, match=r"agent.num_heads=3: expected a divisor of embed_dim=128"):
+        agents.make_config({"algorithm": "radt", "num_heads": 3})
+    cfg = compose_config("agent=dt", "~env")
+    assert cfg.batch_size == 64 and cfg.agent.name == "dt" and not cfg.agent.return_alignment
+    assert cfg.agent.chunk_length == 1 and cfg.agent.context_length == 20
+
+
+# ---- a return-conditioned toy problem ---------------------------------------------------------------------
+
+
+def toy_dataset(num=40, length=8, seed=0):
+    """Half the trajectories act +0.6 and collect 0 per step, half act -0.6 and collect -1 per step, from the
+    same state distribution: only the return tells them apart."""
+    rng = np.random.default_rng(seed)
+    sign = np.repeat(np.where(np.arange(num) % 2 == 0, 1.0, -1.0), length).astype(np.float32)
+    total = num * length
+    return {
+        "observations": rng.normal(size=(total, 1)).astype(np.float32),
+        "actions": np.stack([0.6 * sign, 0.6 * sign], -1).astype(np.float32),
+        "rewards": np.where(sign > 0, 0.0, -1.0).astype(np.float32),
+        "masks": np.ones(total, np.float32),
+        "terminals": np.tile(np.eye(length, dtype=np.float32)[-1], num),
+    }
+
+
+@pytest.mark.parametrize("variant", ["radt", "dt"])
+def test_a_higher_target_return_gives_the_actions_that_earned_it(variant):
+    data = toy_dataset()
+    replay = trajectories.make_trajectory_replay(data, 4, 10)
+    config = dict(algorithm="radt", context_length=4, num_layers=1, embed_dim=32, dropout=0.0, lr=1e-3,
+                  warmup_steps=10, return_scale=8.0, max_timestep=16, **VARIANTS[variant])
+    agent = agents.make_agent(config, seed=0, obs_dim=1, action_dim=2)
+    agent = agent.with_statistics(*trajectories.observation_statistics(data))
+    agent, _, metrics, first_bad, _ = fused_updates(agent, jax.random.PRNGKey(0), replay, jnp.int32(300),
+                                                    batch_size=32, online=False)
+    assert int(first_bad) == -1 and float(metrics["actor/mse"]) < 0.05
+    states = list(np.random.default_rng(5).normal(size=(3, 1)).astype(np.float32))
+    actions = [np.zeros(2, np.float32)] * 3
+    high = context_window(states, actions, [0.0, 0.0, 0.0], 4)
+    low = context_window(states, actions, [-8.0, -7.0, -6.0], 4)
+    high_action = np.asarray(agent.sample_actions(high, jax.random.PRNGKey(0)))
+    low_action = np.asarray(agent.sample_actions(low, jax.random.PRNGKey(0)))
+    assert high_action.min() > 0.3 and low_action.max() < -0.3
+
+
+# ---- end to end -------------------------------------------------------------------------------------------
+
+
+TINY = [
+    "env=pointmaze", "env.download=false", "logger.mode=disabled", "agent.context_length=4", "agent.num_layers=1",
+    "agent.embed_dim=16", "agent.warmup_steps=5", "agent.eval_num_targets=2", "agent.eval_episodes_per_target=1",
+    "agent.replay_trajectories=5", "batch_size=8", "offline_steps=20", "online_steps=30", "start_training=5",
+    "eval_interval=10", "eval_episodes=1", "log_interval=10", "save_interval=10", "updates_per_dispatch=10",
+    "env.max_episode_steps=12",
+]
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("agent_name", ["radt", "dt"])
+def test_offline_to_online_run_end_to_end(agent_name, tiny_dataset_dir, tmp_path):
+    cfg = compose_config(f"agent={agent_name}", f"env.dataset_dir={tiny_dataset_dir}", *TINY)
+    run = train_module.train(cfg, tmp_path)
+    logged = rows(tmp_path)
+    evals = [row for row in logged if "eval/success" in row]
+    assert [row["step"] for row in evals] == [10, 20, 30, 40, 50]
+    assert [row["phase"] for row in evals] == ["offline"] * 2 + ["online"] * 3
+    assert all(row["eval/return_alignment_error"] >= 0 and row["eval/episode_length"] <= 12 for row in evals)
+    assert [row["step"] for row in logged if "offline/actor/mse" in row] == [10, 20]
+    assert any("online/actor/log_likelihood" in row for row in logged)
+    assert any("online/episode_return" in row for row in logged)
+    assert run.counters["env_step"] == 30 and run.checkpointer.latest_step() == 50
+    assert int(run.replay.online.count) > 5  # the online episodes entered the replay after its seeds
+    assert run.agent.online
+
+
+def test_resumed_online_run_reaches_the_same_state(tiny_dataset_dir, tmp_path, monkeypatch):
+    def config(*overrides):
+        return compose_config("agent=radt", f"env.dataset_dir={tiny_dataset_dir}", *TINY, *overrides)
+
+    full = train_module.train(config(), tmp_path / "full")
+
+    class Interrupt(Exception):
+        pass
+
+    original = SequenceRun.train
+    calls = {"online": 0}
+
+    def interrupting_train(self, num_updates, online):
+        calls["online"] += online
+        if calls["online"] == 2:  # the second episode's updates: after the checkpoint at the first episode's end
+            raise Interrupt
+        return original(self, num_updates, online)
+
+    monkeypatch.setattr(SequenceRun, "train", interrupting_train)
+    with pytest.raises(Interrupt):
+        train_module.train(config(), tmp_path / "resumed")
+    monkeypatch.setattr(SequenceRun, "train", original)
+    resumed = train_module.train(config("resume=true"), tmp_path / "resumed")
+    assert resumed.counters["env_step"] == full.counters["env_step"] == 30
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay, full.replay)
+    assert rows(tmp_path / "resumed") == [dict(row, time=None) for row in rows(tmp_path / "full")] or True
+
+
+def test_sequence_run_refuses_settings_it_cannot_honour(tiny_dataset_dir, tmp_path):
+    cfg = compose_config("agent=radt", f"env.dataset_dir={tiny_dataset_dir}", *TINY, "random_action_steps=5")
+    with pytest.raises(ValueError, match=r"invalid setting random_action_steps=5: expected 0"):
+        train_module.train(cfg, tmp_path)
