@@ -34,6 +34,8 @@ class AgentConfig:
             if key in META_KEYS:
                 continue
             if key not in fields:
-                raise ValueError(f"unknown agent setting '{key}' for {cls.__module__}; valid: {sorted(fields)}")
+                raise ValueError(
+                    f"unknown agent setting '{key}' for {cls.__module__}; valid: {sorted(fields)}"
+                )
             kwargs[key] = tuple(value) if isinstance(value, list | tuple) else value
         return cls(**kwargs)

@@ -18,7 +18,7 @@ def flow_matching_loss(
     times: jax.Array,
     weights: jax.Array | None,
 ) -> jax.Array:
-    """||v(s, x_u, u) - (x1 - x0)||^2 with x_u = (1 - u) x0 + u x1, for x0 ~ N(0, I), u ~ U[0, 1] drawn by the caller.
+    """||v(s, x_u, u) - (x1 - x0)||^2 with x_u = (1 - u) x0 + u x1; the caller draws x0 ~ N(0, I), u ~ U[0, 1].
 
     actions: (batch, steps, action_dim) target chunk x1; x0: (batch, steps * action_dim); times: (batch, 1);
     weights: (batch, steps) per-step weights (the chunk's `valid`) or None for an unweighted mean.
@@ -32,8 +32,10 @@ def flow_matching_loss(
     return (error * weights[..., None]).mean()
 
 
-def euler_sample(velocity: VelocityFn, observations: jax.Array, noise: jax.Array, num_steps: int) -> jax.Array:
-    """Integrate dx/du = v(s, x, u) from x0 = noise over u in [0, 1] with `num_steps` Euler steps, then clip."""
+def euler_sample(
+    velocity: VelocityFn, observations: jax.Array, noise: jax.Array, num_steps: int
+) -> jax.Array:
+    """Integrate dx/du = v(s, x, u) from x0 = noise over u in [0, 1] in `num_steps` Euler steps, then clip."""
     x = noise
     for step in range(num_steps):
         times = jnp.full((*noise.shape[:-1], 1), step / num_steps)

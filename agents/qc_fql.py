@@ -110,7 +110,9 @@ class Agent(flax.struct.PyTreeNode):
         cfg = self.config
         next_observations = batch["next_observations"][:, -1]
         next_actions = self._policy(jax.lax.stop_gradient(params), next_observations, noise["next_actions"])
-        next_q = td.aggregate(self.critic_net.apply(self.target_critic, next_observations, next_actions), cfg.q_agg)
+        next_q = td.aggregate(
+            self.critic_net.apply(self.target_critic, next_observations, next_actions), cfg.q_agg
+        )
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)

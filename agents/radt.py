@@ -318,15 +318,21 @@ class Agent(flax.struct.PyTreeNode):
             jnp.zeros((1, steps)), jnp.zeros((1, steps), jnp.int32), jnp.ones((1, steps), bool),
         )
         params = {"model": model_params, "log_temperature": jnp.log(jnp.float32(config.init_temperature))}
-        schedule = optax.linear_schedule(0.0, config.lr, config.warmup_steps)
-        optimizer = optax.multi_transform(
-            {
-                "model": optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                                     optax.adamw(schedule, weight_decay=config.weight_decay)),
-                "temperature": optax.adam(config.temperature_lr),
-            },
-            {"model": "model", "log_temperature": "temperature"},
-        )
+        # lr * min((step + 1) / warmup_steps, 1), as DT's warm-up
+        schedule = optax.linear_schedule(config.lr / config.warmup_steps, config.lr, config.warmup_steps - 1)
+
+        def clipped_adamw():
+            return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                               optax.adamw(schedule, weight_decay=config.weight_decay))
+
+        # The log-std head is clipped on its own: offline its likelihood gradients, often large, must not
+        # shrink the transformer's clipped MSE step.
+        labels = {"model": {"params": {name: "log_std" if name == "log_std" else "model"
+                                       for name in model_params["params"]}},
+                  "log_temperature": "temperature"}
+        transforms = {"model": clipped_adamw(), "log_std": clipped_adamw(),
+                      "temperature": optax.adam(config.temperature_lr)}
+        optimizer = optax.multi_transform(transforms, labels)
         return cls(
             rng=rng, params=params, opt_state=optimizer.init(params), obs_mean=jnp.zeros(obs_dim),
             obs_std=jnp.ones(obs_dim), config=config, action_dim=action_dim, network=network,
@@ -418,7 +424,8 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {f"actor/{k}": v for k, v in info.items()}
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
-        """One clipped AdamW step (linear warm-up) on the transformer, one Adam step on the temperature.
+        """One clipped AdamW step (linear warm-up) on the transformer and on the log-std head, each clipped on
+        its own, and one Adam step on the temperature.
 
         batch: context windows from buffers.trajectories (observations (batch, steps, obs_dim), ...).
         """
@@ -426,6 +433,7 @@ class Agent(flax.struct.PyTreeNode):
         noise = self.draw_noise(key, *batch["valid"].shape)
         grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
         updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        info["grad/norm"] = optax.tree.norm(grads["model"])
+        transformer = {name: grad for name, grad in grads["model"]["params"].items() if name != "log_std"}
+        info["grad/norm"] = optax.tree.norm(transformer)
         params = optax.apply_updates(self.params, updates)
         return self.replace(rng=rng, params=params, opt_state=opt_state), info

@@ -92,20 +92,27 @@ class Agent(flax.struct.PyTreeNode):
         policy_dim = config.policy_dim(action_dim)
         critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
         actor_net = MLP((*config.hidden_dims, 2 * policy_dim), layer_norm=config.actor_layer_norm)
-        rng, critic_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs = jnp.zeros((1, obs_dim))
-        params = {
-            "critic": critic_net.init(critic_key, obs, jnp.zeros((1, policy_dim))),
-            "actor": actor_net.init(actor_key, obs),
-            "log_temperature": jnp.asarray(math.log(config.init_temperature), jnp.float32),
-        }
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
         optimizer = optax.adam(config.lr)
+
+        @jax.jit  # one compilation instead of one per eager initialiser op: seconds saved on a CPU
+        def initial_state(key):
+            critic_key, actor_key = jax.random.split(key)
+            obs = jnp.zeros((1, obs_dim))
+            params = {
+                "critic": critic_net.init(critic_key, obs, jnp.zeros((1, policy_dim))),
+                "actor": actor_net.init(actor_key, obs),
+                "log_temperature": jnp.asarray(math.log(config.init_temperature), jnp.float32),
+            }
+            return params, params["critic"], optimizer.init(params)
+
+        rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
+        params, target_critic, opt_state = initial_state(init_key)
         return cls(
             rng=rng,
             params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
-            opt_state=optimizer.init(params),
+            target_critic=target_critic,
+            opt_state=opt_state,
             config=config,
             action_dim=action_dim,
             critic_net=critic_net,

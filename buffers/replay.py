@@ -26,7 +26,9 @@ class Replay(flax.struct.PyTreeNode):
             return self.replace(offline=store.insert_many(self.offline, transitions))
         return self.replace(online=store.insert_many(self.online, transitions))
 
-    def sample(self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool) -> dict:
+    def sample(
+        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+    ) -> dict:
         """A chunk batch for an offline (online=False) or online update (jittable)."""
         if not online or self.online is None:
             return chunks.sample_chunks(self.offline, key, batch_size, chunk_length, discount)
@@ -39,9 +41,11 @@ def make_replay(dataset: dict, buffer_size: int, online_steps: int, offline_rati
     """Replay for a run of `online_steps` environment steps after pre-training on `dataset`."""
     num = len(dataset["observations"])
     if offline_ratio is None:
-        # The reference sizes the pool max(buffer_size, |D| + 1); older online data then replaces offline data.
+        # The reference sizes the pool max(buffer_size, |D| + 1); online data then replaces the oldest data.
         return Replay(store.from_dataset(dataset, capacity=max(buffer_size, num + 1)), None, None)
     online = store.empty(
-        dataset["observations"].shape[-1], dataset["actions"].shape[-1], max(1, min(buffer_size, online_steps))
+        dataset["observations"].shape[-1],
+        dataset["actions"].shape[-1],
+        max(1, min(buffer_size, online_steps)),
     )
     return Replay(store.from_dataset(dataset), online, float(offline_ratio))

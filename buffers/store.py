@@ -87,15 +87,20 @@ def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
         return
     inner = ~terminals[:-1]
     if not np.array_equal(dataset["next_observations"][:-1][inner], dataset["observations"][1:][inner]):
-        bad = int(np.flatnonzero(inner & np.any(
-            dataset["next_observations"][:-1] != dataset["observations"][1:], axis=-1))[0])
+        bad = int(
+            np.flatnonzero(
+                inner & np.any(dataset["next_observations"][:-1] != dataset["observations"][1:], axis=-1)
+            )[0]
+        )
         raise ValueError(
-            f"dataset next_observations[{bad}] differs from observations[{bad + 1}] although transition {bad} "
-            "is not the last of its trajectory (terminals[t] = 0): the arrays are not one flat trajectory list"
+            f"dataset next_observations[{bad}] differs from observations[{bad + 1}] although transition "
+            f"{bad} is not the last of its trajectory (terminals = 0): expected one flat list of trajectories"
         )
 
 
-def from_dataset(dataset: dict, capacity: int | None = None, max_episodes: int | None = None) -> TransitionStore:
+def from_dataset(
+    dataset: dict, capacity: int | None = None, max_episodes: int | None = None
+) -> TransitionStore:
     """Store for an OGBench-style dataset dict (observations, actions, rewards, masks, terminals).
 
     `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations`, if present,

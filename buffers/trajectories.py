@@ -77,8 +77,12 @@ def pad_trajectory(observations, actions, rewards, max_length: int) -> dict:
         out[:length] = values
         return out
 
-    return {"observations": padded(observations), "actions": padded(actions), "rewards": padded(rewards),
-            "length": np.int32(length)}
+    return {
+        "observations": padded(observations),
+        "actions": padded(actions),
+        "rewards": padded(rewards),
+        "length": np.int32(length),
+    }
 
 
 def from_dataset(dataset: dict, episode_limit: int = 0) -> TrajectoryStore:
@@ -86,8 +90,15 @@ def from_dataset(dataset: dict, episode_limit: int = 0) -> TrajectoryStore:
     `episode_limit`, whichever is more, so that online episodes fit too."""
     bounds = trajectory_bounds(dataset)
     max_length = max(episode_limit, *(stop - start for start, stop in bounds))
-    rows = [pad_trajectory(dataset["observations"][start:stop], dataset["actions"][start:stop],
-                           dataset["rewards"][start:stop], max_length) for start, stop in bounds]
+    rows = [
+        pad_trajectory(
+            dataset["observations"][start:stop],
+            dataset["actions"][start:stop],
+            dataset["rewards"][start:stop],
+            max_length,
+        )
+        for start, stop in bounds
+    ]
     stacked = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
     rewards = stacked["rewards"]
     return TrajectoryStore(
@@ -110,7 +121,8 @@ def best(store: TrajectoryStore, num_slots: int) -> TrajectoryStore:
     of return; with fewer trajectories than slots the empty slots are written first."""
     lengths = np.asarray(store.lengths)
     returns = np.asarray(store.returns_to_go[:, 0])
-    order = np.array([index for index in np.argsort(returns, kind="stable") if lengths[index] > 0][-num_slots:])
+    ascending = np.argsort(returns, kind="stable")
+    order = ascending[lengths[ascending] > 0][-num_slots:]
 
     def seeded(values):
         return jnp.zeros((num_slots,) + values.shape[1:], values.dtype).at[: len(order)].set(values[order])
@@ -176,8 +188,9 @@ class TrajectoryReplay(flax.struct.PyTreeNode):
     online: TrajectoryStore
     context_length: int = flax.struct.field(pytree_node=False)
 
-    def sample(self, key: jax.Array, batch_size: int, chunk_length: int, discount: float,
-               online: bool) -> dict:
+    def sample(
+        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+    ) -> dict:
         """Context windows for an offline or online update (jittable). The signature is that of
         buffers.Replay.sample, so launch.fused.fused_updates drives sequence agents too; chunk_length and
         discount do not apply to windows."""
@@ -188,8 +201,9 @@ class TrajectoryReplay(flax.struct.PyTreeNode):
         return self.replace(online=insert(self.online, trajectory))
 
 
-def make_trajectory_replay(dataset: dict, context_length: int, replay_trajectories: int,
-                           episode_limit: int = 0) -> TrajectoryReplay:
+def make_trajectory_replay(
+    dataset: dict, context_length: int, replay_trajectories: int, episode_limit: int = 0
+) -> TrajectoryReplay:
     """A sequence agent's replay: all dataset trajectories and an online replay of `replay_trajectories`,
     with room for online episodes of `episode_limit` steps."""
     offline = from_dataset(dataset, episode_limit)

@@ -80,15 +80,32 @@ class SparseReward(gymnasium.RewardWrapper):
         return float(sparse_rewards(reward))
 
 
+class SeededReset(gymnasium.Wrapper):
+    """Makes `reset(seed=s)` a function of `s` alone.
+
+    OGBench's resets draw noise from the env's generator *before* reseeding it (the mazes from NumPy's global
+    generator), and settle the scene with `action_space.sample()`, so a plain `reset(seed=s)` depends on the
+    episodes before it. Seeding all three first lets evaluations repeat exactly and a resumed run replay the
+    same episodes as an uninterrupted one.
+    """
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            np.random.seed(seed % 2**32)
+            self.unwrapped.np_random = np.random.default_rng(seed)
+            self.unwrapped.action_space.seed(seed)
+        return self.env.reset(seed=seed, options=options)
+
+
 def make_env(env_cfg) -> gymnasium.Env:
     """A single-task OGBench env for `env_cfg.name`, sparse-rewarded when `env_cfg.sparse`.
 
     Episodes terminate on success as OGBench defines it; the time limit is OGBench's unless
-    `env_cfg.max_episode_steps` sets one (short debug runs).
+    `env_cfg.max_episode_steps` sets one (short debug runs). `reset(seed=s)` is deterministic (SeededReset).
     """
     cfg = EnvConfig.from_cfg(env_cfg)
     env_id = env_id_of(cfg.name)
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)
-    env = gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps)
+    env = SeededReset(gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps))
     return SparseReward(env) if cfg.sparse else env

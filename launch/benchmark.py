@@ -105,7 +105,9 @@ def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -
     }
 
 
-def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: int, online_steps: int) -> dict:
+def bench_agent(
+    agent_name: str, overrides: list[str], dispatch: int, repeats: int, online_steps: int
+) -> dict:
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, "cube-double")
     agent = agents.make_agent(agent_cfg, 0, OBS_DIM, ACTION_DIM)
@@ -119,7 +121,12 @@ def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: i
     def updates(count):
         def run():
             state["agent"], state["rng"], metrics, _, _ = fused_updates(
-                state["agent"], state["rng"], replay, np.int32(count), batch_size=cfg.batch_size, online=online
+                state["agent"],
+                state["rng"],
+                replay,
+                np.int32(count),
+                batch_size=cfg.batch_size,
+                online=online,
             )
             jax.block_until_ready(metrics)
 
@@ -144,12 +151,14 @@ def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: i
         "action_selection_ms": round(1e3 * act_seconds, 3),
     }
     if online_steps:
-        result["online_env_steps_per_s_utd1"] = round(bench_online(cfg, state["agent"], replay, online_steps), 2)
+        result["online_env_steps_per_s_utd1"] = round(
+            bench_online(cfg, state["agent"], replay, online_steps), 2
+        )
     return result
 
 
 def bench_online(cfg, agent, replay, steps: int) -> float:
-    """Environment steps/s of the online loop at UTD 1 on the real env: act per chunk, step, insert, update."""
+    """Environment steps/s of the online loop at UTD 1 on the real env: act, step, insert, update."""
     env = envs.make_env(cfg.env)
     observation, _ = env.reset(seed=0)
     rng, queue, owed = jax.random.PRNGKey(0), [], 0
@@ -161,32 +170,43 @@ def bench_online(cfg, agent, replay, steps: int) -> float:
             queue = list(np.asarray(act(agent, observation[None], jax.random.fold_in(rng, step)))[0])
         action = np.asarray(queue.pop(0), np.float32)
         next_observation, reward, terminated, truncated, _ = env.step(action)
-        replay = insert(replay, {
-            "observations": observation[None], "actions": action[None], "rewards": np.float32([reward]),
-            "masks": np.float32([1.0 - terminated]), "terminals": np.float32([terminated or truncated]),
-            "next_observations": next_observation[None],
-        })
+        replay = insert(
+            replay,
+            {
+                "observations": observation[None],
+                "actions": action[None],
+                "rewards": np.float32([reward]),
+                "masks": np.float32([1.0 - terminated]),
+                "terminals": np.float32([terminated or truncated]),
+                "next_observations": next_observation[None],
+            },
+        )
         owed += cfg.utd_ratio
         observation = next_observation
         if terminated or truncated:
             observation, _ = env.reset()
             queue = []
         if not queue:
-            agent, rng, metrics, _, _ = fused_updates(agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size,
-                                                      online=True)
+            agent, rng, metrics, _, _ = fused_updates(
+                agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size, online=True
+            )
             jax.block_until_ready(metrics)
             owed = 0
     return steps / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agents", default="qc_fql", help="comma-separated configs/agent names")
     parser.add_argument("--dispatch", type=int, default=20, help="updates fused per dispatch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--online-steps", type=int, default=25, help="0 skips the online-loop figure")
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every agent, e.g. batch_size=256")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides applied to every agent, e.g. batch_size=256"
+    )
     args = parser.parse_args()
     device = jax.devices()[0]
     report = {

@@ -19,7 +19,9 @@ class Checkpointer:
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
         )
 
     def latest_step(self) -> int | None:
@@ -41,7 +43,9 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.directory}")
         restored = self.manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(template), counters=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template), counters=ocp.args.JsonRestore()
+            ),
         )
         return restored.state, dict(restored.counters)
 

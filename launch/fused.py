@@ -14,7 +14,9 @@ from buffers import Replay
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "online"), donate_argnums=(0,))
-def fused_updates(agent, rng: jax.Array, replay: Replay, num_updates: jax.Array, *, batch_size: int, online: bool):
+def fused_updates(
+    agent, rng: jax.Array, replay: Replay, num_updates: jax.Array, *, batch_size: int, online: bool
+):
     """Run `num_updates` updates (a traced count: one compilation serves every dispatch size).
 
     Returns the new agent and rng, the metrics averaged over the updates, the index of the first update

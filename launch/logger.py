@@ -29,7 +29,9 @@ class Logger:
     total training time, comparable across runs (the x-axis of `launch/plot.py --x time`).
     """
 
-    def __init__(self, run_dir: Path, config: dict, logger_cfg: Any, tags: list[str], elapsed_offset: float = 0.0):
+    def __init__(
+        self, run_dir: Path, config: dict, logger_cfg: Any, tags: list[str], elapsed_offset: float = 0.0
+    ):
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / METRICS_FILE
         self.start = time.perf_counter() - elapsed_offset
@@ -70,7 +72,9 @@ class Logger:
         if self.wandb_run is not None:
             import wandb
 
-            self.wandb_run.log({key: wandb.Video(frames.transpose(0, 3, 1, 2), fps=fps, format="mp4")}, step=step)
+            self.wandb_run.log(
+                {key: wandb.Video(frames.transpose(0, 3, 1, 2), fps=fps, format="mp4")}, step=step
+            )
 
     def close(self) -> None:
         if self.wandb_run is not None:

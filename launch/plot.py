@@ -42,7 +42,6 @@ class RunCurve:
     offline_end: the x of the offline/online boundary, None if the run never got there.
     """
 
-    name: str
     value: object
     x: np.ndarray
     y: np.ndarray
@@ -99,7 +98,7 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
-def curve_from_rows(name: str, value: object, rows: list[dict], metric: str, x_key: str, offline_steps: int,
+def curve_from_rows(value: object, rows: list[dict], metric: str, x_key: str, offline_steps: int,
                     online_steps: int) -> tuple[RunCurve, str | None]:
     """A run's curve from its metric rows, and what is wrong with the run (None if it is complete).
 
@@ -135,18 +134,18 @@ def curve_from_rows(name: str, value: object, rows: list[dict], metric: str, x_k
         problem = f"incomplete: last logged step {reached}, expected {end}"
     elif not len(x):
         problem = f"no {metric} in {METRICS_FILE}"
-    return RunCurve(name, value, x, y, final, offline_steps, offline_end), problem
+    return RunCurve(value, x, y, final, offline_steps, offline_end), problem
 
 
 def swept_value(config: DictConfig, by: str, run_dir: Path) -> object:
     """The run's value of the key `by` (a list or dict value as its text, so that it can name a curve)."""
     value = OmegaConf.select(config, by, default=_ABSENT)
     if value is _ABSENT:
-        raise KeyError(f"--by {by}: expected that key in every run's config, not found in {run_dir}")
+        raise ValueError(f"--by {by}: expected that key in every run's config, not found in {run_dir}")
     return str(OmegaConf.to_container(value)) if isinstance(value, Container) else value
 
 
-def load_run(name: str, run_dir: Path, config: DictConfig, by: str, metric: str,
+def load_run(run_dir: Path, config: DictConfig, by: str, metric: str,
              x_key: str) -> tuple[RunCurve | None, str | None]:
     """A run's curve (None if it logged nothing) and its problem (None if complete)."""
     value = swept_value(config, by, run_dir)
@@ -154,8 +153,8 @@ def load_run(name: str, run_dir: Path, config: DictConfig, by: str, metric: str,
     if not metrics.exists():
         return None, f"missing: no {METRICS_FILE} (the run crashed before logging, or is still starting)"
     rows, bad = read_rows(metrics)
-    curve, problem = curve_from_rows(name, value, rows, metric, x_key, config["offline_steps"],
-                                     config["online_steps"])
+    curve, problem = curve_from_rows(value, rows, metric, x_key, config.offline_steps,
+                                     config.online_steps)
     if bad:
         problem = f"{problem}; " if problem else ""
         problem += f"{bad} unreadable line(s) in {METRICS_FILE}"
@@ -228,19 +227,26 @@ def final_table(groups: dict[object, list[RunCurve]], by: str, metric: str, rng:
     return "\n".join(lines)
 
 
-def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries: list[float], by: str,
-         metric: str, x_key: str, title: str) -> Figure:
-    """Mean curve and band per value; dashed lines at the offline/online boundaries."""
+def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries: dict[object, list[float]],
+         by: str, metric: str, x_key: str, title: str) -> Figure:
+    """Mean curve and band per value; dashed lines at the offline/online boundaries, in the curve's colour
+    where values differ in where the boundary lies (wall-clock time), else grey."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.add_subplot()
     short = by.rsplit(".", 1)[-1]
+    shared = len({tuple(lines) for lines in boundaries.values()}) == 1
+    drawn = []
     for value, summary in summaries.items():
         (line,) = axes.plot(summary.x, summary.mean, label=f"{short}={value} ({counts[value]} runs)")
         axes.fill_between(summary.x, summary.low, summary.high, color=line.get_color(), alpha=0.2,
                           linewidth=0)
-    for index, boundary in enumerate(boundaries):
-        axes.axvline(boundary, color="gray", linestyle="--", linewidth=1,
-                     label="offline | online" if index == 0 else None)
+        if not shared:
+            drawn += [(boundary, line.get_color()) for boundary in boundaries[value]]
+    if shared:
+        drawn = [(boundary, "gray") for boundary in next(iter(boundaries.values()))]
+    for index, (boundary, color) in enumerate(drawn):
+        label = "offline | online" if shared else "offline | online (each curve's)"
+        axes.axvline(boundary, color=color, linestyle="--", linewidth=1, label=label if index == 0 else None)
     axes.set_xlabel("wall-clock seconds" if x_key == "time" else
                     "steps (offline: updates, online: offline_steps + env steps)")
     axes.set_ylabel(metric)
@@ -251,7 +257,8 @@ def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries
 
 
 def boundaries_of(curves: list[RunCurve], x_key: str) -> list[float]:
-    """The x of each distinct offline/online boundary: offline_steps, or the mean time runs reached it."""
+    """The x of each distinct offline/online boundary of these runs: offline_steps, or the mean time at
+    which they reached it."""
     if x_key == "step":
         return sorted({float(curve.offline_steps) for curve in curves if curve.offline_steps > 0})
     times = [curve.offline_end for curve in curves if curve.offline_end and curve.offline_steps > 0]
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     curves, problems = [], []
     for root, run_dir in runs:
         name = str(run_dir.relative_to(root.parent))
-        curve, problem = load_run(name, run_dir, configs[run_dir], args.by, args.metric, args.x)
+        curve, problem = load_run(run_dir, configs[run_dir], args.by, args.metric, args.x)
         if curve is not None:
             curves.append(curve)
         if problem:
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     table = final_table(groups, args.by, args.metric, rng, args.resamples)
     title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
     figure = plot(summaries, {value: len(members) for value, members in groups.items()},
-                  boundaries_of(curves, args.x), args.by, args.metric, args.x, title)
+                  {value: boundaries_of(members, args.x) for value, members in groups.items()}, args.by,
+                  args.metric, args.x, title)
 
     out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
     out.parent.mkdir(parents=True, exist_ok=True)

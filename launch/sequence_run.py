@@ -3,10 +3,10 @@
     python launch/train.py agent=radt env=cube      # or agent=dt
 
 1. Offline: `offline_steps` updates on context windows of the dataset trajectories (launch.train.Run's loop).
-2. Online: `online_steps` environment steps. Each episode is conditioned on the exploration target return and
-   acts with the stochastic (tanh-Gaussian) policy; at its end the whole trajectory enters the online replay
-   with returns-to-go from its real rewards, and the updates owed (`utd_ratio` per step after `start_training`)
-   run. Checkpoints are written at episode ends, so a resumed run replays the same episodes.
+2. Online: `online_steps` environment steps. Each episode is conditioned on the exploration target return
+   and acts with the stochastic (tanh-Gaussian) policy; at its end the whole trajectory enters the online
+   replay with returns-to-go from its real rewards, and the updates owed (`utd_ratio` per step after
+   `start_training`) run. Checkpoints are written at episode ends, so a resumed run replays the same episodes.
 Evaluation: success, return and length of `eval_episodes` episodes conditioned on the success target (by
 default the top of the sweep), and the return-alignment error |achieved - target| averaged over episodes
 conditioned on `eval_num_targets` targets spread between quantiles of the dataset's (cut) returns. During an
@@ -89,8 +89,9 @@ def rollout(policy, agent, env, target: float, seed: int, key: jax.Array, max_st
         done = terminated or truncated
         if render:
             frames.append(env.render())
-    return {"observations": observations, "actions": actions, "rewards": rewards, "return": float(sum(rewards)),
-            "success": float(info.get("success", 0.0)), "done": done, "frames": frames}
+    return {"observations": observations, "actions": actions, "rewards": rewards,
+            "return": float(sum(rewards)), "success": float(info.get("success", 0.0)), "done": done,
+            "frames": frames}
 
 
 class SequenceRun(Run):
@@ -103,15 +104,15 @@ class SequenceRun(Run):
         ):
             if value != expected:
                 raise ValueError(
-                    f"invalid setting {key}={value!r}: expected {expected} for agent.algorithm=radt (Online DT "
-                    "explores with its stochastic policy from a replay of whole trajectories)"
+                    f"invalid setting {key}={value!r}: expected {expected} for agent.algorithm=radt (Online "
+                    "DT explores with its stochastic policy from a replay of whole trajectories)"
                 )
         self.cfg = cfg
         self.run_dir = run_dir
         self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(cfg.env, cfg.seed)
         self.agent_settings = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
         config = agents.make_config(self.agent_settings)
-        episode_limit = max(self.env.spec.max_episode_steps, self.eval_env.spec.max_episode_steps)
+        episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
         self.replay = trajectories.make_trajectory_replay(
             train_dataset, config.context_length, config.replay_trajectories, episode_limit)
         longest = int(self.replay.offline.lengths.max())
@@ -125,15 +126,16 @@ class SequenceRun(Run):
             train_dataset["actions"].shape[-1],
         ).with_statistics(*trajectories.observation_statistics(train_dataset))
         returns = trajectories.trajectory_returns(self.replay.offline)
-        self.targets = np.linspace(*np.quantile(returns, config.eval_target_quantiles), config.eval_num_targets)
-        self.success_target = float(self.targets[-1] if config.eval_target_return is None
-                                    else config.eval_target_return)
+        low, high = np.quantile(returns, config.eval_target_quantiles)
+        self.targets = np.linspace(low, high, config.eval_num_targets)
+        self.success_target = float(high if config.eval_target_return is None else config.eval_target_return)
         self.exploration_target = float(self.success_target if config.online_target_return is None
                                         else config.online_target_return)
         log.info(
-            "trajectories: %d (returns %.1f to %.1f), slots of %d steps; eval targets %s, success target %.1f, "
-            "exploration target %.1f", len(returns), returns.min(), returns.max(), self.replay.offline.max_length,
-            np.round(self.targets, 1).tolist(), self.success_target, self.exploration_target,
+            "trajectories: %d (returns %.1f to %.1f), slots of %d steps; eval targets %s, success target "
+            "%.1f, exploration target %.1f", len(returns), returns.min(), returns.max(),
+            self.replay.offline.max_length, np.round(self.targets, 1).tolist(), self.success_target,
+            self.exploration_target,
         )
         self.rng = jax.random.PRNGKey(cfg.seed + 1)
         self.counters = {"phase": "offline", "offline_step": 0, "env_step": 0, "episode": 0, "elapsed": 0.0,
@@ -156,9 +158,10 @@ class SequenceRun(Run):
             for index in range(cfg.eval_episodes)
         ]
         errors = []
+        repeats = config.eval_episodes_per_target
         for target_index, target in enumerate(self.targets):
-            for repeat in range(config.eval_episodes_per_target):
-                index = (round_index * len(self.targets) + target_index) * config.eval_episodes_per_target + repeat
+            for repeat in range(repeats):
+                index = (round_index * len(self.targets) + target_index) * repeats + repeat
                 episode = rollout(act, self.agent, self.eval_env, target,
                                   episode_seed(cfg.seed, SWEEP_PURPOSE, index), key, np.inf)
                 errors.append(abs(episode["return"] - target))
@@ -191,8 +194,9 @@ class SequenceRun(Run):
             episode = rollout(explore, self.agent, self.env, self.exploration_target,
                               episode_seed(cfg.seed, 0, counters["episode"]),
                               jax.random.fold_in(act_key, counters["episode"]), cfg.online_steps - start)
-            self.replay = insert(self.replay, trajectories.pad_trajectory(
-                episode["observations"], episode["actions"], episode["rewards"], self.replay.online.max_length))
+            trajectory = trajectories.pad_trajectory(episode["observations"], episode["actions"],
+                                                     episode["rewards"], self.replay.online.max_length)
+            self.replay = insert(self.replay, trajectory)
             counters["env_step"] = step = start + len(episode["rewards"])
             counters["episode"] += 1
             if episode["done"]:

@@ -29,8 +29,14 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1", cfg.eval_episodes)
     for key in ("offline_steps", "online_steps", "start_training", "random_action_steps"):
         _require(cfg[key] >= 0, key, "an integer >= 0", cfg[key])
-    for key in ("utd_ratio", "eval_interval", "log_interval", "save_interval", "updates_per_dispatch",
-                "buffer_size"):
+    for key in (
+        "utd_ratio",
+        "eval_interval",
+        "log_interval",
+        "save_interval",
+        "updates_per_dispatch",
+        "buffer_size",
+    ):
         _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
     _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
     agents.make_config(agent_settings(cfg, domain=None))

@@ -59,14 +59,22 @@ class Run:
             jax.devices()[0].platform,
         )
         self.rng = jax.random.PRNGKey(cfg.seed + 1)
-        self.counters = {"phase": "offline", "offline_step": 0, "env_step": 0, "episode": 0, "elapsed": 0.0,
-                         "eval_round": 0, "success": {}}
+        self.counters = {
+            "phase": "offline",
+            "offline_step": 0,
+            "env_step": 0,
+            "episode": 0,
+            "elapsed": 0.0,
+            "eval_round": 0,
+            "success": {},
+        }
         self.checkpointer = Checkpointer(run_dir)
         self._resume_or_refuse()
         config = OmegaConf.to_container(cfg, resolve=True)
         config["agent"] = self.agent_settings
-        self.logger = Logger(run_dir, config, cfg.logger, run_tags(cfg),
-                             elapsed_offset=self.counters["elapsed"])
+        self.logger = Logger(
+            run_dir, config, cfg.logger, run_tags(cfg), elapsed_offset=self.counters["elapsed"]
+        )
 
     # ---- bookkeeping -------------------------------------------------------------------------------------
 
@@ -85,8 +93,8 @@ class Run:
             return
         if not self.cfg.resume:
             raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints (latest step {latest}); pass resume=true to continue "
-                "that run, or choose another run dir with hydra.run.dir=..."
+                f"{self.run_dir} already holds checkpoints (latest step {latest}); pass resume=true to "
+                "continue that run, or choose another run dir with hydra.run.dir=..."
             )
         state, self.counters = self.checkpointer.restore(self.state)
         self.agent, self.replay, self.rng = state["agent"], state["replay"], state["rng"]
@@ -106,23 +114,35 @@ class Run:
     def train(self, num_updates: int, online: bool) -> dict:
         """Fused updates; stops the run at the first non-finite metric, naming the update step."""
         self.agent, self.rng, metrics, first_bad, bad = fused_updates(
-            self.agent, self.rng, self.replay, np.int32(num_updates), batch_size=self.cfg.batch_size,
-            online=online and self.replay.online is not None,  # one pool samples alike in both phases: one compile
+            self.agent,
+            self.rng,
+            self.replay,
+            np.int32(num_updates),
+            batch_size=self.cfg.batch_size,
+            online=online
+            and self.replay.online is not None,  # one pool samples alike in both phases: one compile
         )
         first_bad = int(first_bad)
         if first_bad >= 0:
-            names = sorted(name for name, flag in bad.items() if bool(flag))
-            phase = "online" if online else "offline"
-            step = self.global_step - num_updates + first_bad + 1 if not online else self.global_step
+            names = ", ".join(sorted(name for name, flag in bad.items() if bool(flag)))
+            if online:
+                where = f"online update {first_bad + 1} of {num_updates} at step {self.global_step}"
+            else:
+                where = f"offline update step {self.counters['offline_step'] + first_bad + 1}"
             raise NonFiniteLossError(
-                f"non-finite {', '.join(names)} at {phase} update step {step}; the last good checkpoint in "
-                f"{self.checkpointer.directory} is kept (resume=true restarts from it)"
+                f"non-finite {names} at {where}; the last good checkpoint in {self.checkpointer.directory} "
+                "is kept (resume=true restarts from it)"
             )
         return metrics
 
     def evaluate(self, phase: str) -> float:
         metrics, videos = evaluate(
-            act, self.agent, self.eval_env, self.cfg.eval_episodes, self.cfg.seed, self.counters["eval_round"],
+            act,
+            self.agent,
+            self.eval_env,
+            self.cfg.eval_episodes,
+            self.cfg.seed,
+            self.counters["eval_round"],
             self.cfg.eval.video_episodes,
         )
         self.counters["eval_round"] += 1
@@ -139,7 +159,9 @@ class Run:
         bar = tqdm(total=cfg.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd")
         while self.counters["offline_step"] < cfg.offline_steps:
             step = self.counters["offline_step"]
-            boundary = min(_next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval))
+            boundary = min(
+                _next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
+            )
             num_updates = min(cfg.updates_per_dispatch, boundary - step, cfg.offline_steps - step)
             metrics = self.train(num_updates, online=False)
             self.counters["offline_step"] = step = step + num_updates
@@ -170,26 +192,41 @@ class Run:
             step = counters["env_step"]
             if not queue:
                 if step < cfg.random_action_steps:
-                    queue = [np.random.default_rng([cfg.seed, step]).uniform(-1, 1, self.env.action_space.shape)]
+                    queue = [
+                        np.random.default_rng([cfg.seed, step]).uniform(-1, 1, self.env.action_space.shape)
+                    ]
                 else:
                     key = jax.random.fold_in(act_key, step)
                     queue = list(np.asarray(act(self.agent, observation[None], key))[0])
             action = np.asarray(queue.pop(0), np.float32)
             next_observation, reward, terminated, truncated, info = self.env.step(action)
             done = terminated or truncated
-            self.replay = insert(self.replay, {
-                "observations": observation[None], "actions": action[None],
-                "rewards": np.float32([reward]), "masks": np.float32([1.0 - terminated]),
-                "terminals": np.float32([done]), "next_observations": next_observation[None],
-            })
+            self.replay = insert(
+                self.replay,
+                {
+                    "observations": observation[None],
+                    "actions": action[None],
+                    "rewards": np.float32([reward]),
+                    "masks": np.float32([1.0 - terminated]),
+                    "terminals": np.float32([done]),
+                    "next_observations": next_observation[None],
+                },
+            )
             counters["env_step"] = step = step + 1
             owed_updates += cfg.utd_ratio if step >= cfg.start_training else 0
             episode_return += float(reward)
             episode_length += 1
             observation = next_observation
             if done:
-                self.logger.log({"online/episode_return": episode_return, "online/episode_length": episode_length,
-                                 "online/success": float(info["success"])}, self.global_step, "online")
+                self.logger.log(
+                    {
+                        "online/episode_return": episode_return,
+                        "online/episode_length": episode_length,
+                        "online/success": float(info["success"]),
+                    },
+                    self.global_step,
+                    "online",
+                )
                 counters["episode"] += 1
                 observation, _ = self.env.reset(seed=episode_seed(cfg.seed, 0, counters["episode"]))
                 queue, episode_return, episode_length = [], 0.0, 0
@@ -219,8 +256,13 @@ class Run:
 
 def run_tags(cfg: DictConfig) -> list[str]:
     """W&B tags that dashboards group by."""
-    return [cfg.agent.name, cfg.env.name, f"chunk_length={cfg.agent.chunk_length}", f"task={cfg.env.task}",
-            f"seed={cfg.seed}"]
+    return [
+        cfg.agent.name,
+        cfg.env.name,
+        f"chunk_length={cfg.agent.chunk_length}",
+        f"task={cfg.env.task}",
+        f"seed={cfg.seed}",
+    ]
 
 
 def _next_multiple(step: int, interval: int) -> int:
@@ -235,7 +277,9 @@ def _row_step(line: str) -> int:
 def train(cfg: DictConfig, run_dir: Path) -> Run:
     """Run the whole protocol (or what is left of it after a resume) in `run_dir`."""
     settings.validate(cfg)
-    run = Run(cfg, run_dir)
+    from launch.sequence_run import SequenceRun
+
+    run = (SequenceRun if cfg.agent.algorithm == "radt" else Run)(cfg, run_dir)
     try:
         if run.counters["phase"] == "offline":
             run.offline_phase()
@@ -245,8 +289,11 @@ def train(cfg: DictConfig, run_dir: Path) -> Run:
     success = run.counters["success"]
     log.info(
         "done: offline success %s | online success %s | wall %.0f s | metrics %s | checkpoints %s",
-        success.get("offline", "n/a"), success.get("online", "n/a"), run.logger.elapsed,
-        run_dir / METRICS_FILE, run.checkpointer.directory,
+        success.get("offline", "n/a"),
+        success.get("online", "n/a"),
+        run.logger.elapsed,
+        run_dir / METRICS_FILE,
+        run.checkpointer.directory,
     )
     return run
 

@@ -11,7 +11,8 @@ from envs import generate_dataset
 
 # Many tests compile the same update; JAX's persistent cache turns every compile after the first into a load.
 # Subprocess tests inherit it through the environment variable.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "chunkrl-test-jax-cache"))
+JAX_CACHE = Path(tempfile.gettempdir()) / "chunkrl-test-jax-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

@@ -12,8 +12,15 @@ def chunk(flat: dict, start: int, chunk_length: int, discount: float) -> dict:
 
     flat: per-transition arrays observations, actions, rewards, masks, terminals, next_observations.
     """
-    out = {"observations": flat["observations"][start], "actions": [], "rewards": [], "masks": [],
-           "terminals": [], "valid": [], "next_observations": []}
+    out = {
+        "observations": flat["observations"][start],
+        "actions": [],
+        "rewards": [],
+        "masks": [],
+        "terminals": [],
+        "valid": [],
+        "next_observations": [],
+    }
     reward_sum, mask, terminal = 0.0, 1.0, 0.0
     for k in range(chunk_length):
         t = start + k
@@ -48,8 +55,11 @@ def mlp(params: dict, x: np.ndarray) -> np.ndarray:
         if i + 1 < num_layers:
             x = gelu(x)
             if f"LayerNorm_{i}" in params:
-                x = layer_norm(x, np.asarray(params[f"LayerNorm_{i}"]["scale"]),
-                               np.asarray(params[f"LayerNorm_{i}"]["bias"]))
+                x = layer_norm(
+                    x,
+                    np.asarray(params[f"LayerNorm_{i}"]["scale"]),
+                    np.asarray(params[f"LayerNorm_{i}"]["bias"]),
+                )
     return x
 
 
@@ -58,8 +68,10 @@ def critic(params: dict, observations, actions) -> np.ndarray:
     ensemble = params["params"]["VmapMLP_0"]
     num_qs = ensemble["Dense_0"]["kernel"].shape[0]
     inputs = np.concatenate([observations, actions], -1)
-    members = [{name: {k: np.asarray(v)[i] for k, v in layer.items()} for name, layer in ensemble.items()}
-               for i in range(num_qs)]
+    members = [
+        {name: {k: np.asarray(v)[i] for k, v in layer.items()} for name, layer in ensemble.items()}
+        for i in range(num_qs)
+    ]
     return np.stack([mlp(member, inputs)[:, 0] for member in members])
 
 

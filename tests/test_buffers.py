@@ -145,8 +145,13 @@ def test_mixed_batches_take_the_requested_share_from_each_store():
     online = hand_built(seed=1)
     online["rewards"] = np.ones_like(online["rewards"])
     batch = buffers.sample_mixed(
-        buffers.from_dataset(offline), insert_all(buffers.empty(2, 2, 50), online),
-        jax.random.PRNGKey(0), 256, 1, DISCOUNT, 0.5,
+        buffers.from_dataset(offline),
+        insert_all(buffers.empty(2, 2, 50), online),
+        jax.random.PRNGKey(0),
+        256,
+        1,
+        DISCOUNT,
+        0.5,
     )
     source = np.asarray(batch["rewards"][:, 0])
     assert (source == 0).sum() == 128 and (source == 1).sum() == 128
@@ -160,4 +165,6 @@ def test_pooled_replay_appends_online_data_after_the_dataset():
     replay = replay.insert({key: jnp.asarray(value) for key, value in online.items()})
     pooled = {key: np.concatenate([data[key], online[key]]) for key in data}
     starts = np.arange(len(pooled["rewards"]) - 2 + 1)
-    assert_chunks_match(buffers.gather_chunks(replay.offline, jnp.asarray(starts), 2, DISCOUNT), pooled, starts, 2)
+    assert_chunks_match(
+        buffers.gather_chunks(replay.offline, jnp.asarray(starts), 2, DISCOUNT), pooled, starts, 2
+    )

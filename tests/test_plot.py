@@ -44,7 +44,7 @@ def full_run(run_dir: Path, offline_success: float, online_success: float, **kwa
 
 
 def curve(x, y, value=1) -> plot.RunCurve:
-    return plot.RunCurve("run", value, np.array(x, float), np.array(y, float), {}, 100, 100.0)
+    return plot.RunCurve(value, np.array(x, float), np.array(y, float), {}, 100, 100.0)
 
 
 # ---- statistics -------------------------------------------------------------------------------------------
@@ -93,13 +93,13 @@ def test_summarize_averages_the_runs_present_at_each_step():
 def test_complete_run_has_both_finals_and_no_problem(tmp_path):
     run_dir = full_run(tmp_path / "run", 0.4, 0.8)
     config = OmegaConf.load(run_dir / ".hydra/config.yaml")
-    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    run, problem = plot.load_run(run_dir, config, "agent.chunk_length", "eval/success", "step")
     assert problem is None
     assert run.value == 5 and run.final == {"offline": 0.4, "online": 0.8}
     np.testing.assert_array_equal(run.x, [50, 100, 150, 200])
     np.testing.assert_allclose(run.y, [0.2, 0.4, 0.6, 0.8])
     assert run.offline_end == 100
-    by_time, _ = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "time")
+    by_time, _ = plot.load_run(run_dir, config, "agent.chunk_length", "eval/success", "time")
     np.testing.assert_allclose(by_time.x, [5.05, 10.05, 15.05, 20.05])
     assert by_time.offline_end == pytest.approx(10.05)
 
@@ -107,7 +107,7 @@ def test_complete_run_has_both_finals_and_no_problem(tmp_path):
 def test_run_that_crashed_online_keeps_its_offline_final(tmp_path):
     run_dir = write_run(tmp_path / "run", [(50, "offline", 0.1), (100, "offline", 0.3), (150, "online", 0.5)])
     config = OmegaConf.load(run_dir / ".hydra/config.yaml")
-    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    run, problem = plot.load_run(run_dir, config, "agent.chunk_length", "eval/success", "step")
     assert problem == "incomplete: last logged step 150, expected 200"
     assert run.final == {"offline": 0.3}
 
@@ -117,7 +117,7 @@ def test_half_written_last_line_is_skipped_and_reported(tmp_path):
     with (run_dir / "metrics.jsonl").open("a") as file:
         file.write('{"step": 20')
     config = OmegaConf.load(run_dir / ".hydra/config.yaml")
-    run, problem = plot.load_run("run", run_dir, config, "agent.chunk_length", "eval/success", "step")
+    run, problem = plot.load_run(run_dir, config, "agent.chunk_length", "eval/success", "step")
     assert problem == "1 unreadable line(s) in metrics.jsonl"
     assert run.final == {"offline": 0.4, "online": 0.8}
 
@@ -126,7 +126,7 @@ def test_list_values_name_a_curve_by_their_text(tmp_path):
     run_dir = full_run(tmp_path / "run", 0.4, 0.8)
     config = OmegaConf.load(run_dir / ".hydra/config.yaml")
     assert plot.swept_value(config, "agent.hidden_dims", run_dir) == "[32, 32]"
-    with pytest.raises(KeyError, match="--by agent.lr: expected that key in every run's config"):
+    with pytest.raises(ValueError, match="--by agent.lr: expected that key in every run's config"):
         plot.swept_value(config, "agent.lr", run_dir)
 
 
@@ -190,6 +190,14 @@ def test_plot_counts_jobs_that_never_started_and_compares_agents(tmp_path):
     assert "| fql | 1 | 0.300 [0.300, 0.300] (1) | 0.500 [0.500, 0.500] (1) |" in report
     assert "| qc_fql | 1 | 0.500 [0.500, 0.500] (1) | 0.900 [0.900, 0.900] (1) |" in report
     assert f"- {tmp_path / 'qc'}: 3 jobs launched, 1 run dirs (the rest never started)" in report
+
+
+def test_boundary_is_offline_steps_or_the_mean_time_runs_reached_it():
+    runs = [plot.RunCurve(1, np.zeros(2), np.zeros(2), {}, steps, end)
+            for steps, end in [(100, 10.0), (100, 14.0), (100, None), (200, 30.0), (0, 0.0)]]
+    assert plot.boundaries_of(runs, "step") == [100.0, 200.0]
+    assert plot.boundaries_of(runs, "time") == [pytest.approx(18.0)]
+    assert plot.boundaries_of(runs[4:], "time") == []
 
 
 def test_plot_refuses_a_dir_without_runs(tmp_path):
@@ -268,7 +276,7 @@ def wandb_run_record(run_dir: Path):
 def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     sweep = tmp_path / "chunk-sweep"
     command = [sys.executable, "launch/train.py", "-m", *TINY_SWEEP, f"env.dataset_dir={tiny_dataset_dir}",
-               "logger.mode=offline", "agent.chunk_length=1,2", f"hydra.sweep.dir={sweep}"]
+               "logger.mode=offline", "agent.chunk_length=1,2", f"hydra.sweep.dir={sweep}", "launcher=local"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = sorted(sweep.glob("qc_fql/pointmaze-medium-navigate-singletask-task1-v0/*"))

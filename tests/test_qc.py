@@ -20,8 +20,9 @@ from tests.test_train import TINY, rows
 
 def make(behavior="flow", chunk_length=3, action_chunking=True, num_samples=5, **overrides):
     """Tiny networks and few sampling steps, so that compiling stays cheap."""
-    config = dict(algorithm="qc", chunk_length=chunk_length, action_chunking=action_chunking, hidden_dims=[8, 8],
-                  num_samples=num_samples, behavior=behavior, discount=DISCOUNT, flow_steps=4, diffusion_steps=4)
+    config = dict(algorithm="qc", chunk_length=chunk_length, action_chunking=action_chunking,
+                  hidden_dims=[8, 8], num_samples=num_samples, behavior=behavior, discount=DISCOUNT,
+                  flow_steps=4, diffusion_steps=4)
     config.update(overrides)
     agent = agents.make_agent(config, seed=0, obs_dim=2, action_dim=2)
     # A target critic that differs from the online one, so the test sees which is used where.
@@ -56,7 +57,7 @@ def test_best_of_n_executes_the_candidate_the_critic_scores_highest(behavior, q_
     actions = np.asarray(jax.jit(lambda a, o, k: a.sample_actions(o, k))(agent, observations, key))
 
     noise = agent.behavior.sampling_noise(key, (6, 16))
-    candidates = np.asarray(agent.candidates(agent.params, observations, noise))
+    candidates = np.asarray(jax.jit(agent.candidates)(agent.params, observations, noise))
     best = hand_q(np.asarray(observations), candidates, q_agg).argmax(1)
     np.testing.assert_allclose(actions.reshape(6, -1), candidates[np.arange(6), best], rtol=1e-5, atol=1e-6)
     assert actions.shape == (6, 3, 2) and len(set(best)) > 1  # not always the first candidate
@@ -65,7 +66,7 @@ def test_best_of_n_executes_the_candidate_the_critic_scores_highest(behavior, q_
 def drop_sample_axis(noise):
     """Sampling noise for (batch, 1) -> the same noise for (batch,): the axis after any per-step axis."""
     if isinstance(noise, dict):
-        return {"initial": noise["initial"][:, 0], **({"steps": noise["steps"][:, :, 0]} if "steps" in noise else {})}
+        return {key: value[:, 0] if key == "initial" else value[:, :, 0] for key, value in noise.items()}
     return noise[:, 0]
 
 
@@ -83,12 +84,12 @@ def test_one_sample_is_plain_behaviour_sampling(behavior):
         np.testing.assert_allclose(np.asarray(plain), expected, rtol=1e-5, atol=1e-6)
 
 
-def np_best_of_n(agent, observations, noise):
-    """Best-of-N a' from the flow behaviour model, scored by the online critic in NumPy: (batch, policy_dim)."""
+def np_best_of_n(agent, critic_params, observations, noise):
+    """Best-of-N of the flow behaviour model under `critic_params`, in NumPy: (batch, policy_dim)."""
     batch, num_samples, dim = noise.shape
     repeated = np.repeat(observations, num_samples, axis=0)
     candidates = np_euler(agent.params["behavior"], repeated, noise.reshape(-1, dim), agent.config.flow_steps)
-    qs = reference.critic(agent.params["critic"], repeated, candidates).reshape(-1, batch, num_samples)
+    qs = reference.critic(critic_params, repeated, candidates).reshape(-1, batch, num_samples)
     scores = qs.mean(0) if agent.config.q_agg == "mean" else qs.min(0)
     return candidates.reshape(batch, num_samples, dim)[np.arange(batch), scores.argmax(1)]
 
@@ -96,12 +97,16 @@ def np_best_of_n(agent, observations, noise):
 @pytest.mark.parametrize(("q_agg", "action_chunking"), [("mean", True), ("min", True), ("mean", False)])
 def test_critic_loss_matches_numpy(q_agg, action_chunking):
     agent = make(q_agg=q_agg, action_chunking=action_chunking)
+    # an independently initialised target critic, whose favourite candidates differ from the online one's
+    dim = agent.policy_dim
+    agent = agent.replace(target_critic=agent.critic_net.init(jax.random.PRNGKey(9), jnp.zeros((1, 2)),
+                                                              jnp.zeros((1, dim))))
     batch = batch_for(3)
     noise = to_numpy(agent.draw_noise(jax.random.PRNGKey(3), 4))
-    loss, info = agent.critic_loss(batch, agent.params, noise)
+    loss, info = jax.jit(agent.critic_loss)(batch, agent.params, noise)
 
     next_obs = batch["next_observations"][:, -1]
-    next_actions = np_best_of_n(agent, next_obs, noise["next_actions"])
+    next_actions = np_best_of_n(agent, agent.params["critic"], next_obs, noise["next_actions"])
     next_qs = reference.critic(agent.target_critic, next_obs, next_actions)
     next_q = next_qs.mean(0) if q_agg == "mean" else next_qs.min(0)
     target = batch["rewards"][:, -1] + DISCOUNT**3 * batch["masks"][:, -1] * next_q
@@ -111,6 +116,9 @@ def test_critic_loss_matches_numpy(q_agg, action_chunking):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     np.testing.assert_allclose(float(info["q_mean"]), qs.mean(), rtol=1e-5)
     assert next_actions.shape == (4, 6 if action_chunking else 2)
+    # the online critic picks a' and the target critic scores it; the target critic would pick differently
+    picked_by_target = np_best_of_n(agent, agent.target_critic, next_obs, noise["next_actions"])
+    assert not np.allclose(picked_by_target, next_actions)
 
 
 def np_alpha_bars(steps, schedule):
@@ -164,8 +172,10 @@ def np_diffusion_sample(params, observations, noise, steps, schedule, sampler):
         if sampler == "ddim":
             x = np.sqrt(prev) * x0 + np.sqrt(1 - prev) * eps
         else:
-            mean = (np.sqrt(prev) * betas[t] * x0 + np.sqrt(1 - betas[t]) * (1 - prev) * x) / (1 - alpha_bars[t])
-            x = mean + (np.sqrt(betas[t] * (1 - prev) / (1 - alpha_bars[t])) * noise["steps"][t] if t > 0 else 0)
+            beta, alpha_bar = betas[t], alpha_bars[t]
+            mean = (np.sqrt(prev) * beta * x0 + np.sqrt(1 - beta) * (1 - prev) * x) / (1 - alpha_bar)
+            std = np.sqrt(beta * (1 - prev) / (1 - alpha_bar))
+            x = mean + std * noise["steps"][t] if t > 0 else mean
     return np.clip(x, -1, 1)
 
 
@@ -226,7 +236,8 @@ def test_behaviour_model_keeps_both_modes_of_the_data(behavior):
         return (optax.apply_updates(params, updates), opt_state), None
 
     keys = jax.random.split(jax.random.PRNGKey(1), {"flow": 600, "diffusion": 1500}[behavior])
-    (params, _), _ = jax.jit(lambda c, k: jax.lax.scan(train_step, c, k))((params, optimizer.init(params)), keys)
+    train = jax.jit(lambda carry, keys: jax.lax.scan(train_step, carry, keys)[0])
+    params, _ = train((params, optimizer.init(params)), keys)
     noise = model.sampling_noise(jax.random.PRNGKey(2), (2000,))
     samples = np.asarray(model.sample(params, jnp.zeros((2000, 1)), noise))[:, 0]
     assert is_bimodal(samples), np.histogram(samples, bins=10, range=(-1, 1))[0]
@@ -234,7 +245,8 @@ def test_behaviour_model_keeps_both_modes_of_the_data(behavior):
 
 @pytest.mark.parametrize(("agent_name", "domain", "num_samples", "chunk_length", "action_chunking"), [
     ("qc", "puzzle-3x3", 64, 5, True), ("qc", "cube-double", 32, 5, True), ("qc", "scene", 32, 5, True),
-    ("bfn", "puzzle-3x3", 4, 1, True), ("bfn", "cube-triple", 4, 1, True), ("bfn_n", "cube-double", 4, 5, False),
+    ("bfn", "puzzle-3x3", 4, 1, True), ("bfn", "cube-triple", 4, 1, True),
+    ("bfn_n", "cube-double", 4, 5, False),
 ])
 def test_paper_settings_per_agent_and_domain(agent_name, domain, num_samples, chunk_length, action_chunking):
     cfg = compose_config(f"agent={agent_name}")
@@ -248,7 +260,7 @@ def test_paper_settings_per_agent_and_domain(agent_name, domain, num_samples, ch
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), [
-    ("behavior", "gaussian", r"invalid agent setting behavior='gaussian': expected one of \('flow', 'diffusion'\)"),
+    ("behavior", "gaussian", r"agent setting behavior='gaussian': expected one of \('flow', 'diffusion'\)"),
     ("diffusion_sampler", "euler", r"diffusion_sampler='euler': expected one of \('ddpm', 'ddim'\)"),
     ("num_samples", 0, r"invalid agent setting num_samples=0: expected an integer >= 1"),
 ])
@@ -259,12 +271,17 @@ def test_invalid_settings_fail_naming_the_setting(setting, value, message):
 
 @pytest.mark.parametrize("behavior", ["flow", "diffusion"])
 def test_offline_to_online_run_with_each_behaviour_model(tiny_dataset_dir, tmp_path, behavior):
-    cfg = compose_config("agent=qc", f"agent.behavior={behavior}", "env=pointmaze",
-                         f"env.dataset_dir={tiny_dataset_dir}", "env.download=false", "logger.mode=disabled", *TINY)
+    overrides = [
+        "agent=qc", f"agent.behavior={behavior}", "agent.num_samples=4", "agent.flow_steps=3",
+        "agent.diffusion_steps=3", "env=pointmaze", f"env.dataset_dir={tiny_dataset_dir}",
+        "env.download=false", "logger.mode=disabled", *TINY,
+    ]
+    cfg = compose_config(*overrides)
     run = train_module.train(cfg, tmp_path)
     logged = rows(tmp_path)
-    assert [row["phase"] for row in logged if "eval/success" in row] == ["offline", "offline", "online", "online"]
+    phases = [row["phase"] for row in logged if "eval/success" in row]
+    assert phases == ["offline", "offline", "online", "online"]
     for phase in ("offline", "online"):
-        assert any(f"{phase}/actor/bc_{behavior}_loss" in row and f"{phase}/critic/q_mean" in row for row in logged)
-    assert isinstance(run.agent, qc.Agent) and run.agent.config.num_samples == 32
-    assert run.agent.config.behavior == behavior
+        keys = (f"{phase}/actor/bc_{behavior}_loss", f"{phase}/critic/q_mean")
+        assert any(all(key in row for key in keys) for row in logged), phase
+    assert isinstance(run.agent, qc.Agent) and run.agent.config.behavior == behavior

@@ -17,8 +17,15 @@ DISCOUNT = 0.99
 
 
 def make(chunk_length=3, action_chunking=True, **overrides):
-    config = dict(algorithm="qc_fql", chunk_length=chunk_length, action_chunking=action_chunking,
-                  hidden_dims=[8, 8], alpha=3.0, discount=DISCOUNT, **overrides)
+    config = dict(
+        algorithm="qc_fql",
+        chunk_length=chunk_length,
+        action_chunking=action_chunking,
+        hidden_dims=[8, 8],
+        alpha=3.0,
+        discount=DISCOUNT,
+        **overrides,
+    )
     agent = agents.make_agent(config, seed=0, obs_dim=2, action_dim=2)
     # A target critic that differs from the online one, so the test sees which is used where.
     target = jax.tree_util.tree_map(lambda x: x + 0.1, agent.target_critic)
@@ -89,8 +96,12 @@ def test_chunk_length_one_is_plain_one_step_td():
     agent = make(chunk_length=1)
     data = hand_built()
     starts = np.arange(len(data["rewards"]))
-    batch = {k: np.asarray(v) for k, v in
-             buffers.gather_chunks(buffers.from_dataset(data), jnp.asarray(starts), 1, DISCOUNT).items()}
+    batch = {
+        k: np.asarray(v)
+        for k, v in buffers.gather_chunks(
+            buffers.from_dataset(data), jnp.asarray(starts), 1, DISCOUNT
+        ).items()
+    }
     noise = {k: np.asarray(v) for k, v in agent.draw_noise(jax.random.PRNGKey(5), len(starts)).items()}
     loss, _ = agent.critic_loss(batch, agent.params, noise)
 
@@ -108,8 +119,9 @@ def test_without_action_chunking_the_critic_sees_one_action_but_keeps_the_n_step
     loss, _ = agent.critic_loss(batch, agent.params, noise)
 
     next_obs = batch["next_observations"][:, -1]
-    next_q = reference.critic(agent.target_critic, next_obs, np_policy(agent.params, next_obs,
-                                                                       noise["next_actions"])).mean(0)
+    next_q = reference.critic(
+        agent.target_critic, next_obs, np_policy(agent.params, next_obs, noise["next_actions"])
+    ).mean(0)
     target = batch["rewards"][:, -1] + DISCOUNT**3 * batch["masks"][:, -1] * next_q
     qs = reference.critic(agent.params["critic"], batch["observations"], batch["actions"][:, 0])
     np.testing.assert_allclose(float(loss), ((qs - target) ** 2 * batch["valid"][:, -1]).mean(), rtol=1e-5)
@@ -120,12 +132,16 @@ def test_update_steps_adam_and_polyak_averages_the_target():
     agent = make()
     new, info = jax.jit(lambda a, b: a.update(b))(agent, batch_for(3))
     tau = agent.config.tau
-    expected = jax.tree_util.tree_map(lambda p, t: tau * p + (1 - tau) * t, new.params["critic"],
-                                      agent.target_critic)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                           new.target_critic, expected)
-    assert not np.allclose(new.params["critic"]["params"]["VmapMLP_0"]["Dense_0"]["kernel"],
-                           agent.params["critic"]["params"]["VmapMLP_0"]["Dense_0"]["kernel"])
+    expected = jax.tree_util.tree_map(
+        lambda p, t: tau * p + (1 - tau) * t, new.params["critic"], agent.target_critic
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.target_critic, expected
+    )
+    assert not np.allclose(
+        new.params["critic"]["params"]["VmapMLP_0"]["Dense_0"]["kernel"],
+        agent.params["critic"]["params"]["VmapMLP_0"]["Dense_0"]["kernel"],
+    )
     assert np.isfinite(float(info["critic/critic_loss"]))
 
 
@@ -135,10 +151,17 @@ def test_sampled_chunks_are_clipped_and_shaped():
     assert float(jnp.abs(actions).max()) <= 1.0
 
 
-@pytest.mark.parametrize(("agent_name", "domain", "alpha"), [
-    ("qc_fql", "cube-double", 300.0), ("qc_fql", "cube-triple", 100.0), ("fql", "puzzle-3x3", 100.0),
-    ("fql", "cube-triple", 300.0), ("fql_n", "scene", 100.0), ("qc_fql", "pointmaze-medium", 300.0),
-])
+@pytest.mark.parametrize(
+    ("agent_name", "domain", "alpha"),
+    [
+        ("qc_fql", "cube-double", 300.0),
+        ("qc_fql", "cube-triple", 100.0),
+        ("fql", "puzzle-3x3", 100.0),
+        ("fql", "cube-triple", 300.0),
+        ("fql_n", "scene", 100.0),
+        ("qc_fql", "pointmaze-medium", 300.0),
+    ],
+)
 def test_alpha_defaults_follow_the_paper_per_domain(agent_name, domain, alpha):
     cfg = compose_config(f"agent={agent_name}")
     assert settings.agent_settings(cfg, domain)["alpha"] == alpha
@@ -154,16 +177,31 @@ def test_unknown_agent_setting_lists_the_valid_ones():
 
 
 def test_invalid_run_settings_fail_naming_the_setting():
-    base = OmegaConf.create({
-        "agent": {"algorithm": "qc_fql", "chunk_length": 5}, "batch_size": 256, "offline_ratio": None,
-        "eval_episodes": 50, "offline_steps": 1, "online_steps": 1, "start_training": 1, "random_action_steps": 0,
-        "utd_ratio": 1, "eval_interval": 1, "log_interval": 1, "save_interval": 1, "updates_per_dispatch": 1,
-        "buffer_size": 1, "eval": {"video_episodes": 0},
-    })
+    base = OmegaConf.create(
+        {
+            "agent": {"algorithm": "qc_fql", "chunk_length": 5},
+            "batch_size": 256,
+            "offline_ratio": None,
+            "eval_episodes": 50,
+            "offline_steps": 1,
+            "online_steps": 1,
+            "start_training": 1,
+            "random_action_steps": 0,
+            "utd_ratio": 1,
+            "eval_interval": 1,
+            "log_interval": 1,
+            "save_interval": 1,
+            "updates_per_dispatch": 1,
+            "buffer_size": 1,
+            "eval": {"video_episodes": 0},
+        }
+    )
     settings.validate(base)
     for key, value, message in [
-        ("agent.chunk_length", 0, "agent.chunk_length=0"), ("batch_size", 0, "batch_size=0"),
-        ("offline_ratio", 1.5, "offline_ratio=1.5"), ("eval_episodes", 0, "eval_episodes=0"),
+        ("agent.chunk_length", 0, "agent.chunk_length=0"),
+        ("batch_size", 0, "batch_size=0"),
+        ("offline_ratio", 1.5, "offline_ratio=1.5"),
+        ("eval_episodes", 0, "eval_episodes=0"),
     ]:
         cfg = base.copy()
         OmegaConf.update(cfg, key, value)

@@ -1,5 +1,5 @@
-"""RADT and DT: masks, zero-initialised alignment modules, losses and trajectory windows against slow references,
-a return-conditioned toy fit, and tiny end-to-end runs through launch/train.py."""
+"""RADT and DT: masks, zero-initialised alignment modules, losses and trajectory windows against slow
+references, a return-conditioned toy fit, and tiny end-to-end runs through launch/train.py."""
 
 import functools
 import json
@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy import special, stats
 
@@ -46,8 +47,8 @@ def random_inputs(seed=0, steps=STEPS):
 
 
 def initialised(model, inputs, seed=0):
-    """Parameters drawn at random at a larger scale than the initialisation (whose 0.02 weights and closed gates
-    would hide most paths), so that every input visibly reaches the predictions allowed to see it."""
+    """Parameters drawn at random at a larger scale than the initialisation (whose 0.02 weights and closed
+    gates would hide most paths), so that every input visibly reaches the predictions allowed to see it."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(seed), *(inputs[key] for key in INPUT_ORDER))
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(lambda leaf: rng.normal(0.0, 0.3, leaf.shape).astype(np.float32), shapes)
@@ -114,14 +115,16 @@ def test_padding_never_changes_a_valid_prediction(variant):
 def test_attention_masks_against_loops():
     valid = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], bool)
     for tokens_per_step in (2, 3):
-        self_mask, cross_mask = (np.asarray(m) for m in radt.attention_masks(jnp.asarray(valid), tokens_per_step))
+        masks = radt.attention_masks(jnp.asarray(valid), tokens_per_step)
+        self_mask, cross_mask = (np.asarray(mask) for mask in masks)
         tokens = 4 * tokens_per_step
         for b in range(2):
             for q in range(tokens):
                 for k in range(tokens):
                     assert bool(self_mask[b, 0, q, k]) == (k <= q and valid[b, k // tokens_per_step])
                 for step in range(4):
-                    assert bool(cross_mask[b, 0, q, step]) == (step <= q // tokens_per_step and valid[b, step])
+                    expected = step <= q // tokens_per_step and valid[b, step]
+                    assert bool(cross_mask[b, 0, q, step]) == expected
 
 
 # ---- the alignment modules at initialisation --------------------------------------------------------------
@@ -174,8 +177,8 @@ def test_attention_matches_numpy():
 
 @pytest.mark.parametrize("step_ra", [True, False])
 def test_zero_initialised_alignment_leaves_plain_residual_blocks(step_ra):
-    """Gates closed at initialisation: StepRA's modulation is zero (LN(x) * (1 + 0) + 0) and SeqRA's gate alpha
-    is zero (x <- y + x)."""
+    """Gates closed at initialisation: StepRA's modulation is zero (LN(x) * (1 + 0) + 0) and SeqRA's gate
+    alpha is zero (x <- y + x)."""
     x, returns, time, self_mask, cross_mask = block_inputs()
     block = radt.Block(num_heads=2, dropout=0.1, seq_ra=True, step_ra=step_ra)
     params = block.init(jax.random.PRNGKey(0), x, returns, time, self_mask, cross_mask, True)
@@ -197,9 +200,12 @@ def test_zero_initialised_alignment_leaves_plain_residual_blocks(step_ra):
         expected = h + np_feed_forward(p["feed_forward"], np_norm(h, p["norm_feed_forward"]))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
-    opened = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: leaf + 0.5 if any(getattr(k, "key", None) in zero_init for k in path) else leaf, params)
-    assert np.abs(np.asarray(block.apply(opened, x, returns, time, self_mask, cross_mask, True)) - out).max() > 1e-2
+    def open_gates(path, leaf):
+        return leaf + 0.5 if any(getattr(key, "key", None) in zero_init for key in path) else leaf
+
+    opened = jax.tree_util.tree_map_with_path(open_gates, params)
+    opened_out = np.asarray(block.apply(opened, x, returns, time, self_mask, cross_mask, True))
+    assert np.abs(opened_out - out).max() > 1e-2  # the comparison above does see the gates
 
 
 # ---- trajectories and windows -----------------------------------------------------------------------------
@@ -254,14 +260,12 @@ def test_returns_to_go_cuts_and_padding_match_python():
     context_length = 3
     for slot, steps in enumerate(expected):
         for start in range(len(steps)):
-            window = trajectories.gather_windows(store, jnp.asarray([slot]), jnp.asarray([start]), context_length)
+            window = trajectories.gather_windows(store, jnp.asarray([slot]), jnp.asarray([start]),
+                                                 context_length)
             for k in range(context_length):
-                if start + k < len(steps):
-                    observation, action, return_to_go, timestep = steps[start + k]
-                    valid = 1.0
-                else:
-                    observation, action, return_to_go, timestep = np.zeros(OBS_DIM), np.zeros(ACTION_DIM), 0.0, 0
-                    valid = 0.0
+                valid = float(start + k < len(steps))
+                padding = (np.zeros(OBS_DIM), np.zeros(ACTION_DIM), 0.0, 0)
+                observation, action, return_to_go, timestep = steps[start + k] if valid else padding
                 np.testing.assert_allclose(window["observations"][0, k], observation, rtol=1e-6)
                 np.testing.assert_allclose(window["actions"][0, k], action, rtol=1e-6)
                 assert float(window["returns_to_go"][0, k]) == pytest.approx(return_to_go)
@@ -274,7 +278,8 @@ def test_returns_to_go_cuts_and_padding_match_python():
 def test_windows_start_uniformly_over_all_stored_steps():
     data = hand_built_trajectories()
     store = trajectories.from_dataset(data)
-    windows = jax.jit(trajectories.sample_windows, static_argnums=(2, 3))(store, jax.random.PRNGKey(0), 20000, 2)
+    sample = jax.jit(trajectories.sample_windows, static_argnums=(2, 3))
+    windows = sample(store, jax.random.PRNGKey(0), 20000, 2)
     observations = np.asarray(store.observations)
     starts = {tuple(np.round(observations[s, i], 5)): (s, i)
               for s in range(3) for i in range(int(store.lengths[s]))}
@@ -342,8 +347,13 @@ def np_tanh_gaussian_log_prob(pre_tanh, mean, log_std):
     return log_prob.sum(-1)
 
 
-def test_losses_match_numpy():
-    agent = make_agent()
+@pytest.fixture(scope="module")
+def small_agent():
+    return make_agent()
+
+
+def test_losses_match_numpy(small_agent):
+    agent = small_agent
     batch = loss_batch()
     rng = np.random.default_rng(1)
     mean = rng.normal(size=(5, 4, ACTION_DIM)).astype(np.float32)
@@ -357,7 +367,8 @@ def test_losses_match_numpy():
 
     loss, info = agent.policy_loss(batch, mean, log_std, 0.3, noise)
     actions = np.clip(batch["actions"], -1 + radt.ACTION_EPS, 1 - radt.ACTION_EPS)
-    log_likelihood = (np_tanh_gaussian_log_prob(np.arctanh(actions), mean, log_std) * valid).sum() / valid.sum()
+    log_likelihood = np_tanh_gaussian_log_prob(np.arctanh(actions), mean, log_std)
+    log_likelihood = (log_likelihood * valid).sum() / valid.sum()
     sample = mean + np.exp(log_std) * noise["entropy"]
     entropy = -(np_tanh_gaussian_log_prob(sample, mean, log_std) * valid).sum() / valid.sum()
     assert float(info["log_likelihood"]) == pytest.approx(log_likelihood, rel=1e-4)
@@ -372,16 +383,16 @@ def test_losses_match_numpy():
 
 
 @pytest.mark.parametrize("online", [False, True])
-def test_offline_the_transformer_learns_from_the_mse_alone(online):
-    agent = make_agent().replace(online=online)
+def test_offline_the_transformer_learns_from_the_mse_alone(small_agent, online):
+    agent = small_agent.replace(online=online)
     batch = loss_batch()
     noise = agent.draw_noise(jax.random.PRNGKey(0), 5, 4)
-    grads, info = jax.grad(agent.total_loss, has_aux=True)(agent.params, batch, noise)
+    grads, info = jax.jit(jax.grad(agent.total_loss, has_aux=True))(agent.params, batch, noise)
 
     def mse(params):
         return agent.action_loss(batch, agent.forward(params, batch, noise["dropout"])[0])[0]
 
-    mse_grads = jax.grad(mse)(agent.params)["model"]["params"]
+    mse_grads = jax.jit(jax.grad(mse))(agent.params)["model"]["params"]
     trunk = {k: v for k, v in grads["model"]["params"].items() if k != "log_std"}
     same = jax.tree_util.tree_map(lambda a, b: bool(np.allclose(a, b, rtol=1e-5, atol=1e-7)), trunk,
                                   {k: v for k, v in mse_grads.items() if k != "log_std"})
@@ -391,10 +402,36 @@ def test_offline_the_transformer_learns_from_the_mse_alone(online):
     assert set(info) >= {"actor/mse", "actor/log_likelihood", "actor/entropy", "actor/temperature"}
 
 
+def test_offline_update_is_a_clipped_adamw_step_on_the_mse_alone(small_agent):
+    """Even with the log-std head's large likelihood gradients in the same update, the transformer takes the
+    plain RADT step: AdamW on the MSE gradient clipped to grad_clip (the test agent has no warm-up)."""
+    agent = small_agent
+    batch = loss_batch()
+    new, info = jax.jit(lambda a, b: a.update(b))(agent, batch)
+    noise = agent.draw_noise(jax.random.split(agent.rng)[1], 5, 4)
+
+    def trunk(tree):
+        return {name: value for name, value in tree["params"].items() if name != "log_std"}
+
+    def mse(model_params):
+        mean = agent.forward({"model": model_params}, batch, noise["dropout"])[0]
+        return agent.action_loss(batch, mean)[0]
+
+    grads = trunk(jax.jit(jax.grad(mse))(agent.params["model"]))
+    assert float(optax.tree.norm(grads)) > agent.config.grad_clip  # so the clipping matters
+    optimizer = optax.chain(optax.clip_by_global_norm(agent.config.grad_clip),
+                            optax.adamw(agent.config.lr, weight_decay=agent.config.weight_decay))
+    params = trunk(agent.params["model"])
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           trunk(new.params["model"]), optax.apply_updates(params, updates))
+    assert float(info["grad/norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+
+
 def test_config_errors_name_the_setting():
     with pytest.raises(ValueError, match=r"invalid setting agent.chunk_length=5: expected 1"):
         agents.make_config({"algorithm": "radt", "chunk_length": 5})
-    with pytest.raises(ValueError, match=r"agent.return_alignment=True: expected false when seq_ra and step_ra"):
+    with pytest.raises(ValueError, match=r"return_alignment=True: expected false when seq_ra and step_ra"):
         agents.make_config({"algorithm": "radt", "seq_ra": False, "step_ra": False})
     with pytest.raises(ValueError, match=r"agent.num_heads=3: expected a divisor of embed_dim=128"):
         agents.make_config({"algorithm": "radt", "num_heads": 3})
@@ -445,8 +482,9 @@ def test_a_higher_target_return_gives_the_actions_that_earned_it(variant):
 
 
 TINY = [
-    "env=pointmaze", "env.download=false", "logger.mode=disabled", "agent.context_length=4", "agent.num_layers=1",
-    "agent.embed_dim=16", "agent.warmup_steps=5", "agent.eval_num_targets=2", "agent.eval_episodes_per_target=1",
+    "env=pointmaze", "env.download=false", "logger.mode=disabled", "agent.context_length=4",
+    "agent.num_layers=1", "agent.embed_dim=16", "agent.warmup_steps=5", "agent.eval_num_targets=2",
+    "agent.eval_episodes_per_target=1",
     "agent.replay_trajectories=5", "batch_size=8", "offline_steps=20", "online_steps=30", "start_training=5",
     "eval_interval=10", "eval_episodes=1", "log_interval=10", "save_interval=10", "updates_per_dispatch=10",
     "env.max_episode_steps=12",
@@ -457,28 +495,36 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("agent_name", ["radt", "dt"])
-def test_offline_to_online_run_end_to_end(agent_name, tiny_dataset_dir, tmp_path):
-    cfg = compose_config(f"agent={agent_name}", f"env.dataset_dir={tiny_dataset_dir}", *TINY)
-    run = train_module.train(cfg, tmp_path)
-    logged = rows(tmp_path)
+def tiny_run_config(dataset_dir, agent_name, *overrides):
+    return compose_config(f"agent={agent_name}", f"env.dataset_dir={dataset_dir}", *TINY, *overrides)
+
+
+def check_finished_run(run, run_dir):
+    logged = rows(run_dir)
     evals = [row for row in logged if "eval/success" in row]
-    assert [row["step"] for row in evals] == [10, 20, 30, 40, 50]
+    # online evaluations come at the first episode end past each interval: episodes last 12 steps here
+    assert [row["step"] for row in evals] == [10, 20, 32, 44, 50]
     assert [row["phase"] for row in evals] == ["offline"] * 2 + ["online"] * 3
     assert all(row["eval/return_alignment_error"] >= 0 and row["eval/episode_length"] <= 12 for row in evals)
     assert [row["step"] for row in logged if "offline/actor/mse" in row] == [10, 20]
     assert any("online/actor/log_likelihood" in row for row in logged)
-    assert any("online/episode_return" in row for row in logged)
+    assert [row["step"] for row in logged if "online/episode_return" in row] == [32, 44]
     assert run.counters["env_step"] == 30 and run.checkpointer.latest_step() == 50
-    assert int(run.replay.online.count) > 5  # the online episodes entered the replay after its seeds
+    # 4 dataset trajectories seeded 5 slots: the first episode fills the empty slot, the next replace seeds
+    assert np.asarray(run.replay.online.lengths)[[4, 0, 1]].tolist() == [12, 12, 6]
+    assert int(run.replay.online.count) == 7
     assert run.agent.online
 
 
-def test_resumed_online_run_reaches_the_same_state(tiny_dataset_dir, tmp_path, monkeypatch):
-    def config(*overrides):
-        return compose_config("agent=radt", f"env.dataset_dir={tiny_dataset_dir}", *TINY, *overrides)
+def test_dt_offline_to_online_run_end_to_end(tiny_dataset_dir, tmp_path):
+    run = train_module.train(tiny_run_config(tiny_dataset_dir, "dt"), tmp_path)
+    check_finished_run(run, tmp_path)
+    assert "block_0" in run.agent.params["model"]["params"] and run.agent.network.return_alignment is False
 
-    full = train_module.train(config(), tmp_path / "full")
+
+def test_radt_run_end_to_end_and_resumed_after_an_interruption(tiny_dataset_dir, tmp_path, monkeypatch):
+    full = train_module.train(tiny_run_config(tiny_dataset_dir, "radt"), tmp_path / "full")
+    check_finished_run(full, tmp_path / "full")
 
     class Interrupt(Exception):
         pass
@@ -488,22 +534,25 @@ def test_resumed_online_run_reaches_the_same_state(tiny_dataset_dir, tmp_path, m
 
     def interrupting_train(self, num_updates, online):
         calls["online"] += online
-        if calls["online"] == 2:  # the second episode's updates: after the checkpoint at the first episode's end
+        if calls["online"] == 2:  # the second episode's updates: after the checkpoint at the first's end
             raise Interrupt
         return original(self, num_updates, online)
 
     monkeypatch.setattr(SequenceRun, "train", interrupting_train)
     with pytest.raises(Interrupt):
-        train_module.train(config(), tmp_path / "resumed")
+        train_module.train(tiny_run_config(tiny_dataset_dir, "radt"), tmp_path / "resumed")
     monkeypatch.setattr(SequenceRun, "train", original)
-    resumed = train_module.train(config("resume=true"), tmp_path / "resumed")
-    assert resumed.counters["env_step"] == full.counters["env_step"] == 30
+    assert (tmp_path / "resumed" / "checkpoints" / "32").exists()
+    resumed = train_module.train(tiny_run_config(tiny_dataset_dir, "radt", "resume=true"),
+                                 tmp_path / "resumed")
+    check_finished_run(resumed, tmp_path / "resumed")
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay, full.replay)
-    assert rows(tmp_path / "resumed") == [dict(row, time=None) for row in rows(tmp_path / "full")] or True
 
 
-def test_sequence_run_refuses_settings_it_cannot_honour(tiny_dataset_dir, tmp_path):
-    cfg = compose_config("agent=radt", f"env.dataset_dir={tiny_dataset_dir}", *TINY, "random_action_steps=5")
-    with pytest.raises(ValueError, match=r"invalid setting random_action_steps=5: expected 0"):
+def test_sequence_run_refuses_settings_it_cannot_honour(tmp_path):
+    cfg = tiny_run_config("/nonexistent", "radt", "random_action_steps=5")
+    with pytest.raises(ValueError, match=r"invalid setting random_action_steps=5: expected 0 for agent"):
         train_module.train(cfg, tmp_path)
+    with pytest.raises(ValueError, match=r"invalid setting offline_ratio=0.5: expected None"):
+        train_module.train(tiny_run_config("/nonexistent", "dt", "offline_ratio=0.5"), tmp_path)

@@ -262,10 +262,9 @@ def test_command_line_overrides_the_agent_files_protocol():
     assert cfg.random_action_steps == 5000
 
 
-@pytest.mark.parametrize(("name", "actor_metric"), [("rlpd", "online/actor/sac_loss"),
-                                                    ("rlpd_ac", "online/actor/sac_loss"),
-                                                    ("qc_rlpd", "online/actor/bc_loss")])
-def test_tiny_online_only_run(name, actor_metric, tiny_dataset_dir, tmp_path):
+@pytest.mark.parametrize(("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0),
+                                                                ("qc_rlpd", 5, 0.01)])
+def test_tiny_online_only_run(name, chunk_length, bc_alpha, tiny_dataset_dir, tmp_path):
     """The agent file's protocol as is (no offline phase, 50/50 batches, random actions first), tiny sizes."""
     cfg = compose_config(
         f"agent={name}", "env=pointmaze", f"env.dataset_dir={tiny_dataset_dir}", "env.download=false",
@@ -278,6 +277,7 @@ def test_tiny_online_only_run(name, actor_metric, tiny_dataset_dir, tmp_path):
     evals = [row for row in logged if "eval/success" in row]
     assert [(row["phase"], row["step"]) for row in evals] == [("online", 20), ("online", 40)]
     assert not any(key.startswith("offline/") for row in logged for key in row)
-    assert any(actor_metric in row and "online/temperature/temperature" in row for row in logged)
+    assert any("online/actor/sac_loss" in row and "online/temperature/temperature" in row for row in logged)
+    assert (run.agent.config.chunk_length, run.agent.config.bc_alpha) == (chunk_length, bc_alpha)
     assert run.counters["offline_step"] == 0 and run.counters["env_step"] == 40
     assert int(run.replay.online.count) == 40 and run.replay.offline_ratio == 0.5

@@ -1,4 +1,4 @@
-"""The train loop end to end on a tiny generated dataset: metrics, W&B offline run, checkpoints, resume, NaN stop."""
+"""The train loop end to end on tiny generated data: metrics, W&B offline run, checkpoints, resume, NaN stop."""
 
 import json
 import subprocess
@@ -19,16 +19,30 @@ from tests.test_buffers import hand_built
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "agent.hidden_dims=[16,16]", "batch_size=16", "offline_steps=40", "online_steps=40", "start_training=10",
-    "eval_interval=20", "eval_episodes=1", "log_interval=10", "save_interval=20", "updates_per_dispatch=10",
-    "env.max_episode_steps=15", "buffer_size=2000",
+    "agent.hidden_dims=[16,16]",
+    "batch_size=16",
+    "offline_steps=40",
+    "online_steps=40",
+    "start_training=10",
+    "eval_interval=20",
+    "eval_episodes=1",
+    "log_interval=10",
+    "save_interval=20",
+    "updates_per_dispatch=10",
+    "env.max_episode_steps=15",
+    "buffer_size=2000",
 ]
 
 
 def tiny_config(dataset_dir, *overrides, env="pointmaze", logger="disabled"):
     return compose_config(
-        "agent=qc_fql", f"env={env}", f"env.dataset_dir={dataset_dir}", "env.download=false",
-        f"logger.mode={logger}", *TINY, *overrides,
+        "agent=qc_fql",
+        f"env={env}",
+        f"env.dataset_dir={dataset_dir}",
+        "env.download=false",
+        f"logger.mode={logger}",
+        *TINY,
+        *overrides,
     )
 
 
@@ -92,14 +106,16 @@ def test_non_finite_loss_is_detected_at_its_update():
     from agents import make_agent
 
     agent = make_agent({"algorithm": "qc_fql", "hidden_dims": [8], "chunk_length": 2}, 0, 2, 2)
-    _, _, _, first_bad, bad = fused_updates(agent, jax.random.PRNGKey(0), replay, jnp.int32(3), batch_size=4,
-                                            online=False)
+    _, _, _, first_bad, bad = fused_updates(
+        agent, jax.random.PRNGKey(0), replay, jnp.int32(3), batch_size=4, online=False
+    )
     assert int(first_bad) == 0
     assert bool(bad["critic/critic_loss"]) and not bool(bad["actor/bc_flow_loss"])
 
 
-def test_nan_stops_the_run_naming_step_and_metric_and_keeps_the_checkpoint(tiny_dataset_dir, tmp_path,
-                                                                          monkeypatch):
+def test_nan_stops_the_run_naming_step_and_metric_and_keeps_the_checkpoint(
+    tiny_dataset_dir, tmp_path, monkeypatch
+):
     calls = {"n": 0}
     original = train_module.fused_updates
 
@@ -112,8 +128,9 @@ def test_nan_stops_the_run_naming_step_and_metric_and_keeps_the_checkpoint(tiny_
         return agent, rng, metrics, first_bad, bad
 
     monkeypatch.setattr(train_module, "fused_updates", poisoned)
-    with pytest.raises(train_module.NonFiniteLossError,
-                       match=r"non-finite critic/critic_loss at offline update step 24"):
+    with pytest.raises(
+        train_module.NonFiniteLossError, match=r"non-finite critic/critic_loss at offline update step 24"
+    ):
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == ["20"]
@@ -135,11 +152,26 @@ def test_unknown_agent_or_env_lists_the_valid_ones():
 def test_readme_command_runs_the_debug_preset(tiny_dataset_dir, tmp_path):
     """`python launch/train.py ... preset=debug` as a user types it (with a tiny dataset and budget)."""
     result = subprocess.run(
-        [sys.executable, "launch/train.py", "agent=qc_fql", "env=pointmaze", "preset=debug",
-         f"env.dataset_dir={tiny_dataset_dir}", "env.download=false", "logger.mode=disabled",
-         "offline_steps=20", "online_steps=20", "start_training=5", "eval_episodes=1",
-         "env.max_episode_steps=20", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "launch/train.py",
+            "agent=qc_fql",
+            "env=pointmaze",
+            "preset=debug",
+            f"env.dataset_dir={tiny_dataset_dir}",
+            "env.download=false",
+            "logger.mode=disabled",
+            "offline_steps=20",
+            "online_steps=20",
+            "start_training=5",
+            "eval_episodes=1",
+            "env.max_episode_steps=20",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done: offline success" in result.stderr + result.stdout
