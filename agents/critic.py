@@ -27,7 +27,7 @@ def aggregate(qs: jax.Array, how: str) -> jax.Array:
 
 
 def chunk_target(batch: dict, next_q: jax.Array, discount: float) -> jax.Array:
-    """rewards[h-1] + gamma^h * masks[h-1] * next_q: the chunk's discounted reward plus the bootstrap at s_{t+h}.
+    """rewards[h-1] + gamma^h * masks[h-1] * next_q: discounted chunk reward plus the bootstrap at s_{t+h}.
 
     next_q: (batch,) target value at s_{t+h}.
     """

@@ -18,7 +18,7 @@ def flow_matching_loss(
     times: jax.Array,
     weights: jax.Array | None,
 ) -> jax.Array:
-    """||v(s, x_u, u) - (x1 - x0)||^2 with x_u = (1 - u) x0 + u x1; the caller draws x0 ~ N(0, I), u ~ U[0, 1].
+    """||v(s, x_u, u) - (x1 - x0)||^2, x_u = (1 - u) x0 + u x1, for caller-drawn x0 ~ N(0, I), u ~ U[0, 1].
 
     actions: (batch, steps, action_dim) target chunk x1; x0: (batch, steps * action_dim); times: (batch, 1);
     weights: (batch, steps) per-step weights (the chunk's `valid`) or None for an unweighted mean.

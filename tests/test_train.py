@@ -1,4 +1,4 @@
-"""The train loop end to end on tiny generated data: metrics, W&B offline run, checkpoints, resume, NaN stop."""
+"""The train loop end to end on tiny generated data: metrics, W&B run, checkpoints, resume, NaN stop."""
 
 import json
 import subprocess
