@@ -67,7 +67,6 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
     if capacity < 1:
         raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
     max_episodes = max(1, capacity // 50) if max_episodes is None else max_episodes
-    zero = jnp.zeros((), jnp.int32)
     return TransitionStore(
         observations=jnp.zeros((capacity + max_episodes, obs_dim), jnp.float32),
         obs_rows=jnp.zeros((capacity,), jnp.int32),
@@ -75,9 +74,9 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
         rewards=jnp.zeros((capacity,), jnp.float32),
         masks=jnp.zeros((capacity,), bool),
         terminals=jnp.ones((capacity,), bool),
-        count=zero,
-        oldest=zero,
-        rows_written=zero,
+        count=jnp.zeros((), jnp.int32),
+        oldest=jnp.zeros((), jnp.int32),  # separate buffers: the train loop donates the store
+        rows_written=jnp.zeros((), jnp.int32),
     )
 
 

@@ -58,6 +58,8 @@ class Run:
             buffers.nbytes(self.replay) / 2**20,
             jax.devices()[0].platform,
         )
+        # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
+        self.offline_steps = cfg.offline_steps if self.agent.config.offline_pretraining else 0
         self.rng = jax.random.PRNGKey(cfg.seed + 1)
         self.counters = {
             "phase": "offline",
@@ -156,17 +158,17 @@ class Run:
 
     def offline_phase(self) -> None:
         cfg = self.cfg
-        bar = tqdm(total=cfg.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd")
-        while self.counters["offline_step"] < cfg.offline_steps:
+        bar = tqdm(total=self.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd")
+        while self.counters["offline_step"] < self.offline_steps:
             step = self.counters["offline_step"]
             boundary = min(
                 _next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
             )
-            num_updates = min(cfg.updates_per_dispatch, boundary - step, cfg.offline_steps - step)
+            num_updates = min(cfg.updates_per_dispatch, boundary - step, self.offline_steps - step)
             metrics = self.train(num_updates, online=False)
             self.counters["offline_step"] = step = step + num_updates
             bar.update(num_updates)
-            last = step == cfg.offline_steps
+            last = step == self.offline_steps
             if step % cfg.log_interval == 0 or last:
                 self.logger.log({f"offline/{k}": v for k, v in metrics.items()}, step, "offline")
             if step % cfg.eval_interval == 0 or last:

@@ -244,8 +244,8 @@ def test_online_batches_are_half_offline_half_online():
                                                                 ("qc_rlpd", 5, 0.01)])
 def test_configs_default_to_the_online_only_protocol(name, chunk_length, bc_alpha):
     cfg = compose_config(f"agent={name}")
-    protocol = (cfg.offline_steps, cfg.offline_ratio, cfg.start_training, cfg.random_action_steps)
-    assert protocol == (0, 0.5, 5000, 5000) and cfg.utd_ratio == 1
+    protocol = (cfg.agent.offline_pretraining, cfg.offline_ratio, cfg.start_training, cfg.random_action_steps)
+    assert protocol == (False, 0.5, 5000, 5000) and cfg.utd_ratio == 1
     settings.validate(cfg)
     config = agents.make_config(settings.agent_settings(cfg, "cube-double"))
     assert isinstance(config, rlpd.Config)
@@ -257,19 +257,21 @@ def test_configs_default_to_the_online_only_protocol(name, chunk_length, bc_alph
 
 
 def test_command_line_overrides_the_agent_files_protocol():
-    cfg = compose_config("agent=rlpd", "offline_steps=10", "offline_ratio=0.25", "agent.num_qs=2")
-    assert (cfg.offline_steps, cfg.offline_ratio, cfg.agent.num_qs) == (10, 0.25, 2)
-    assert cfg.random_action_steps == 5000
+    cfg = compose_config("agent=rlpd", "agent.offline_pretraining=true", "offline_ratio=0.25", "agent.num_qs=2",
+                         "start_training=100")
+    assert (cfg.agent.offline_pretraining, cfg.offline_ratio, cfg.agent.num_qs) == (True, 0.25, 2)
+    assert cfg.random_action_steps == 100  # random actions until training starts
 
 
 @pytest.mark.parametrize(("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0),
                                                                 ("qc_rlpd", 5, 0.01)])
 def test_tiny_online_only_run(name, chunk_length, bc_alpha, tiny_dataset_dir, tmp_path):
-    """The agent file's protocol as is (no offline phase, 50/50 batches, random actions first), tiny sizes."""
+    """The agent file's protocol (no offline phase even with offline_steps set, 50/50 batches, random actions
+    first), tiny sizes."""
     cfg = compose_config(
         f"agent={name}", "env=pointmaze", f"env.dataset_dir={tiny_dataset_dir}", "env.download=false",
         "logger.mode=disabled", "agent.hidden_dims=[16,16]", "agent.num_qs=2", "batch_size=16",
-        "online_steps=40", "random_action_steps=10", "start_training=10", "eval_interval=20",
+        "offline_steps=30", "online_steps=40", "random_action_steps=10", "start_training=10", "eval_interval=20",
         "eval_episodes=1", "log_interval=10", "save_interval=40", "env.max_episode_steps=15",
     )
     run = train_module.train(cfg, tmp_path)
