@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -9,6 +10,16 @@ from omegaconf import DictConfig, OmegaConf
 import agents
 
 BY_DOMAIN = "_by_domain"
+
+
+def path_safe(name: str, limit: int = 120) -> str:
+    """`name` if it fits in a path component, else its start plus a hash of the whole (still deterministic)."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 17]}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"
+
+
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
 
 
 def _require(condition: bool, setting: str, expected: str, value: Any) -> None:

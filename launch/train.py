@@ -158,7 +158,9 @@ class Run:
 
     def offline_phase(self) -> None:
         cfg = self.cfg
-        bar = tqdm(total=self.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd")
+        bar = tqdm(
+            total=self.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd"
+        )
         while self.counters["offline_step"] < self.offline_steps:
             step = self.counters["offline_step"]
             boundary = min(

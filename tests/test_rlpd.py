@@ -23,8 +23,14 @@ TEMPERATURE = 0.3
 
 
 def make(chunk_length=3, **overrides):
-    config = dict(algorithm="rlpd", chunk_length=chunk_length, hidden_dims=[8, 8], num_qs=4,
-                  discount=DISCOUNT, **overrides)
+    config = dict(
+        algorithm="rlpd",
+        chunk_length=chunk_length,
+        hidden_dims=[8, 8],
+        num_qs=4,
+        discount=DISCOUNT,
+        **overrides,
+    )
     agent = agents.make_agent(config, seed=0, obs_dim=2, action_dim=2)
     # A target critic unlike the online one and a temperature != 1, so the tests see where each enters.
     target = jax.tree_util.tree_map(lambda x: x + 0.1, agent.target_critic)
@@ -143,8 +149,10 @@ def test_tanh_normal_log_prob_stays_exact_where_tanh_rounds_to_one():
     got = rlpd.tanh_normal_log_prob(jnp.asarray(pre_tanh), jnp.float32(0.5), jnp.float32(1.0))
     std = math.e
     # log(1 - tanh(u)^2) = -2 log cosh(u), exact in float64 for these u
-    expected = [-0.5 * ((u - 0.5) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
-                + 2 * math.log(math.cosh(u)) for u in pre_tanh.tolist()]
+    expected = [
+        -0.5 * ((u - 0.5) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi)) + 2 * math.log(math.cosh(u))
+        for u in pre_tanh.tolist()
+    ]
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
 
 
@@ -164,8 +172,12 @@ def bandit():
         "valid": np.ones((64, 1), np.float32),
         "next_observations": np.zeros((64, 1, 2), np.float32),
     }
-    agent = agents.make_agent(dict(algorithm="rlpd", chunk_length=1, hidden_dims=[32, 32], num_qs=2, lr=3e-2),
-                              seed=0, obs_dim=2, action_dim=2)
+    agent = agents.make_agent(
+        dict(algorithm="rlpd", chunk_length=1, hidden_dims=[32, 32], num_qs=2, lr=3e-2),
+        seed=0,
+        obs_dim=2,
+        action_dim=2,
+    )
     return agent, batch, jax.jit(lambda agent, batch: agent.update(batch))
 
 
@@ -192,20 +204,24 @@ def test_update_steps_every_parameter_group_and_polyak_averages_the_target(bandi
     agent = agent.replace(target_critic=jax.tree_util.tree_map(lambda x: x + 0.1, agent.target_critic))
     new, info = update(agent, batch)
     tau = agent.config.tau
-    expected = jax.tree_util.tree_map(lambda p, t: tau * p + (1 - tau) * t, new.params["critic"],
-                                      agent.target_critic)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                           new.target_critic, expected)
+    expected = jax.tree_util.tree_map(
+        lambda p, t: tau * p + (1 - tau) * t, new.params["critic"], agent.target_critic
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.target_critic, expected
+    )
     for group in ("critic", "actor", "log_temperature"):
-        changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), new.params[group],
-                                         agent.params[group])
+        changed = jax.tree_util.tree_map(
+            lambda a, b: bool(jnp.any(a != b)), new.params[group], agent.params[group]
+        )
         assert any(jax.tree_util.tree_leaves(changed)), group
     assert all(np.isfinite(float(value)) for value in info.values())
     assert {"critic/q_mean", "actor/bc_loss", "actor/entropy", "temperature/temperature"} <= set(info)
 
 
-@pytest.mark.parametrize(("chunk_length", "action_chunking", "steps"),
-                         [(3, True, 3), (1, True, 1), (3, False, 1)])
+@pytest.mark.parametrize(
+    ("chunk_length", "action_chunking", "steps"), [(3, True, 3), (1, True, 1), (3, False, 1)]
+)
 def test_sample_actions_shape_bounds_and_deterministic_mean(chunk_length, action_chunking, steps):
     agent = make(chunk_length=chunk_length, action_chunking=action_chunking)
     observations = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32) * 10
@@ -223,14 +239,17 @@ def test_online_batches_are_half_offline_half_online():
     """Offline actions are tagged +0.5, online ones -0.5 in their first coordinate."""
     data = hand_built()
     data["actions"][:, 0] = 0.5
-    replay = buffers.make_replay(data, buffer_size=100, online_steps=50,
-                                 offline_ratio=compose_config("agent=rlpd").offline_ratio)
+    replay = buffers.make_replay(
+        data, buffer_size=100, online_steps=50, offline_ratio=compose_config("agent=rlpd").offline_ratio
+    )
     rng = np.random.default_rng(1)
     states = rng.normal(size=(21, 2)).astype(np.float32)
     online = {
-        "observations": states[:-1], "next_observations": states[1:],
+        "observations": states[:-1],
+        "next_observations": states[1:],
         "actions": np.stack([np.full(20, -0.5), rng.uniform(-1, 1, 20)], -1).astype(np.float32),
-        "rewards": np.zeros(20, np.float32), "masks": np.ones(20, np.float32),
+        "rewards": np.zeros(20, np.float32),
+        "masks": np.ones(20, np.float32),
         "terminals": np.eye(20, dtype=np.float32)[-1],
     }
     replay = replay.insert(online)
@@ -240,8 +259,9 @@ def test_online_batches_are_half_offline_half_online():
         assert (tags[:16] == 0.5).all() and (tags[16:] == -0.5).all()  # whole chunks from one source
 
 
-@pytest.mark.parametrize(("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0),
-                                                                ("qc_rlpd", 5, 0.01)])
+@pytest.mark.parametrize(
+    ("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0), ("qc_rlpd", 5, 0.01)]
+)
 def test_configs_default_to_the_online_only_protocol(name, chunk_length, bc_alpha):
     cfg = compose_config(f"agent={name}")
     protocol = (cfg.agent.offline_pretraining, cfg.offline_ratio, cfg.start_training, cfg.random_action_steps)
@@ -251,28 +271,51 @@ def test_configs_default_to_the_online_only_protocol(name, chunk_length, bc_alph
     assert isinstance(config, rlpd.Config)
     assert (cfg.agent.name, config.chunk_length, config.bc_alpha) == (name, chunk_length, bc_alpha)
     assert (config.num_qs, config.hidden_dims, config.critic_layer_norm, config.actor_layer_norm) == (
-        10, (512,) * 4, True, False)
+        10,
+        (512,) * 4,
+        True,
+        False,
+    )
     assert (config.target_subsample, config.backup_entropy, config.init_temperature) == (None, False, 1.0)
     assert config.target_entropy(5) == -0.5 * chunk_length * 5
 
 
 def test_command_line_overrides_the_agent_files_protocol():
-    cfg = compose_config("agent=rlpd", "agent.offline_pretraining=true", "offline_ratio=0.25", "agent.num_qs=2",
-                         "start_training=100")
+    cfg = compose_config(
+        "agent=rlpd",
+        "agent.offline_pretraining=true",
+        "offline_ratio=0.25",
+        "agent.num_qs=2",
+        "start_training=100",
+    )
     assert (cfg.agent.offline_pretraining, cfg.offline_ratio, cfg.agent.num_qs) == (True, 0.25, 2)
     assert cfg.random_action_steps == 100  # random actions until training starts
 
 
-@pytest.mark.parametrize(("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0),
-                                                                ("qc_rlpd", 5, 0.01)])
+@pytest.mark.parametrize(
+    ("name", "chunk_length", "bc_alpha"), [("rlpd", 1, 0.0), ("rlpd_ac", 5, 0.0), ("qc_rlpd", 5, 0.01)]
+)
 def test_tiny_online_only_run(name, chunk_length, bc_alpha, tiny_dataset_dir, tmp_path):
     """The agent file's protocol (no offline phase even with offline_steps set, 50/50 batches, random actions
     first), tiny sizes."""
     cfg = compose_config(
-        f"agent={name}", "env=pointmaze", f"env.dataset_dir={tiny_dataset_dir}", "env.download=false",
-        "logger.mode=disabled", "agent.hidden_dims=[16,16]", "agent.num_qs=2", "batch_size=16",
-        "offline_steps=30", "online_steps=40", "random_action_steps=10", "start_training=10", "eval_interval=20",
-        "eval_episodes=1", "log_interval=10", "save_interval=40", "env.max_episode_steps=15",
+        f"agent={name}",
+        "env=pointmaze",
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "env.download=false",
+        "logger.mode=disabled",
+        "agent.hidden_dims=[16,16]",
+        "agent.num_qs=2",
+        "batch_size=16",
+        "offline_steps=30",
+        "online_steps=40",
+        "random_action_steps=10",
+        "start_training=10",
+        "eval_interval=20",
+        "eval_episodes=1",
+        "log_interval=10",
+        "save_interval=40",
+        "env.max_episode_steps=15",
     )
     run = train_module.train(cfg, tmp_path)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
