@@ -96,7 +96,7 @@ class Agent(flax.struct.PyTreeNode):
         return self.config.policy_dim(self.action_dim)
 
     def _repeat(self, observations: jax.Array) -> jax.Array:
-        """(batch, obs_dim) -> (batch, num_samples, obs_dim), a broadcast rather than a copy."""
+        """(batch, obs_dim) -> (batch, num_samples, obs_dim): each candidate beside its observation."""
         batch, obs_dim = observations.shape
         return jnp.broadcast_to(observations[:, None], (batch, self.config.num_samples, obs_dim))
 

@@ -153,8 +153,9 @@ def load_run(run_dir: Path, config: DictConfig, by: str, metric: str,
     if not metrics.exists():
         return None, f"missing: no {METRICS_FILE} (the run crashed before logging, or is still starting)"
     rows, bad = read_rows(metrics)
-    curve, problem = curve_from_rows(value, rows, metric, x_key, config.offline_steps,
-                                     config.online_steps)
+    # Online-only agents (RLPD family) skip the offline phase whatever offline_steps says.
+    offline_steps = config.offline_steps if config.agent.get("offline_pretraining", True) else 0
+    curve, problem = curve_from_rows(value, rows, metric, x_key, offline_steps, config.online_steps)
     if bad:
         problem = f"{problem}; " if problem else ""
         problem += f"{bad} unreadable line(s) in {METRICS_FILE}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,7 +14,7 @@ BY_DOMAIN = "_by_domain"
 
 
 def path_safe(name: str, limit: int = 120) -> str:
-    """`name` if it fits in a path component, else its start plus a hash of the whole (still deterministic)."""
+    """`name` if it fits in a path component, else its start plus a hash of the whole (deterministic)."""
     if len(name) <= limit:
         return name
     return f"{name[: limit - 17]}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"
@@ -50,6 +51,12 @@ def validate(cfg: DictConfig) -> None:
     ):
         _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
     _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
+    _require(
+        cfg.eval.video_episodes == 0 or os.environ.get("MUJOCO_GL") in ("egl", "osmesa"),
+        "eval.video_episodes",
+        "0 unless MuJoCo can render headless (export MUJOCO_GL=egl or MUJOCO_GL=osmesa)",
+        cfg.eval.video_episodes,
+    )
     agents.make_config(agent_settings(cfg, domain=None))
 
 

@@ -176,7 +176,8 @@ def test_unknown_agent_setting_lists_the_valid_ones():
         agents.make_config({"algorithm": "nope"})
 
 
-def test_invalid_run_settings_fail_naming_the_setting():
+def test_invalid_run_settings_fail_naming_the_setting(monkeypatch):
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
     base = OmegaConf.create(
         {
             "agent": {"algorithm": "qc_fql", "chunk_length": 5},
@@ -202,6 +203,7 @@ def test_invalid_run_settings_fail_naming_the_setting():
         ("batch_size", 0, "batch_size=0"),
         ("offline_ratio", 1.5, "offline_ratio=1.5"),
         ("eval_episodes", 0, "eval_episodes=0"),
+        ("eval.video_episodes", 2, r"eval.video_episodes=2: expected 0 unless MuJoCo can render headless"),
     ]:
         cfg = base.copy()
         OmegaConf.update(cfg, key, value)
