@@ -98,6 +98,7 @@ class SequenceRun(Run):
     """launch.train.Run for sequence agents: trajectory replay, target-conditioned evaluation, Online DT."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path):
+        """launch.train.Run.__init__, with `build` making the agent and the replay."""
         for key, value, expected in (
             ("random_action_steps", cfg.random_action_steps, 0),
             ("offline_ratio", cfg.offline_ratio, None),
@@ -111,6 +112,21 @@ class SequenceRun(Run):
         self.run_dir = run_dir
         self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(cfg.env, cfg.seed)
         self.agent_settings = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
+        self.build(train_dataset)
+        self.offline_steps = cfg.offline_steps if self.agent.config.offline_pretraining else 0
+        self.rng = jax.random.PRNGKey(cfg.seed + 1)
+        self.counters = {"phase": "offline", "offline_step": 0, "env_step": 0, "episode": 0, "elapsed": 0.0,
+                         "eval_round": 0, "success": {}}
+        self.checkpointer = Checkpointer(run_dir)
+        self._resume_or_refuse()
+        logged_config = OmegaConf.to_container(cfg, resolve=True)
+        logged_config["agent"] = self.agent_settings
+        self.logger = Logger(run_dir, logged_config, cfg.logger, run_tags(cfg),
+                             elapsed_offset=self.counters["elapsed"])
+
+    def build(self, train_dataset: dict) -> None:
+        """The agent (normalising states by the dataset's statistics), the trajectory replay and the targets
+        of evaluation and exploration."""
         config = agents.make_config(self.agent_settings)
         episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
         self.replay = trajectories.make_trajectory_replay(
@@ -122,7 +138,7 @@ class SequenceRun(Run):
                 "longest dataset trajectory, so that every timestep has its own embedding"
             )
         self.agent = agents.make_agent(
-            self.agent_settings, cfg.seed, train_dataset["observations"].shape[-1],
+            self.agent_settings, self.cfg.seed, train_dataset["observations"].shape[-1],
             train_dataset["actions"].shape[-1],
         ).with_statistics(*trajectories.observation_statistics(train_dataset))
         returns = trajectories.trajectory_returns(self.replay.offline)
@@ -137,15 +153,6 @@ class SequenceRun(Run):
             self.replay.offline.max_length, np.round(self.targets, 1).tolist(), self.success_target,
             self.exploration_target,
         )
-        self.rng = jax.random.PRNGKey(cfg.seed + 1)
-        self.counters = {"phase": "offline", "offline_step": 0, "env_step": 0, "episode": 0, "elapsed": 0.0,
-                         "eval_round": 0, "success": {}}
-        self.checkpointer = Checkpointer(run_dir)
-        self._resume_or_refuse()
-        logged_config = OmegaConf.to_container(cfg, resolve=True)
-        logged_config["agent"] = self.agent_settings
-        self.logger = Logger(run_dir, logged_config, cfg.logger, run_tags(cfg),
-                             elapsed_offset=self.counters["elapsed"])
 
     def evaluate(self, phase: str) -> float:
         cfg, config = self.cfg, self.agent.config

@@ -172,7 +172,9 @@ def test_alpha_defaults_follow_the_paper_per_domain(agent_name, domain, alpha):
 def test_unknown_agent_setting_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown agent setting 'chunk_lenght'.*'chunk_length'"):
         agents.make_config({"algorithm": "qc_fql", "chunk_lenght": 3})
-    with pytest.raises(ValueError, match=r"unknown agent algorithm 'nope'; valid: \['qc_fql'"):
+    with pytest.raises(
+        ValueError, match=r"unknown agent algorithm 'nope'; valid: \['qc', 'qc_fql', 'radt', 'rlpd'\]"
+    ):
         agents.make_config({"algorithm": "nope"})
 
 

@@ -296,22 +296,23 @@ def test_online_replay_is_seeded_with_the_best_and_drops_the_oldest_first():
     data = hand_built_trajectories()
     offline = trajectories.from_dataset(data, episode_limit=5)
     returns = trajectories.trajectory_returns(offline)
+    insert = jax.jit(trajectories.insert)
     replay = trajectories.best(offline, 2)
     np.testing.assert_allclose(np.asarray(replay.returns_to_go[:, 0]), np.sort(returns)[-2:])
     assert int(replay.count) == 2
     rewards = np.array([-1.0, -2.0, 0.0])
     new = trajectories.pad_trajectory(np.ones((3, OBS_DIM)), np.zeros((3, ACTION_DIM)), rewards, 5)
-    replay = trajectories.insert(replay, new)  # replaces the lower of the two seeds
+    replay = insert(replay, new)  # replaces the lower of the two seeds
     np.testing.assert_allclose(replay.returns_to_go[0], [-3.0, -2.0, 0.0, 0.0, 0.0])  # hindsight returns
     np.testing.assert_array_equal(replay.lengths, [3, 3])
     np.testing.assert_allclose(replay.returns_to_go[1, 0], np.sort(returns)[-1])
-    replay = trajectories.insert(replay, trajectories.pad_trajectory(np.ones((1, OBS_DIM)),
-                                                                     np.zeros((1, ACTION_DIM)), [-5.0], 5))
+    replay = insert(replay, trajectories.pad_trajectory(np.ones((1, OBS_DIM)), np.zeros((1, ACTION_DIM)),
+                                                        [-5.0], 5))
     np.testing.assert_array_equal(replay.lengths, [3, 1])  # then the best seed, then the first online one
 
     roomy = trajectories.best(offline, 5)
     assert int(roomy.count) == 3
-    roomy = trajectories.insert(roomy, new)
+    roomy = insert(roomy, new)
     seeds = np.asarray(offline.lengths)[np.argsort(returns, kind="stable")]
     np.testing.assert_array_equal(roomy.lengths, [*seeds, 3, 0])  # an empty slot is filled before any seed
     windows = trajectories.sample_windows(roomy, jax.random.PRNGKey(1), 256, 2)
@@ -421,10 +422,13 @@ def test_offline_update_is_a_clipped_adamw_step_on_the_mse_alone(small_agent):
     assert float(optax.tree.norm(grads)) > agent.config.grad_clip  # so the clipping matters
     optimizer = optax.chain(optax.clip_by_global_norm(agent.config.grad_clip),
                             optax.adamw(agent.config.lr, weight_decay=agent.config.weight_decay))
-    params = trunk(agent.params["model"])
-    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+
+    @jax.jit
+    def step(params, grads):
+        return optax.apply_updates(params, optimizer.update(grads, optimizer.init(params), params)[0])
+
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                           trunk(new.params["model"]), optax.apply_updates(params, updates))
+                           trunk(new.params["model"]), step(trunk(agent.params["model"]), grads))
     assert float(info["grad/norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
 
 
