@@ -286,6 +286,30 @@ def masked_mean(values, valid):
 # ---- the agent ---------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """AdamW with DT's linear warm-up, lr * min((step + 1) / warmup_steps, 1), after global-norm clipping, for
+    the transformer and for the log-std head, each clipped on its own: offline, the head's likelihood
+    gradients, often large, must not shrink the transformer's MSE step. Adam for the temperature.
+
+    Cached, so that agents with equal configs share one optimizer and hence their static fields: jitted
+    functions of an agent are then reused by the next agent (a resumed run) instead of traced again.
+    """
+    schedule = optax.linear_schedule(config.lr / config.warmup_steps, config.lr, config.warmup_steps - 1)
+
+    def clipped_adamw():
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                           optax.adamw(schedule, weight_decay=config.weight_decay))
+
+    def labels(params):
+        model = {name: "log_std" if name == "log_std" else "model" for name in params["model"]["params"]}
+        return {"model": {"params": model}, "log_temperature": "temperature"}
+
+    transforms = {"model": clipped_adamw(), "log_std": clipped_adamw(),
+                  "temperature": optax.adam(config.temperature_lr)}
+    return optax.multi_transform(transforms, labels)
+
+
 class Agent(flax.struct.PyTreeNode):
     """Immutable agent state; `update` and `sample_actions` are pure and jittable.
 
@@ -318,23 +342,9 @@ class Agent(flax.struct.PyTreeNode):
             jnp.zeros((1, steps)), jnp.zeros((1, steps), jnp.int32), jnp.ones((1, steps), bool),
         )
         params = {"model": model_params, "log_temperature": jnp.log(jnp.float32(config.init_temperature))}
-        # lr * min((step + 1) / warmup_steps, 1), as DT's warm-up
-        schedule = optax.linear_schedule(config.lr / config.warmup_steps, config.lr, config.warmup_steps - 1)
-
-        def clipped_adamw():
-            return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                               optax.adamw(schedule, weight_decay=config.weight_decay))
-
-        # The log-std head is clipped on its own: offline its likelihood gradients, often large, must not
-        # shrink the transformer's clipped MSE step.
-        labels = {"model": {"params": {name: "log_std" if name == "log_std" else "model"
-                                       for name in model_params["params"]}},
-                  "log_temperature": "temperature"}
-        transforms = {"model": clipped_adamw(), "log_std": clipped_adamw(),
-                      "temperature": optax.adam(config.temperature_lr)}
-        optimizer = optax.multi_transform(transforms, labels)
+        optimizer = make_optimizer(config)
         return cls(
-            rng=rng, params=params, opt_state=optimizer.init(params), obs_mean=jnp.zeros(obs_dim),
+            rng=rng, params=params, opt_state=jax.jit(optimizer.init)(params), obs_mean=jnp.zeros(obs_dim),
             obs_std=jnp.ones(obs_dim), config=config, action_dim=action_dim, network=network,
             optimizer=optimizer,
         )

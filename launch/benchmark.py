@@ -4,7 +4,7 @@
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
-(launch/fused.py), on a synthetic dataset with cube-double's sizes (obs_dim 40, action_dim 5).
+(launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
 """
 
 from __future__ import annotations
@@ -25,21 +25,22 @@ import envs
 from launch import settings
 from launch.fused import act, fused_updates, insert
 
-OBS_DIM, ACTION_DIM = 40, 5
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def synthetic_dataset(num: int, episode_length: int = 1000, seed: int = 0) -> dict:
-    """Random transitions shaped like cube-double-play: `num` steps in episodes of `episode_length`."""
+def synthetic_dataset(
+    num: int, obs_dim: int, action_dim: int, episode_length: int = 1000, seed: int = 0
+) -> dict:
+    """Random transitions: `num` steps in episodes of `episode_length`."""
     rng = np.random.default_rng(seed)
-    states = rng.normal(size=(num + 1, OBS_DIM)).astype(np.float32)
+    states = rng.normal(size=(num + 1, obs_dim)).astype(np.float32)
     terminals = np.zeros(num, np.float32)
     terminals[episode_length - 1 :: episode_length] = 1.0
     terminals[-1] = 1.0
     return {
         "observations": states[:-1],
         "next_observations": states[1:],
-        "actions": rng.uniform(-1, 1, (num, ACTION_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
         "rewards": -rng.integers(0, 3, num).astype(np.float32),
         "masks": np.ones(num, np.float32),
         "terminals": terminals,
@@ -74,7 +75,7 @@ def update_flops(agent, replay, batch_size: int) -> float:
 
 def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -> dict:
     """Jitted chunk sampling on the device store vs NumPy fancy-indexing of a flat host layout."""
-    data = synthetic_dataset(num)
+    data = synthetic_dataset(num, obs_dim=40, action_dim=5)
     store = buffers.from_dataset(data)
     sample = jax.jit(lambda key: buffers.sample_chunks(store, key, batch_size, chunk_length, 0.99))
     keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
@@ -109,12 +110,16 @@ def bench_agent(
     agent_name: str, overrides: list[str], dispatch: int, repeats: int, online_steps: int
 ) -> dict:
     cfg = run_config(f"agent={agent_name}", *overrides)
-    agent_cfg = settings.agent_settings(cfg, "cube-double")
-    agent = agents.make_agent(agent_cfg, 0, OBS_DIM, ACTION_DIM)
-    replay = buffers.make_replay(synthetic_dataset(100_000), 200_000, 1000, cfg.offline_ratio)
+    agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
+    env = envs.make_env(cfg.env)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = agents.make_agent(agent_cfg, 0, obs_dim, action_dim)
+    replay = buffers.make_replay(
+        synthetic_dataset(100_000, obs_dim, action_dim), 200_000, 1000, cfg.offline_ratio
+    )
     online = cfg.offline_ratio is not None  # mixed sampling needs online data
     if online:
-        replay = insert(replay, {k: v[:1000] for k, v in synthetic_dataset(1000, seed=1).items()})
+        replay = insert(replay, synthetic_dataset(1000, obs_dim, action_dim, seed=1))
     rng = jax.random.PRNGKey(0)
     state = {"agent": agent, "rng": rng}
 
@@ -134,12 +139,13 @@ def bench_agent(
 
     fused_seconds = timed(updates(dispatch), repeats)
     single_seconds = timed(updates(1), max(repeats, 5))
-    observation = jnp.zeros((1, OBS_DIM))
+    observation = jnp.zeros((1, obs_dim))
     key = jax.random.PRNGKey(1)
     act_seconds = timed(lambda: jax.block_until_ready(act(state["agent"], observation, key)), 50)
     flops = update_flops(state["agent"], replay, cfg.batch_size)
     result = {
         "agent": agent_name,
+        "env": cfg.env.name,
         "chunk_length": agent_cfg["chunk_length"],
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
@@ -152,16 +158,17 @@ def bench_agent(
     }
     if online_steps:
         result["online_env_steps_per_s_utd1"] = round(
-            bench_online(cfg, state["agent"], replay, online_steps), 2
+            bench_online(env, cfg, state["agent"], replay, online_steps), 2
         )
     return result
 
 
-def bench_online(cfg, agent, replay, steps: int) -> float:
+def bench_online(env, cfg, agent, replay, steps: int) -> float:
     """Environment steps/s of the online loop at UTD 1 on the real env: act, step, insert, update."""
-    env = envs.make_env(cfg.env)
     observation, _ = env.reset(seed=0)
     rng, queue, owed = jax.random.PRNGKey(0), [], 0
+    online = cfg.offline_ratio is not None  # as the train loop: one pool samples alike in both phases
+    agent, rng, *_ = fused_updates(agent, rng, replay, np.int32(0), batch_size=cfg.batch_size, online=online)
     start = None
     for step in range(steps + 1):
         if step == 1:
@@ -188,7 +195,7 @@ def bench_online(cfg, agent, replay, steps: int) -> float:
             queue = []
         if not queue:
             agent, rng, metrics, _, _ = fused_updates(
-                agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size, online=True
+                agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size, online=online
             )
             jax.block_until_ready(metrics)
             owed = 0

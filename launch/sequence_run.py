@@ -16,22 +16,16 @@ episode R_{t+1} = min(R_t - r_t, 0): OGBench rewards are <= 0, so no positive re
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import jax
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import agents
-import envs
 from buffers import trajectories
-from launch import settings
-from launch.checkpoints import Checkpointer
 from launch.evaluation import episode_seed
 from launch.fused import act, insert
-from launch.logger import Logger
-from launch.train import Run, _next_multiple, run_tags
+from launch.train import Run, next_multiple
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +59,9 @@ def context_window(observations: list, actions: list, returns_to_go: list, conte
     }
 
 
-def rollout(policy, agent, env, target: float, seed: int, key: jax.Array, max_steps: int,
-            render: bool = False) -> dict:
+def rollout(
+    policy, agent, env, target: float, seed: int, key: jax.Array, max_steps: int, render: bool = False
+) -> dict:
     """One episode conditioned on the target return `target`, at most `max_steps` steps.
 
     policy(agent, window, key) -> (1, 1, action_dim). Returns observations, actions, rewards (length, ...),
@@ -89,40 +84,19 @@ def rollout(policy, agent, env, target: float, seed: int, key: jax.Array, max_st
         done = terminated or truncated
         if render:
             frames.append(env.render())
-    return {"observations": observations, "actions": actions, "rewards": rewards,
-            "return": float(sum(rewards)), "success": float(info.get("success", 0.0)), "done": done,
-            "frames": frames}
+    return {
+        "observations": observations,
+        "actions": actions,
+        "rewards": rewards,
+        "return": float(sum(rewards)),
+        "success": float(info.get("success", 0.0)),
+        "done": done,
+        "frames": frames,
+    }
 
 
 class SequenceRun(Run):
     """launch.train.Run for sequence agents: trajectory replay, target-conditioned evaluation, Online DT."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        """launch.train.Run.__init__, with `build` making the agent and the replay."""
-        for key, value, expected in (
-            ("random_action_steps", cfg.random_action_steps, 0),
-            ("offline_ratio", cfg.offline_ratio, None),
-        ):
-            if value != expected:
-                raise ValueError(
-                    f"invalid setting {key}={value!r}: expected {expected} for agent.algorithm=radt (Online "
-                    "DT explores with its stochastic policy from a replay of whole trajectories)"
-                )
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(cfg.env, cfg.seed)
-        self.agent_settings = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
-        self.build(train_dataset)
-        self.offline_steps = cfg.offline_steps if self.agent.config.offline_pretraining else 0
-        self.rng = jax.random.PRNGKey(cfg.seed + 1)
-        self.counters = {"phase": "offline", "offline_step": 0, "env_step": 0, "episode": 0, "elapsed": 0.0,
-                         "eval_round": 0, "success": {}}
-        self.checkpointer = Checkpointer(run_dir)
-        self._resume_or_refuse()
-        logged_config = OmegaConf.to_container(cfg, resolve=True)
-        logged_config["agent"] = self.agent_settings
-        self.logger = Logger(run_dir, logged_config, cfg.logger, run_tags(cfg),
-                             elapsed_offset=self.counters["elapsed"])
 
     def build(self, train_dataset: dict) -> None:
         """The agent (normalising states by the dataset's statistics), the trajectory replay and the targets
@@ -130,7 +104,8 @@ class SequenceRun(Run):
         config = agents.make_config(self.agent_settings)
         episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
         self.replay = trajectories.make_trajectory_replay(
-            train_dataset, config.context_length, config.replay_trajectories, episode_limit)
+            train_dataset, config.context_length, config.replay_trajectories, episode_limit
+        )
         longest = int(self.replay.offline.lengths.max())
         if longest > config.max_timestep:
             raise ValueError(
@@ -138,19 +113,27 @@ class SequenceRun(Run):
                 "longest dataset trajectory, so that every timestep has its own embedding"
             )
         self.agent = agents.make_agent(
-            self.agent_settings, self.cfg.seed, train_dataset["observations"].shape[-1],
+            self.agent_settings,
+            self.cfg.seed,
+            train_dataset["observations"].shape[-1],
             train_dataset["actions"].shape[-1],
         ).with_statistics(*trajectories.observation_statistics(train_dataset))
         returns = trajectories.trajectory_returns(self.replay.offline)
         low, high = np.quantile(returns, config.eval_target_quantiles)
         self.targets = np.linspace(low, high, config.eval_num_targets)
         self.success_target = float(high if config.eval_target_return is None else config.eval_target_return)
-        self.exploration_target = float(self.success_target if config.online_target_return is None
-                                        else config.online_target_return)
+        self.exploration_target = float(
+            self.success_target if config.online_target_return is None else config.online_target_return
+        )
         log.info(
             "trajectories: %d (returns %.1f to %.1f), slots of %d steps; eval targets %s, success target "
-            "%.1f, exploration target %.1f", len(returns), returns.min(), returns.max(),
-            self.replay.offline.max_length, np.round(self.targets, 1).tolist(), self.success_target,
+            "%.1f, exploration target %.1f",
+            len(returns),
+            returns.min(),
+            returns.max(),
+            self.replay.offline.max_length,
+            np.round(self.targets, 1).tolist(),
+            self.success_target,
             self.exploration_target,
         )
 
@@ -159,9 +142,16 @@ class SequenceRun(Run):
         round_index = self.counters["eval_round"]
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), round_index)
         episodes = [
-            rollout(act, self.agent, self.eval_env, self.success_target,
-                    episode_seed(cfg.seed, 1, round_index * cfg.eval_episodes + index), key, np.inf,
-                    render=index < cfg.eval.video_episodes)
+            rollout(
+                act,
+                self.agent,
+                self.eval_env,
+                self.success_target,
+                episode_seed(cfg.seed, 1, round_index * cfg.eval_episodes + index),
+                key,
+                np.inf,
+                render=index < cfg.eval.video_episodes,
+            )
             for index in range(cfg.eval_episodes)
         ]
         errors = []
@@ -169,8 +159,15 @@ class SequenceRun(Run):
         for target_index, target in enumerate(self.targets):
             for repeat in range(repeats):
                 index = (round_index * len(self.targets) + target_index) * repeats + repeat
-                episode = rollout(act, self.agent, self.eval_env, target,
-                                  episode_seed(cfg.seed, SWEEP_PURPOSE, index), key, np.inf)
+                episode = rollout(
+                    act,
+                    self.agent,
+                    self.eval_env,
+                    target,
+                    episode_seed(cfg.seed, SWEEP_PURPOSE, index),
+                    key,
+                    np.inf,
+                )
                 errors.append(abs(episode["return"] - target))
         metrics = {
             "eval/success": float(np.mean([episode["success"] for episode in episodes])),
@@ -192,24 +189,37 @@ class SequenceRun(Run):
         self.agent = self.agent.replace(online=True)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
         metrics: dict = {}
-        next_log = _next_multiple(counters["env_step"], cfg.log_interval)
-        next_eval = _next_multiple(counters["env_step"], cfg.eval_interval)
-        next_save = _next_multiple(counters["env_step"], cfg.save_interval)
+        next_log = next_multiple(counters["env_step"], cfg.log_interval)
+        next_eval = next_multiple(counters["env_step"], cfg.eval_interval)
+        next_save = next_multiple(counters["env_step"], cfg.save_interval)
         act_key = jax.random.PRNGKey(cfg.seed + 2)
         while counters["env_step"] < cfg.online_steps:
             start = counters["env_step"]
-            episode = rollout(explore, self.agent, self.env, self.exploration_target,
-                              episode_seed(cfg.seed, 0, counters["episode"]),
-                              jax.random.fold_in(act_key, counters["episode"]), cfg.online_steps - start)
-            trajectory = trajectories.pad_trajectory(episode["observations"], episode["actions"],
-                                                     episode["rewards"], self.replay.online.max_length)
+            episode = rollout(
+                explore,
+                self.agent,
+                self.env,
+                self.exploration_target,
+                episode_seed(cfg.seed, 0, counters["episode"]),
+                jax.random.fold_in(act_key, counters["episode"]),
+                cfg.online_steps - start,
+            )
+            trajectory = trajectories.pad_trajectory(
+                episode["observations"], episode["actions"], episode["rewards"], self.replay.online.max_length
+            )
             self.replay = insert(self.replay, trajectory)
             counters["env_step"] = step = start + len(episode["rewards"])
             counters["episode"] += 1
             if episode["done"]:
-                self.logger.log({"online/episode_return": episode["return"],
-                                 "online/episode_length": len(episode["rewards"]),
-                                 "online/success": episode["success"]}, self.global_step, "online")
+                self.logger.log(
+                    {
+                        "online/episode_return": episode["return"],
+                        "online/episode_length": len(episode["rewards"]),
+                        "online/success": episode["success"],
+                    },
+                    self.global_step,
+                    "online",
+                )
             owed_updates = cfg.utd_ratio * max(0, step - max(start, cfg.start_training - 1))
             if owed_updates:
                 metrics = self.train(owed_updates, online=True)
@@ -217,11 +227,11 @@ class SequenceRun(Run):
             last = step == cfg.online_steps
             if (step >= next_log or last) and metrics:
                 self.logger.log({f"online/{k}": v for k, v in metrics.items()}, self.global_step, "online")
-                next_log = _next_multiple(step, cfg.log_interval)
+                next_log = next_multiple(step, cfg.log_interval)
             if step >= next_eval or last:
                 bar.set_postfix(success=self.evaluate("online"))
-                next_eval = _next_multiple(step, cfg.eval_interval)
+                next_eval = next_multiple(step, cfg.eval_interval)
             if step >= next_save or last:
                 self.save()
-                next_save = _next_multiple(step, cfg.save_interval)
+                next_save = next_multiple(step, cfg.save_interval)
         bar.close()

@@ -47,17 +47,8 @@ class Run:
         self.cfg = cfg
         self.run_dir = run_dir
         self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(cfg.env, cfg.seed)
-        obs_dim = train_dataset["observations"].shape[-1]
-        action_dim = train_dataset["actions"].shape[-1]
         self.agent_settings = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
-        self.agent = agents.make_agent(self.agent_settings, cfg.seed, obs_dim, action_dim)
-        self.replay = buffers.make_replay(train_dataset, cfg.buffer_size, cfg.online_steps, cfg.offline_ratio)
-        log.info(
-            "replay: %d offline transitions, %.1f MiB on %s",
-            len(train_dataset["observations"]),
-            buffers.nbytes(self.replay) / 2**20,
-            jax.devices()[0].platform,
-        )
+        self.build(train_dataset)
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
         self.offline_steps = cfg.offline_steps if self.agent.config.offline_pretraining else 0
         self.rng = jax.random.PRNGKey(cfg.seed + 1)
@@ -76,6 +67,20 @@ class Run:
         config["agent"] = self.agent_settings
         self.logger = Logger(
             run_dir, config, cfg.logger, run_tags(cfg), elapsed_offset=self.counters["elapsed"]
+        )
+
+    def build(self, train_dataset: dict) -> None:
+        """The agent and its replay (sequence agents build theirs differently: launch/sequence_run.py)."""
+        cfg = self.cfg
+        obs_dim = train_dataset["observations"].shape[-1]
+        action_dim = train_dataset["actions"].shape[-1]
+        self.agent = agents.make_agent(self.agent_settings, cfg.seed, obs_dim, action_dim)
+        self.replay = buffers.make_replay(train_dataset, cfg.buffer_size, cfg.online_steps, cfg.offline_ratio)
+        log.info(
+            "replay: %d offline transitions, %.1f MiB on %s",
+            len(train_dataset["observations"]),
+            buffers.nbytes(self.replay) / 2**20,
+            jax.devices()[0].platform,
         )
 
     # ---- bookkeeping -------------------------------------------------------------------------------------
@@ -164,7 +169,7 @@ class Run:
         while self.counters["offline_step"] < self.offline_steps:
             step = self.counters["offline_step"]
             boundary = min(
-                _next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
+                next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
             )
             num_updates = min(cfg.updates_per_dispatch, boundary - step, self.offline_steps - step)
             metrics = self.train(num_updates, online=False)
@@ -188,9 +193,9 @@ class Run:
         queue: list = []
         owed_updates, episode_return, episode_length = 0, 0.0, 0
         metrics: dict = {}
-        next_log = _next_multiple(counters["env_step"], cfg.log_interval)
-        next_eval = _next_multiple(counters["env_step"], cfg.eval_interval)
-        next_save = _next_multiple(counters["env_step"], cfg.save_interval)
+        next_log = next_multiple(counters["env_step"], cfg.log_interval)
+        next_eval = next_multiple(counters["env_step"], cfg.eval_interval)
+        next_save = next_multiple(counters["env_step"], cfg.save_interval)
         act_key = jax.random.PRNGKey(cfg.seed + 2)
         while counters["env_step"] < cfg.online_steps:
             step = counters["env_step"]
@@ -244,13 +249,13 @@ class Run:
             last = step == cfg.online_steps
             if (step >= next_log or last) and metrics:
                 self.logger.log({f"online/{k}": v for k, v in metrics.items()}, self.global_step, "online")
-                next_log = _next_multiple(step, cfg.log_interval)
+                next_log = next_multiple(step, cfg.log_interval)
             if step >= next_eval or last:
                 bar.set_postfix(success=self.evaluate("online"))
-                next_eval = _next_multiple(step, cfg.eval_interval)
+                next_eval = next_multiple(step, cfg.eval_interval)
             if (step >= next_save and done) or last:
                 self.save()
-                next_save = _next_multiple(step, cfg.save_interval)
+                next_save = next_multiple(step, cfg.save_interval)
         bar.close()
 
     def close(self) -> None:
@@ -269,7 +274,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
     ]
 
 
-def _next_multiple(step: int, interval: int) -> int:
+def next_multiple(step: int, interval: int) -> int:
     """The first multiple of `interval` strictly after `step`."""
     return (step // interval + 1) * interval
 
