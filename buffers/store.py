@@ -82,8 +82,6 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
 
 def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
     """`next_observations` from OGBench's loader must equal the following state inside each trajectory."""
-    if "next_observations" not in dataset:
-        return
     inner = ~terminals[:-1]
     if not np.array_equal(dataset["next_observations"][:-1][inner], dataset["observations"][1:][inner]):
         bad = int(
@@ -102,8 +100,8 @@ def from_dataset(
 ) -> TransitionStore:
     """Store for an OGBench-style dataset dict (observations, actions, rewards, masks, terminals).
 
-    `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations`, if present,
-    is checked against the next state, then dropped; only the final state of each trajectory is kept from it.
+    `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations` is checked
+    against the next state, then dropped; only the final state of each trajectory is kept from it.
     `capacity` > len(dataset) leaves room to append online transitions to the same pool.
     """
     observations = np.asarray(dataset["observations"], np.float32)
@@ -114,9 +112,9 @@ def from_dataset(
             raise ValueError(f"dataset key '{key}' has {len(dataset[key])} rows, observations has {num}")
     if num == 0:
         raise ValueError("dataset is empty")
+    if "next_observations" not in dataset:
+        raise ValueError("dataset needs next_observations: the final state of each trajectory comes from it")
     if not terminals[-1]:
-        if "next_observations" not in dataset:
-            raise ValueError("the last transition is not a trajectory end and no next_observations are given")
         terminals = terminals.copy()
         terminals[-1] = True  # the final state is known from next_observations; close the trajectory there
     _check_next_observations(dataset, terminals)
@@ -125,10 +123,7 @@ def from_dataset(
     # Row of s_t: t plus one extra row for each trajectory that ended before t.
     obs_rows = np.arange(num) + np.searchsorted(ends, np.arange(num), side="left")
     final_rows = ends + np.arange(1, len(ends) + 1)
-    if "next_observations" in dataset:
-        final_states = np.asarray(dataset["next_observations"], np.float32)[ends]
-    else:
-        raise ValueError("dataset needs next_observations for the final state of each trajectory")
+    final_states = np.asarray(dataset["next_observations"], np.float32)[ends]
     rows = np.zeros((num + len(ends), observations.shape[1]), np.float32)
     rows[obs_rows] = observations
     rows[final_rows] = final_states
