@@ -23,7 +23,7 @@ import agents
 import buffers
 import envs
 from launch import settings
-from launch.fused import act, fused_updates, insert
+from launch.fused import act, env_transition, fused_updates, insert
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -178,15 +178,7 @@ def bench_online(env, cfg, agent, replay, steps: int) -> float:
         action = np.asarray(queue.pop(0), np.float32)
         next_observation, reward, terminated, truncated, _ = env.step(action)
         replay = insert(
-            replay,
-            {
-                "observations": observation[None],
-                "actions": action[None],
-                "rewards": np.float32([reward]),
-                "masks": np.float32([1.0 - terminated]),
-                "terminals": np.float32([terminated or truncated]),
-                "next_observations": next_observation[None],
-            },
+            replay, env_transition(observation, action, reward, terminated, truncated, next_observation)
         )
         owed += cfg.utd_ratio
         observation = next_observation

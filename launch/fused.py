@@ -9,6 +9,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from buffers import Replay
 
@@ -53,6 +54,19 @@ def fused_updates(
 def act(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
     """The agent's actions for observations (batch, obs_dim): (batch, steps, action_dim)."""
     return agent.sample_actions(observations, key)
+
+
+def env_transition(observation, action, reward, terminated: bool, truncated: bool, next_observation) -> dict:
+    """One environment step as a length-1 batch for `insert`: masks = 1 - terminated (a true terminal),
+    terminals = terminated or truncated (the episode's last transition)."""
+    return {
+        "observations": observation[None],
+        "actions": action[None],
+        "rewards": np.float32([reward]),
+        "masks": np.float32([1.0 - terminated]),
+        "terminals": np.float32([terminated or truncated]),
+        "next_observations": next_observation[None],
+    }
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))

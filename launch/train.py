@@ -30,7 +30,7 @@ import envs
 from launch import settings
 from launch.checkpoints import Checkpointer
 from launch.evaluation import episode_seed, evaluate
-from launch.fused import act, fused_updates, insert
+from launch.fused import act, env_transition, fused_updates, insert
 from launch.logger import METRICS_FILE, Logger
 
 log = logging.getLogger(__name__)
@@ -212,14 +212,7 @@ class Run:
             done = terminated or truncated
             self.replay = insert(
                 self.replay,
-                {
-                    "observations": observation[None],
-                    "actions": action[None],
-                    "rewards": np.float32([reward]),
-                    "masks": np.float32([1.0 - terminated]),
-                    "terminals": np.float32([done]),
-                    "next_observations": next_observation[None],
-                },
+                env_transition(observation, action, reward, terminated, truncated, next_observation),
             )
             counters["env_step"] = step = step + 1
             owed_updates += cfg.utd_ratio if step >= cfg.start_training else 0
