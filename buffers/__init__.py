@@ -1,11 +1,12 @@
 """Device-resident transition storage and chunk sampling, all jittable."""
 
-from buffers.chunks import gather_chunks, sample_chunks, sample_mixed, sample_starts
+from buffers.chunks import Segment, gather_chunks, sample_chunks, sample_mixed, sample_pooled, sample_starts
 from buffers.replay import Replay, make_replay
 from buffers.store import TransitionStore, empty, from_dataset, insert, insert_many, nbytes
 
 __all__ = [
     "Replay",
+    "Segment",
     "TransitionStore",
     "empty",
     "from_dataset",
@@ -16,5 +17,6 @@ __all__ = [
     "nbytes",
     "sample_chunks",
     "sample_mixed",
+    "sample_pooled",
     "sample_starts",
 ]

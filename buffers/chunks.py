@@ -9,14 +9,17 @@ Everything here is pure and jittable, so sampling happens inside the fused updat
 
 from __future__ import annotations
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from buffers.store import TransitionStore
 
 
-def gather_chunks(store: TransitionStore, starts: jax.Array, chunk_length: int, discount: float) -> dict:
-    """Chunks starting at the global transition indices `starts: (batch,)`.
+def gather_chunks(
+    store: TransitionStore, starts: jax.Array, chunk_length: int, discount: float, task: jax.Array | int = 0
+) -> dict:
+    """Chunks starting at the global transition indices `starts: (batch,)`, rewarded by row `task`.
 
     Returns observations (batch, obs_dim), actions (batch, chunk_length, action_dim) and rewards, masks,
     terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim).
@@ -28,29 +31,61 @@ def gather_chunks(store: TransitionStore, starts: jax.Array, chunk_length: int, 
     return {
         "observations": store.observations[rows[:, 0] % store.obs_capacity],
         "actions": store.actions[slots],
-        "rewards": jnp.cumsum(store.rewards[slots] * discounts, axis=1),
-        "masks": jax.lax.cummin(store.masks[slots].astype(jnp.float32), axis=1),
+        "rewards": jnp.cumsum(store.rewards[task, slots] * discounts, axis=1),
+        "masks": jax.lax.cummin(store.masks[task, slots].astype(jnp.float32), axis=1),
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
         "next_observations": store.observations[(rows + 1) % store.obs_capacity],
     }
 
 
-def sample_starts(store: TransitionStore, key: jax.Array, batch_size: int, chunk_length: int) -> jax.Array:
-    """Uniform global start indices over every live index whose whole chunk is stored.
+class Segment(flax.struct.PyTreeNode):
+    """A run's part of a shared store: transitions first .. first + size - 1, rewarded by row `task`.
 
-    The store must hold at least `chunk_length` transitions; the train loop guarantees it by starting
+    The members of a vector of runs share one offline store (one copy of each distinct dataset file, its
+    tasks as reward rows); each samples only its own dataset and reads its own task's rewards.
+    """
+
+    first: jax.Array
+    size: jax.Array
+    task: jax.Array
+
+    @classmethod
+    def whole(cls, store: TransitionStore, task: int = 0) -> Segment:
+        return cls(store.oldest, store.size, jnp.asarray(task, jnp.int32))
+
+
+def num_starts(size: jax.Array, chunk_length: int) -> jax.Array:
+    """Start indices whose whole chunk lies among `size` stored transitions."""
+    return jnp.maximum(size - chunk_length + 1, 0)
+
+
+def sample_starts(
+    store: TransitionStore, key: jax.Array, batch_size: int, chunk_length: int, segment: Segment | None = None
+) -> jax.Array:
+    """Uniform global start indices over every index of `segment` (default: all live data) whose whole
+    chunk is stored.
+
+    The segment must hold at least `chunk_length` transitions; the train loop guarantees it by starting
     updates only after `start_training` steps.
     """
-    num_starts = jnp.maximum(store.size - chunk_length + 1, 1)
-    return store.oldest + jax.random.randint(key, (batch_size,), 0, num_starts)
+    segment = Segment.whole(store) if segment is None else segment
+    count = jnp.maximum(num_starts(segment.size, chunk_length), 1)
+    return segment.first + jax.random.randint(key, (batch_size,), 0, count)
 
 
 def sample_chunks(
-    store: TransitionStore, key: jax.Array, batch_size: int, chunk_length: int, discount: float
+    store: TransitionStore,
+    key: jax.Array,
+    batch_size: int,
+    chunk_length: int,
+    discount: float,
+    segment: Segment | None = None,
 ) -> dict:
     """A uniformly sampled chunk batch (jittable)."""
-    return gather_chunks(store, sample_starts(store, key, batch_size, chunk_length), chunk_length, discount)
+    segment = Segment.whole(store) if segment is None else segment
+    starts = sample_starts(store, key, batch_size, chunk_length, segment)
+    return gather_chunks(store, starts, chunk_length, discount, segment.task)
 
 
 def offline_batch_size(batch_size: int, offline_ratio: float) -> int:
@@ -66,6 +101,7 @@ def sample_mixed(
     chunk_length: int,
     discount: float,
     offline_ratio: float,
+    segment: Segment | None = None,
 ) -> dict:
     """Batch whose first `round(batch_size * offline_ratio)` rows are offline chunks, the rest online.
 
@@ -75,7 +111,40 @@ def sample_mixed(
     offline_key, online_key = jax.random.split(key)
     parts = []
     if num_offline:
-        parts.append(sample_chunks(offline, offline_key, num_offline, chunk_length, discount))
+        parts.append(sample_chunks(offline, offline_key, num_offline, chunk_length, discount, segment))
     if batch_size - num_offline:
         parts.append(sample_chunks(online, online_key, batch_size - num_offline, chunk_length, discount))
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+
+
+def sample_pooled(
+    offline: TransitionStore,
+    online: TransitionStore,
+    key: jax.Array,
+    batch_size: int,
+    chunk_length: int,
+    discount: float,
+    segment: Segment | None = None,
+) -> dict:
+    """Chunks drawn uniformly from the offline data and the online data together, as from one pool.
+
+    The reference appends online transitions to the dataset and samples the pool uniformly; drawing each
+    row's start uniformly over both stores' starts is that distribution without copying the dataset into
+    every run's replay.
+    """
+    segment = Segment.whole(offline) if segment is None else segment
+    offline_starts = num_starts(segment.size, chunk_length)
+    online_starts = num_starts(online.size, chunk_length)
+    index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(offline_starts + online_starts, 1))
+    from_offline = index < offline_starts
+    offline_batch = gather_chunks(
+        offline, segment.first + jnp.minimum(index, offline_starts - 1), chunk_length, discount, segment.task
+    )
+    online_batch = gather_chunks(
+        online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount
+    )
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.where(from_offline.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+        offline_batch,
+        online_batch,
+    )

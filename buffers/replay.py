@@ -1,51 +1,101 @@
-"""The replay used by the train loop: the offline pool plus where online transitions go.
+"""The replay used by the train loop: the offline data, shared by every run of a vector, and each run's own
+online data.
 
-`offline_ratio = None` is the reference's offline-to-online setting: online transitions are appended
-to the offline data in one pool that is sampled uniformly. A number in [0, 1] keeps two stores and draws
-that fraction of every batch from the offline one (0.5 is RLPD's symmetric sampling).
+`offline_ratio = None` is the reference's offline-to-online setting: online transitions join the offline
+data in one pool that is sampled uniformly (`chunks.sample_pooled`). A number in [0, 1] draws that fraction of
+every batch from the offline data (0.5 is RLPD's symmetric sampling). Either way the dataset is stored once,
+however many runs train on it; a run's `Segment` says which part of it is its dataset and which reward row is
+its task.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.struct
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from buffers import chunks, store
+from buffers.chunks import Segment
 
 
 class Replay(flax.struct.PyTreeNode):
-    """offline: the dataset (and, when pooled, the online data after it); online: None when pooled."""
+    """The replay of one run, as the fused update sees it inside `jax.vmap` over the runs of a vector.
+
+    offline: the shared offline store; online: this run's online ring buffer; segment: this run's part of
+    the offline store.
+    """
 
     offline: store.TransitionStore
-    online: store.TransitionStore | None
+    online: store.TransitionStore
+    segment: Segment
     offline_ratio: float | None = flax.struct.field(pytree_node=False)
 
     def insert(self, transitions: dict) -> Replay:
         """Append online transitions with a leading time axis (jittable)."""
-        if self.online is None:
-            return self.replace(offline=store.insert_many(self.offline, transitions))
         return self.replace(online=store.insert_many(self.online, transitions))
 
     def sample(
         self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
     ) -> dict:
         """A chunk batch for an offline (online=False) or online update (jittable)."""
-        if not online or self.online is None:
-            return chunks.sample_chunks(self.offline, key, batch_size, chunk_length, discount)
-        return chunks.sample_mixed(
-            self.offline, self.online, key, batch_size, chunk_length, discount, self.offline_ratio
+        args = (key, batch_size, chunk_length, discount)
+        if not online:
+            return chunks.sample_chunks(self.offline, *args, self.segment)
+        if self.offline_ratio is None:
+            return chunks.sample_pooled(self.offline, self.online, *args, self.segment)
+        return chunks.sample_mixed(self.offline, self.online, *args, self.offline_ratio, self.segment)
+
+
+def concatenate(datasets: Sequence[dict]) -> tuple[dict, np.ndarray]:
+    """One dataset of the given ones back to back (rewards and masks on their last axis) and the index of
+    each one's first transition."""
+    sizes = [len(dataset["observations"]) for dataset in datasets]
+    joined = {
+        key: np.concatenate(
+            [np.asarray(dataset[key]) for dataset in datasets], axis=-1 if key in ("rewards", "masks") else 0
         )
+        for key in datasets[0]
+    }
+    return joined, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
 
 
-def make_replay(dataset: dict, buffer_size: int, online_steps: int, offline_ratio: float | None) -> Replay:
-    """Replay for a run of `online_steps` environment steps after pre-training on `dataset`."""
-    num = len(dataset["observations"])
-    if offline_ratio is None:
-        # The reference sizes the pool max(buffer_size, |D| + 1); online data then replaces the oldest data.
-        return Replay(store.from_dataset(dataset, capacity=max(buffer_size, num + 1)), None, None)
+def online_capacity(buffer_size: int, online_steps: int) -> int:
+    """Online transitions a run keeps: all of them up to `buffer_size`; the offline data is always kept."""
+    return max(1, min(buffer_size, online_steps))
+
+
+def make_replay(
+    datasets: Sequence[dict],
+    dataset_index: Sequence[int],
+    tasks: Sequence[int],
+    buffer_size: int,
+    online_steps: int,
+    offline_ratio: float | None,
+) -> Replay:
+    """The replay of a vector of runs: run i trains on `datasets[dataset_index[i]]` rewarded by row
+    `tasks[i]` of its rewards and masks ((tasks, num) arrays, the same rows in every dataset).
+
+    Every array of the result but `offline` has a leading run axis.
+    """
+    joined, firsts = concatenate(datasets)
+    sizes = np.asarray([len(dataset["observations"]) for dataset in datasets], np.int32)
+    dataset_index = np.asarray(dataset_index)
+    offline = store.from_dataset(joined)
     online = store.empty(
-        dataset["observations"].shape[-1],
-        dataset["actions"].shape[-1],
-        max(1, min(buffer_size, online_steps)),
+        joined["observations"].shape[-1],
+        joined["actions"].shape[-1],
+        online_capacity(buffer_size, online_steps),
     )
-    return Replay(store.from_dataset(dataset), online, float(offline_ratio))
+    num_runs = len(dataset_index)
+    segment = Segment(
+        first=jnp.asarray(firsts[dataset_index], jnp.int32),
+        size=jnp.asarray(sizes[dataset_index], jnp.int32),
+        task=jnp.asarray(tasks, jnp.int32),
+    )
+    online = jax.tree_util.tree_map(
+        lambda leaf: jnp.broadcast_to(leaf, (num_runs,) + leaf.shape).copy(), online
+    )
+    return Replay(offline, online, segment, None if offline_ratio is None else float(offline_ratio))

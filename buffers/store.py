@@ -24,8 +24,11 @@ class TransitionStore(flax.struct.PyTreeNode):
 
     observations: (obs_capacity, obs_dim) states, ring-indexed by global row % obs_capacity.
     obs_rows: (capacity,) int32 global row of s_t for each transition slot.
-    actions: (capacity, action_dim); rewards: (capacity,) float32;
-    masks: (capacity,) bool, 1 - true terminal; terminals: (capacity,) bool, last transition of a trajectory.
+    actions: (capacity, action_dim); rewards: (tasks, capacity) float32;
+    masks: (tasks, capacity) bool, 1 - true terminal;
+    terminals: (capacity,) bool, last transition of a trajectory.
+    The tasks of one OGBench domain share states and actions and differ only in rewards and masks
+    (single-task relabelling), so a vector of runs over tasks stores the dataset once and a row per task.
     count: transitions ever inserted; oldest: global index of the oldest live transition;
     rows_written: observation rows ever written.
     """
@@ -71,8 +74,8 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
         observations=jnp.zeros((capacity + max_episodes, obs_dim), jnp.float32),
         obs_rows=jnp.zeros((capacity,), jnp.int32),
         actions=jnp.zeros((capacity, action_dim), jnp.float32),
-        rewards=jnp.zeros((capacity,), jnp.float32),
-        masks=jnp.zeros((capacity,), bool),
+        rewards=jnp.zeros((1, capacity), jnp.float32),
+        masks=jnp.zeros((1, capacity), bool),
         terminals=jnp.ones((capacity,), bool),
         count=jnp.zeros((), jnp.int32),
         oldest=jnp.zeros((), jnp.int32),  # separate buffers: the train loop donates the store
@@ -95,21 +98,26 @@ def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
         )
 
 
-def from_dataset(
-    dataset: dict, capacity: int | None = None, max_episodes: int | None = None
-) -> TransitionStore:
+def from_dataset(dataset: dict) -> TransitionStore:
     """Store for an OGBench-style dataset dict (observations, actions, rewards, masks, terminals).
 
+    `rewards` and `masks` are (num,) or (tasks, num): one row per task labelling of the same transitions.
     `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations` is checked
     against the next state, then dropped; only the final state of each trajectory is kept from it.
-    `capacity` > len(dataset) leaves room to append online transitions to the same pool.
     """
     observations = np.asarray(dataset["observations"], np.float32)
     terminals = np.asarray(dataset["terminals"]).astype(bool)
+    rewards = np.atleast_2d(np.asarray(dataset["rewards"], np.float32))
+    masks = np.atleast_2d(np.asarray(dataset["masks"])) > 0.5
     num = len(observations)
-    for key in ("actions", "rewards", "masks", "terminals"):
-        if len(dataset[key]) != num:
-            raise ValueError(f"dataset key '{key}' has {len(dataset[key])} rows, observations has {num}")
+    for key, rows in (
+        ("actions", len(dataset["actions"])),
+        ("terminals", len(terminals)),
+        ("rewards", rewards.shape[-1]),
+        ("masks", masks.shape[-1]),
+    ):
+        if rows != num:
+            raise ValueError(f"dataset key '{key}' has {rows} rows, observations has {num}")
     if num == 0:
         raise ValueError("dataset is empty")
     if "next_observations" not in dataset:
@@ -123,28 +131,16 @@ def from_dataset(
     # Row of s_t: t plus one extra row for each trajectory that ended before t.
     obs_rows = np.arange(num) + np.searchsorted(ends, np.arange(num), side="left")
     final_rows = ends + np.arange(1, len(ends) + 1)
-    final_states = np.asarray(dataset["next_observations"], np.float32)[ends]
     rows = np.zeros((num + len(ends), observations.shape[1]), np.float32)
     rows[obs_rows] = observations
-    rows[final_rows] = final_states
-
-    capacity = num if capacity is None else max(capacity, num)
-    online = capacity - num
-    episode_rows = (max(1, online // 50) if max_episodes is None else max_episodes) if online else 0
-    observations_on_device = jnp.zeros((len(rows) + online + episode_rows, rows.shape[1]), jnp.float32)
-
-    def padded(values, dtype, fill=0):
-        out = np.full((capacity,) + np.shape(values)[1:], fill, dtype)
-        out[:num] = values
-        return jnp.asarray(out)
-
+    rows[final_rows] = np.asarray(dataset["next_observations"], np.float32)[ends]
     return TransitionStore(
-        observations=observations_on_device.at[: len(rows)].set(rows),
-        obs_rows=padded(obs_rows, np.int32),
-        actions=padded(np.asarray(dataset["actions"], np.float32), np.float32),
-        rewards=padded(np.asarray(dataset["rewards"], np.float32), np.float32),
-        masks=padded(np.asarray(dataset["masks"]) > 0.5, bool),
-        terminals=padded(terminals, bool, fill=True),
+        observations=jnp.asarray(rows),
+        obs_rows=jnp.asarray(obs_rows, jnp.int32),
+        actions=jnp.asarray(dataset["actions"], jnp.float32),
+        rewards=jnp.asarray(rewards),
+        masks=jnp.asarray(masks),
+        terminals=jnp.asarray(terminals),
         count=jnp.asarray(num, jnp.int32),
         oldest=jnp.zeros((), jnp.int32),
         rows_written=jnp.asarray(len(rows), jnp.int32),
@@ -172,8 +168,8 @@ def insert(store: TransitionStore, transition: dict) -> TransitionStore:
         observations=observations,
         obs_rows=store.obs_rows.at[slot].set(row),
         actions=store.actions.at[slot].set(transition["actions"]),
-        rewards=store.rewards.at[slot].set(transition["rewards"]),
-        masks=store.masks.at[slot].set(transition["masks"] > 0.5),
+        rewards=store.rewards.at[:, slot].set(transition["rewards"]),
+        masks=store.masks.at[:, slot].set(transition["masks"] > 0.5),
         terminals=store.terminals.at[slot].set(transition["terminals"] > 0.5),
         count=count,
         rows_written=rows_written,

@@ -158,13 +158,44 @@ def test_mixed_batches_take_the_requested_share_from_each_store():
     assert np.all(source[:128] == 0)
 
 
-def test_pooled_replay_appends_online_data_after_the_dataset():
-    data = hand_built()
-    replay = buffers.make_replay(data, buffer_size=30, online_steps=10, offline_ratio=None)
-    online = hand_built(lengths=(3,), seed=2)
-    replay = replay.insert({key: jnp.asarray(value) for key, value in online.items()})
-    pooled = {key: np.concatenate([data[key], online[key]]) for key in data}
-    starts = np.arange(len(pooled["rewards"]) - 2 + 1)
-    assert_chunks_match(
-        buffers.gather_chunks(replay.offline, jnp.asarray(starts), 2, DISCOUNT), pooled, starts, 2
+def test_pooled_sampling_is_uniform_over_both_stores():
+    """As from one pool: each start of the offline data and of the online data equally likely."""
+    offline = hand_built()
+    offline["rewards"] = np.zeros_like(offline["rewards"])
+    online = hand_built(lengths=(3, 4), seed=2)
+    online["rewards"] = np.ones_like(online["rewards"])
+    online_store = insert_all(buffers.empty(2, 2, 50), online)
+    batch = buffers.sample_pooled(
+        buffers.from_dataset(offline), online_store, jax.random.PRNGKey(0), 40_000, 2, DISCOUNT
     )
+    offline_starts, online_starts = len(offline["rewards"]) - 1, len(online["rewards"]) - 1
+    share = float(np.mean(np.asarray(batch["rewards"][:, 0]) == 1))
+    assert share == pytest.approx(online_starts / (offline_starts + online_starts), abs=0.01)
+    # Every row is a real chunk of the store it came from.
+    from_online = np.asarray(batch["rewards"][:, 0]) == 1
+    for row in np.flatnonzero(from_online)[:20]:
+        start = int(
+            np.flatnonzero((online["observations"] == np.asarray(batch["observations"][row])).all(-1))[0]
+        )
+        assert_chunks_match(jax.tree_util.tree_map(lambda x, r=row: x[r : r + 1], batch), online, [start], 2)
+
+
+def test_replay_segments_sample_their_own_dataset_and_task():
+    """A vector's runs share one offline store: each samples its dataset and reads its task's rewards."""
+    first, second = hand_built(), hand_built(lengths=(5, 5), seed=3)
+    for data, scale in ((first, 1.0), (second, 10.0)):
+        num = len(data["rewards"])
+        data["rewards"] = np.stack([np.full(num, scale), np.full(num, 2 * scale)]).astype(np.float32)
+        data["masks"] = np.ones((2, num), np.float32)
+    replay = buffers.make_replay([first, second], [0, 1, 1], [1, 0, 1], 10, 10, None)
+    assert replay.online.actions.shape[0] == 3 and replay.offline.rewards.shape == (2, 23)
+
+    def sample(segment):
+        return replay.replace(segment=segment).sample(jax.random.PRNGKey(0), 500, 1, DISCOUNT, False)
+
+    batches = jax.vmap(sample)(replay.segment)
+    np.testing.assert_array_equal(np.unique(batches["rewards"][0]), [2.0])
+    np.testing.assert_array_equal(np.unique(batches["rewards"][1]), [10.0])
+    np.testing.assert_array_equal(np.unique(batches["rewards"][2]), [20.0])
+    second_states = {tuple(row) for row in second["observations"]}
+    assert all(tuple(row) in second_states for row in np.asarray(batches["observations"][1]))
