@@ -16,12 +16,15 @@ META_KEYS = ("name", "algorithm")
 class AgentConfig:
     """chunk_length: actions per policy query and per critic input; action_chunking = False keeps the
     chunk_length-step return in the target but lets the critic and policy see a single action.
-    offline_pretraining = False (the online-only RLPD family) skips the offline phase."""
+    offline_pretraining = False (the online-only RLPD family) skips the offline phase.
+    execution_length: actions of each chunk executed before the policy is queried again (receding horizon);
+    None executes the whole chunk."""
 
     chunk_length: int = 5
     action_chunking: bool = True
     discount: float = 0.99
     offline_pretraining: bool = True
+    execution_length: int | None = None
 
     def policy_dim(self, action_dim: int) -> int:
         """Size of one flat policy output: a whole chunk, or one action without chunking."""

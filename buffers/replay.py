@@ -33,6 +33,18 @@ class Replay(flax.struct.PyTreeNode):
     segment: Segment
     offline_ratio: float | None = flax.struct.field(pytree_node=False)
 
+    def run_part(self) -> tuple:
+        """What each run owns (a leading run axis outside `jax.vmap`); the offline store is shared."""
+        return self.online, self.segment
+
+    def with_run_part(self, part: tuple) -> Replay:
+        online, segment = part
+        return self.replace(online=online, segment=segment)
+
+    def of_run(self, index: int) -> Replay:
+        """Run `index`'s replay, taken out of a vector's (outside `jax.vmap`)."""
+        return self.with_run_part(jax.tree_util.tree_map(lambda leaf: leaf[index], self.run_part()))
+
     def insert(self, transitions: dict) -> Replay:
         """Append online transitions with a leading time axis (jittable)."""
         return self.replace(online=store.insert_many(self.online, transitions))

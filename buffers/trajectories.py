@@ -196,6 +196,13 @@ class TrajectoryReplay(flax.struct.PyTreeNode):
         discount do not apply to windows."""
         return sample_windows(self.online if online else self.offline, key, batch_size, self.context_length)
 
+    def run_part(self) -> TrajectoryReplay:
+        """Every part is the run's own (a sequence agent trains as a vector of one)."""
+        return self
+
+    def with_run_part(self, part: TrajectoryReplay) -> TrajectoryReplay:
+        return part
+
     def insert(self, trajectory: dict) -> TrajectoryReplay:
         """Add one trajectory from `pad_trajectory` to the online replay (jittable)."""
         return self.replace(online=insert(self.online, trajectory))

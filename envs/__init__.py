@@ -10,6 +10,7 @@ from envs.datasets import (
 from envs.errors import DatasetError
 from envs.generate import generate_dataset
 from envs.suite import dataset_file_name, domain_of, make_env, sparse_rewards
+from envs.vector import make_vector_env, reset_runs
 
 __all__ = [
     "DatasetError",
@@ -20,6 +21,8 @@ __all__ = [
     "locate_dataset",
     "make_env",
     "make_env_and_datasets",
+    "make_vector_env",
+    "reset_runs",
     "resolve_dataset",
     "sparse_rewards",
     "validate_dataset",

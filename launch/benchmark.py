@@ -2,6 +2,7 @@
 
     python launch/benchmark.py                               # QC-FQL at paper sizes
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
+    python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
 (launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,8 @@ import agents
 import buffers
 import envs
 from launch import settings
-from launch.fused import act, env_transition, fused_updates, insert
+from launch.fused import act, fused_updates, insert
+from launch.run import OnlineRuns, Run, stack
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -106,22 +109,34 @@ def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -
     }
 
 
-def bench_agent(
-    agent_name: str, overrides: list[str], dispatch: int, repeats: int, online_steps: int
-) -> dict:
+def agent_bytes(agent) -> int:
+    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(agent))
+
+
+def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int) -> dict:
+    """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
+    dataset: per-run and aggregate updates/s, and the device bytes of agents and replay."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
     env = envs.make_env(cfg.env)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = agents.make_agent(agent_cfg, 0, obs_dim, action_dim)
+    env.close()
+    agent = stack([agents.make_agent(agent_cfg, seed, obs_dim, action_dim) for seed in range(runs)])
     replay = buffers.make_replay(
-        synthetic_dataset(100_000, obs_dim, action_dim), 200_000, 1000, cfg.offline_ratio
+        [synthetic_dataset(100_000, obs_dim, action_dim)],
+        [0] * runs,
+        [0] * runs,
+        200_000,
+        1000,
+        cfg.offline_ratio,
     )
     online = cfg.offline_ratio is not None  # mixed sampling needs online data
     if online:
-        replay = insert(replay, synthetic_dataset(1000, obs_dim, action_dim, seed=1))
-    rng = jax.random.PRNGKey(0)
-    state = {"agent": agent, "rng": rng}
+        transitions = synthetic_dataset(1000, obs_dim, action_dim, seed=1)
+        replay = insert(
+            replay, {key: np.broadcast_to(value, (runs,) + value.shape) for key, value in transitions.items()}
+        )
+    state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs)}
 
     def updates(count):
         def run():
@@ -129,7 +144,7 @@ def bench_agent(
                 state["agent"],
                 state["rng"],
                 replay,
-                np.int32(count),
+                jnp.full((runs,), count, jnp.int32),
                 batch_size=cfg.batch_size,
                 online=online,
             )
@@ -138,60 +153,76 @@ def bench_agent(
         return run
 
     fused_seconds = timed(updates(dispatch), repeats)
-    single_seconds = timed(updates(1), max(repeats, 5))
-    observation = jnp.zeros((1, obs_dim))
-    key = jax.random.PRNGKey(1)
-    act_seconds = timed(lambda: jax.block_until_ready(act(state["agent"], observation, key)), 50)
-    flops = update_flops(state["agent"], replay, cfg.batch_size)
     result = {
         "agent": agent_name,
         "env": cfg.env.name,
+        "runs": runs,
         "chunk_length": agent_cfg["chunk_length"],
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
-        "updates_per_s_fused": round(dispatch / fused_seconds, 2),
         "updates_per_dispatch": dispatch,
-        "updates_per_s_one_per_dispatch": round(1 / single_seconds, 2),
-        "gflop_per_update": round(flops / 1e9, 2),
-        "gflop_per_s": round(flops / 1e9 * dispatch / fused_seconds, 1),
-        "action_selection_ms": round(1e3 * act_seconds, 3),
+        "updates_per_s_per_run": round(dispatch / fused_seconds, 2),
+        "updates_per_s_aggregate": round(runs * dispatch / fused_seconds, 2),
+        "device_bytes_agents": agent_bytes(state["agent"]),
+        "device_bytes_replay": buffers.nbytes(replay),
     }
-    if online_steps:
-        result["online_env_steps_per_s_utd1"] = round(
-            bench_online(env, cfg, state["agent"], replay, online_steps), 2
-        )
+    if runs == 1:
+        single_seconds = timed(updates(1), max(repeats, 5))
+        one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
+        observation = jnp.zeros((1, obs_dim))
+        key = jax.random.PRNGKey(1)
+        act_seconds = timed(lambda: jax.block_until_ready(act(one, observation, key)), 50)
+        flops = update_flops(one, replay, cfg.batch_size)
+        result |= {
+            "updates_per_s_one_per_dispatch": round(1 / single_seconds, 2),
+            "gflop_per_update": round(flops / 1e9, 2),
+            "gflop_per_s": round(flops / 1e9 * dispatch / fused_seconds, 1),
+            "action_selection_ms": round(1e3 * act_seconds, 3),
+        }
     return result
 
 
-def bench_online(env, cfg, agent, replay, steps: int) -> float:
-    """Environment steps/s of the online loop at UTD 1 on the real env: act, step, insert, update."""
-    observation, _ = env.reset(seed=0)
-    rng, queue, owed = jax.random.PRNGKey(0), [], 0
-    online = cfg.offline_ratio is not None  # as the train loop: one pool samples alike in both phases
-    agent, rng, *_ = fused_updates(agent, rng, replay, np.int32(0), batch_size=cfg.batch_size, online=online)
-    start = None
-    for step in range(steps + 1):
-        if step == 1:
-            start = time.perf_counter()  # the first step pays for compilation
-        if not queue:
-            queue = list(np.asarray(act(agent, observation[None], jax.random.fold_in(rng, step)))[0])
-        action = np.asarray(queue.pop(0), np.float32)
-        next_observation, reward, terminated, truncated, _ = env.step(action)
-        replay = insert(
-            replay, env_transition(observation, action, reward, terminated, truncated, next_observation)
-        )
-        owed += cfg.utd_ratio
-        observation = next_observation
-        if terminated or truncated:
-            observation, _ = env.reset()
-            queue = []
-        if not queue:
-            agent, rng, metrics, _, _ = fused_updates(
-                agent, rng, replay, np.int32(owed), batch_size=cfg.batch_size, online=online
-            )
-            jax.block_until_ready(metrics)
-            owed = 0
-    return steps / (time.perf_counter() - start)
+def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, workdir: Path) -> dict:
+    """Environment steps/s of the real online loop (launch/run.py) at UTD 1 for a vector of `runs` runs
+    (seeds 0..runs-1) on a small generated dataset: act, step the envs in parallel, insert, update."""
+    cfg = run_config(
+        f"agent={agent_name}",
+        f"seed=[{','.join(map(str, range(runs)))}]",
+        f"env.dataset_dir={workdir / 'data'}",
+        "env.download=false",
+        "env.generate.num_episodes=2",
+        "env.generate.max_episode_steps=101",
+        "logger.mode=disabled",
+        "offline_steps=0",
+        "start_training=0",
+        "random_action_steps=0",
+        f"online_steps={10 * steps}",
+        *(f"{key}={10 * steps}" for key in ("eval_interval", "log_interval", "save_interval")),
+        *overrides,
+    )
+    run = Run(cfg, workdir / f"{agent_name}-{runs}")
+    try:
+        run.counters["phase"] = "online"
+        online = OnlineRuns(run, run.vector_env("online"))
+
+        def advance(count):
+            for _ in range(count):
+                online.catch_up(every_run=False)
+                online.step()
+            jax.block_until_ready(run.agent)
+
+        advance(2 * run.agent_config.chunk_length)  # compiles the update and the policy query
+        start = time.perf_counter()
+        advance(steps)
+        seconds = time.perf_counter() - start
+    finally:
+        run.close()
+    return {
+        "agent": agent_name,
+        "runs": runs,
+        "online_env_steps_per_s_per_run": round(steps / seconds, 2),
+        "online_env_steps_per_s_aggregate": round(runs * steps / seconds, 2),
+    }
 
 
 def main() -> None:
@@ -202,6 +233,9 @@ def main() -> None:
     parser.add_argument("--dispatch", type=int, default=20, help="updates fused per dispatch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--online-steps", type=int, default=25, help="0 skips the online-loop figure")
+    parser.add_argument(
+        "--runs", default="1", help="comma-separated vector sizes R (runs trained together in one process)"
+    )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides applied to every agent, e.g. batch_size=256"
@@ -213,10 +247,18 @@ def main() -> None:
         "jax": jax.__version__,
         "sampling": bench_sampling(args.sampling_transitions, 256, 5, 50),
         "agents": [
-            bench_agent(name, args.overrides, args.dispatch, args.repeats, args.online_steps)
+            bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs))
             for name in args.agents.split(",")
+            for runs in args.runs.split(",")
         ],
     }
+    if args.online_steps:
+        with tempfile.TemporaryDirectory() as workdir:
+            report["online"] = [
+                bench_online(name, args.overrides, int(runs), args.online_steps, Path(workdir))
+                for name in args.agents.split(",")
+                for runs in args.runs.split(",")
+            ]
     print(json.dumps(report, indent=2))
 
 

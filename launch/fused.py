@@ -1,6 +1,9 @@
-"""The hot path: many (sample, update, target update) steps in one jitted call, no host round-trip.
+"""The hot path: many (sample, update, target update) steps in one jitted call, no host round-trip, for every
+run of a vector at once.
 
-Both the train loop and the benchmark use these, so what is measured is what trains.
+Every function here takes the runs' agents and RNGs stacked on a leading run axis and `jax.vmap`s the
+one-run computation over it, so a single run is a vector of one and R runs cost one dispatch. The train loop
+and the benchmark both use these, so what is measured is what trains.
 """
 
 from __future__ import annotations
@@ -11,18 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from buffers import Replay
 
-
-@functools.partial(jax.jit, static_argnames=("batch_size", "online"), donate_argnums=(0,))
-def fused_updates(
-    agent, rng: jax.Array, replay: Replay, num_updates: jax.Array, *, batch_size: int, online: bool
-):
-    """Run `num_updates` updates (a traced count: one compilation serves every dispatch size).
-
-    Returns the new agent and rng, the metrics averaged over the updates, the index of the first update
-    with a non-finite metric (-1 if none) and, for that update, which metrics were non-finite.
-    """
+def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool):
+    """`num_updates` updates of one run (a traced count: one compilation serves every dispatch size)."""
     config = agent.config
 
     def one_update(agent, key):
@@ -50,26 +44,59 @@ def fused_updates(
     return agent, rng, means, first_bad, bad
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "online"), donate_argnums=(0,))
+def fused_updates(agents, rngs: jax.Array, replay, num_updates: jax.Array, *, batch_size: int, online: bool):
+    """Run `num_updates[i]` updates of run i, for every run (leading axis of `agents`, `rngs`, `num_updates`).
+
+    Runs given 0 updates come back unchanged, so one dispatch can serve the runs whose chunk has ended
+    while the others carry on. `replay.run_part()` holds what each run owns (leading run axis); the rest of
+    the replay (the offline data) is shared. Returns the new agents and rngs, each run's metrics averaged over
+    its updates, the index of its first update with a non-finite metric (-1 if none) and, for that update,
+    which metrics were non-finite.
+    """
+
+    def one_run(agent, rng, part, count):
+        return _run_updates(agent, rng, replay.with_run_part(part), count, batch_size, online)
+
+    return jax.vmap(one_run)(agents, rngs, replay.run_part(), num_updates)
+
+
 @jax.jit
 def act(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
-    """The agent's actions for observations (batch, obs_dim): (batch, steps, action_dim)."""
+    """One agent's actions for observations (batch, obs_dim): (batch, steps, action_dim)."""
     return agent.sample_actions(observations, key)
 
 
-def env_transition(observation, action, reward, terminated: bool, truncated: bool, next_observation) -> dict:
-    """One environment step as a length-1 batch for `insert`: masks = 1 - terminated (a true terminal),
-    terminals = terminated or truncated (the episode's last transition)."""
+@jax.jit
+def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
+    """Every run's chunk for its observation (runs, obs_dim) with its key (runs, 2): (runs, steps,
+    action_dim). One query serves every run that needs a new chunk."""
+
+    def one_run(agent, observation, key):
+        return agent.sample_actions(observation[None], key)[0]
+
+    return jax.vmap(one_run)(agents, observations, keys)
+
+
+def env_transitions(observations, actions, rewards, terminated, truncated, next_observations) -> dict:
+    """One environment step of every run, as a length-1 time axis per run for `insert`: masks = 1 -
+    terminated (a true terminal), terminals = terminated or truncated (the episode's last transition)."""
+    terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
     return {
-        "observations": observation[None],
-        "actions": action[None],
-        "rewards": np.float32([reward]),
-        "masks": np.float32([1.0 - terminated]),
-        "terminals": np.float32([terminated or truncated]),
-        "next_observations": next_observation[None],
+        "observations": np.asarray(observations, np.float32)[:, None],
+        "actions": np.asarray(actions, np.float32)[:, None],
+        "rewards": np.asarray(rewards, np.float32)[:, None],
+        "masks": (1.0 - terminated.astype(np.float32))[:, None],
+        "terminals": (terminated | truncated).astype(np.float32)[:, None],
+        "next_observations": np.asarray(next_observations, np.float32)[:, None],
     }
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def insert(replay: Replay, transitions: dict) -> Replay:
-    """Append online transitions (leading time axis) in place."""
-    return replay.insert(transitions)
+def insert(replay, transitions: dict):
+    """Append each run's transitions (runs, time, ...) to its own online data, in place."""
+
+    def one_run(part, run_transitions):
+        return replay.with_run_part(part).insert(run_transitions).run_part()
+
+    return replay.with_run_part(jax.vmap(one_run)(replay.run_part(), transitions))

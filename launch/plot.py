@@ -98,8 +98,9 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
-def curve_from_rows(value: object, rows: list[dict], metric: str, x_key: str, offline_steps: int,
-                    online_steps: int) -> tuple[RunCurve, str | None]:
+def curve_from_rows(
+    value: object, rows: list[dict], metric: str, x_key: str, offline_steps: int, online_steps: int
+) -> tuple[RunCurve, str | None]:
     """A run's curve from its metric rows, and what is wrong with the run (None if it is complete).
 
     x_key: "step" (offline update steps, then offline_steps + environment steps) or "time" (seconds).
@@ -110,8 +111,9 @@ def curve_from_rows(value: object, rows: list[dict], metric: str, x_key: str, of
             points[row[x_key]] = row[metric]  # a repeated x keeps its last value
     x = np.array(sorted(points), dtype=float)
     y = np.array([points[key] for key in sorted(points)], dtype=float)
-    last_step = {phase: max((row["step"] for row in rows if row["phase"] == phase), default=None)
-                 for phase in PHASES}
+    last_step = {
+        phase: max((row["step"] for row in rows if row["phase"] == phase), default=None) for phase in PHASES
+    }
     ends = {"offline": offline_steps, "online": offline_steps + online_steps}
     final, offline_end = {}, None
     for phase in PHASES:
@@ -145,8 +147,9 @@ def swept_value(config: DictConfig, by: str, run_dir: Path) -> object:
     return str(OmegaConf.to_container(value)) if isinstance(value, Container) else value
 
 
-def load_run(run_dir: Path, config: DictConfig, by: str, metric: str,
-             x_key: str) -> tuple[RunCurve | None, str | None]:
+def load_run(
+    run_dir: Path, config: DictConfig, by: str, metric: str, x_key: str
+) -> tuple[RunCurve | None, str | None]:
     """A run's curve (None if it logged nothing) and its problem (None if complete)."""
     value = swept_value(config, by, run_dir)
     metrics = run_dir / METRICS_FILE
@@ -172,8 +175,9 @@ def align(curves: list[RunCurve]) -> tuple[np.ndarray, np.ndarray]:
     return grid, values
 
 
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 2000,
-                 confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray, rng: np.random.Generator, resamples: int = 2000, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of values (n,): resample runs with replacement."""
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
     tail = 50 * (1 - confidence)
@@ -181,8 +185,9 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 
     return float(low), float(high)
 
 
-def summarize(grid: np.ndarray, values: np.ndarray, rng: np.random.Generator,
-              resamples: int = 2000) -> Summary:
+def summarize(
+    grid: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int = 2000
+) -> Summary:
     """Mean and bootstrap band of values (num_runs, num_points) per column, over the runs present there."""
     mean, low, high = (np.full(len(grid), np.nan) for _ in range(3))
     present = ~np.isnan(values)
@@ -210,8 +215,13 @@ def group(curves: list[RunCurve]) -> dict[object, list[RunCurve]]:
     return {value: members for value, members in groups.items() if members}
 
 
-def final_table(groups: dict[object, list[RunCurve]], by: str, metric: str, rng: np.random.Generator,
-                resamples: int = 2000) -> str:
+def final_table(
+    groups: dict[object, list[RunCurve]],
+    by: str,
+    metric: str,
+    rng: np.random.Generator,
+    resamples: int = 2000,
+) -> str:
     """Markdown: per value, runs and the metric at the end of offline and online (mean [95% CI], n)."""
     header = [by, "runs plotted", *(f"{metric} end of {phase}: mean [95% CI] (n)" for phase in PHASES)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -228,8 +238,15 @@ def final_table(groups: dict[object, list[RunCurve]], by: str, metric: str, rng:
     return "\n".join(lines)
 
 
-def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries: dict[object, list[float]],
-         by: str, metric: str, x_key: str, title: str) -> Figure:
+def plot(
+    summaries: dict[object, Summary],
+    counts: dict[object, int],
+    boundaries: dict[object, list[float]],
+    by: str,
+    metric: str,
+    x_key: str,
+    title: str,
+) -> Figure:
     """Mean curve and band per value; dashed lines at the offline/online boundaries, in the curve's colour
     where values differ in where the boundary lies (wall-clock time), else grey."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -239,8 +256,9 @@ def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries
     drawn = []
     for value, summary in summaries.items():
         (line,) = axes.plot(summary.x, summary.mean, label=f"{short}={value} ({counts[value]} runs)")
-        axes.fill_between(summary.x, summary.low, summary.high, color=line.get_color(), alpha=0.2,
-                          linewidth=0)
+        axes.fill_between(
+            summary.x, summary.low, summary.high, color=line.get_color(), alpha=0.2, linewidth=0
+        )
         if not shared:
             drawn += [(boundary, line.get_color()) for boundary in boundaries[value]]
     if shared:
@@ -248,8 +266,11 @@ def plot(summaries: dict[object, Summary], counts: dict[object, int], boundaries
     for index, (boundary, color) in enumerate(drawn):
         label = "offline | online" if shared else "offline | online (each curve's)"
         axes.axvline(boundary, color=color, linestyle="--", linewidth=1, label=label if index == 0 else None)
-    axes.set_xlabel("wall-clock seconds" if x_key == "time" else
-                    "steps (offline: updates, online: offline_steps + env steps)")
+    axes.set_xlabel(
+        "wall-clock seconds"
+        if x_key == "time"
+        else "steps (offline: updates, online: offline_steps + env steps)"
+    )
     axes.set_ylabel(metric)
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -297,15 +318,20 @@ def main(argv: list[str] | None = None) -> int:
 
     groups = group(curves)
     if not groups:
-        raise ValueError(f"no run under {dirs} logged {args.metric}; "
-                         + "; ".join(problems))
+        raise ValueError(f"no run under {dirs} logged {args.metric}; " + "; ".join(problems))
     rng = np.random.default_rng(args.seed)
     summaries = {value: summarize(*align(members), rng, args.resamples) for value, members in groups.items()}
     table = final_table(groups, args.by, args.metric, rng, args.resamples)
     title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
-    figure = plot(summaries, {value: len(members) for value, members in groups.items()},
-                  {value: boundaries_of(members, args.x) for value, members in groups.items()}, args.by,
-                  args.metric, args.x, title)
+    figure = plot(
+        summaries,
+        {value: len(members) for value, members in groups.items()},
+        {value: boundaries_of(members, args.x) for value, members in groups.items()},
+        args.by,
+        args.metric,
+        args.x,
+        title,
+    )
 
     out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -314,8 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     figure.savefig(paths["pdf"])
     report = [f"## {title}", "", table]
     if problems:
-        report += ["", "Missing or incomplete runs (curves stop where their logs do; the table counts only",
-                   "the phases they finished):", "", *(f"- {problem}" for problem in problems)]
+        report += [
+            "",
+            "Missing or incomplete runs (curves stop where their logs do; the table counts only",
+            "the phases they finished):",
+            "",
+            *(f"- {problem}" for problem in problems),
+        ]
     paths["md"].write_text("\n".join(report) + "\n")
     print("\n".join(report))
     for problem in problems:

@@ -22,10 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 import agents
+import envs
 from buffers import trajectories
 from launch.evaluation import episode_seed
 from launch.fused import act, insert
-from launch.train import Run, next_multiple
+from launch.run import Run, next_multiple, stack
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,11 @@ def rollout(
 class SequenceRun(Run):
     """launch.train.Run for sequence agents: trajectory replay, target-conditioned evaluation, Online DT."""
 
-    def build(self, train_dataset: dict) -> None:
+    def build(self) -> None:
         """The agent (normalising states by the dataset's statistics), the trajectory replay and the targets
-        of evaluation and exploration."""
+        of evaluation and exploration; a vector of one run (the agent and replay carry a run axis of 1)."""
+        member = self.members[0]
+        self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(member.cfg.env, member.seed)
         config = agents.make_config(self.agent_settings)
         episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
         self.replay = trajectories.make_trajectory_replay(
@@ -112,13 +115,15 @@ class SequenceRun(Run):
                 f"invalid setting agent.max_timestep={config.max_timestep}: expected at least {longest}, the "
                 "longest dataset trajectory, so that every timestep has its own embedding"
             )
-        self.agent = agents.make_agent(
+        agent = agents.make_agent(
             self.agent_settings,
             self.cfg.seed,
             train_dataset["observations"].shape[-1],
             train_dataset["actions"].shape[-1],
         ).with_statistics(*trajectories.observation_statistics(train_dataset))
+        self.agent = stack([agent])
         returns = trajectories.trajectory_returns(self.replay.offline)
+        self.replay = stack([self.replay])
         low, high = np.quantile(returns, config.eval_target_quantiles)
         self.targets = np.linspace(low, high, config.eval_num_targets)
         self.success_target = float(high if config.eval_target_return is None else config.eval_target_return)
@@ -137,14 +142,20 @@ class SequenceRun(Run):
             self.exploration_target,
         )
 
+    @property
+    def single_agent(self):
+        """The agent of the vector of one."""
+        return jax.tree_util.tree_map(lambda leaf: leaf[0], self.agent)
+
     def evaluate(self, phase: str) -> float:
         cfg, config = self.cfg, self.agent.config
+        agent = self.single_agent
         round_index = self.counters["eval_round"]
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), round_index)
         episodes = [
             rollout(
                 act,
-                self.agent,
+                agent,
                 self.eval_env,
                 self.success_target,
                 episode_seed(cfg.seed, 1, round_index * cfg.eval_episodes + index),
@@ -161,7 +172,7 @@ class SequenceRun(Run):
                 index = (round_index * len(self.targets) + target_index) * repeats + repeat
                 episode = rollout(
                     act,
-                    self.agent,
+                    agent,
                     self.eval_env,
                     target,
                     episode_seed(cfg.seed, SWEEP_PURPOSE, index),
@@ -176,10 +187,10 @@ class SequenceRun(Run):
             "eval/return_alignment_error": float(np.mean(errors)),
         }
         self.counters["eval_round"] += 1
-        self.counters["success"][phase] = metrics["eval/success"]
-        self.logger.log(metrics, self.global_step, phase)
+        self.counters["runs"][0]["success"][phase] = metrics["eval/success"]
+        self.loggers[0].log(metrics, self.global_step, phase)
         for index, episode in enumerate(episodes[: cfg.eval.video_episodes]):
-            self.logger.log_video(f"eval/video_{index}", np.stack(episode["frames"]), self.global_step)
+            self.loggers[0].log_video(f"eval/video_{index}", np.stack(episode["frames"]), self.global_step)
         return metrics["eval/success"]
 
     def online_phase(self) -> None:
@@ -188,7 +199,7 @@ class SequenceRun(Run):
         counters["phase"] = "online"
         self.agent = self.agent.replace(online=True)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
-        metrics: dict = {}
+        metrics: list[dict] = [{}]
         next_log = next_multiple(counters["env_step"], cfg.log_interval)
         next_eval = next_multiple(counters["env_step"], cfg.eval_interval)
         next_save = next_multiple(counters["env_step"], cfg.save_interval)
@@ -197,21 +208,21 @@ class SequenceRun(Run):
             start = counters["env_step"]
             episode = rollout(
                 explore,
-                self.agent,
+                self.single_agent,
                 self.env,
                 self.exploration_target,
-                episode_seed(cfg.seed, 0, counters["episode"]),
-                jax.random.fold_in(act_key, counters["episode"]),
+                episode_seed(cfg.seed, 0, counters["runs"][0]["episode"]),
+                jax.random.fold_in(act_key, counters["runs"][0]["episode"]),
                 cfg.online_steps - start,
             )
             trajectory = trajectories.pad_trajectory(
                 episode["observations"], episode["actions"], episode["rewards"], self.replay.online.max_length
             )
-            self.replay = insert(self.replay, trajectory)
+            self.replay = insert(self.replay, stack([trajectory]))
             counters["env_step"] = step = start + len(episode["rewards"])
-            counters["episode"] += 1
+            counters["runs"][0]["episode"] += 1
             if episode["done"]:
-                self.logger.log(
+                self.loggers[0].log(
                     {
                         "online/episode_return": episode["return"],
                         "online/episode_length": len(episode["rewards"]),
@@ -222,11 +233,11 @@ class SequenceRun(Run):
                 )
             owed_updates = cfg.utd_ratio * max(0, step - max(start, cfg.start_training - 1))
             if owed_updates:
-                metrics = self.train(owed_updates, online=True)
+                metrics = self.train([owed_updates], online=True)
             bar.update(step - bar.n)
             last = step == cfg.online_steps
-            if (step >= next_log or last) and metrics:
-                self.logger.log({f"online/{k}": v for k, v in metrics.items()}, self.global_step, "online")
+            if (step >= next_log or last) and metrics[0]:
+                self.log([{f"online/{k}": v for k, v in metrics[0].items()}], "online")
                 next_log = next_multiple(step, cfg.log_interval)
             if step >= next_eval or last:
                 bar.set_postfix(success=self.evaluate("online"))
@@ -235,3 +246,8 @@ class SequenceRun(Run):
                 self.save()
                 next_save = next_multiple(step, cfg.save_interval)
         bar.close()
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+        super().close()

@@ -50,6 +50,13 @@ def validate(cfg: DictConfig) -> None:
         "buffer_size",
     ):
         _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
+    execution_length = cfg.agent.get("execution_length")
+    _require(
+        execution_length is None or execution_length >= 1,
+        "agent.execution_length",
+        "null (the whole chunk) or an integer >= 1",
+        execution_length,
+    )
     _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
     _require(
         cfg.eval.video_episodes == 0 or os.environ.get("MUJOCO_GL") in ("egl", "osmesa"),

@@ -16,8 +16,15 @@ from tests.helpers import CONFIGS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: int = 5, seed: int = 0,
-              offline_steps: int = 100, online_steps: int = 100, agent: str = "qc_fql") -> Path:
+def write_run(
+    run_dir: Path,
+    evals: list[tuple[int, str, float]],
+    chunk_length: int = 5,
+    seed: int = 0,
+    offline_steps: int = 100,
+    online_steps: int = 100,
+    agent: str = "qc_fql",
+) -> Path:
     """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
 
     evals: (step, phase, eval/success); time is step / 10 s.
@@ -38,8 +45,12 @@ def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: 
 
 def full_run(run_dir: Path, offline_success: float, online_success: float, **kwargs) -> Path:
     """Evaluations at 50 and 100 (offline) and 150 and 200 (online): success rises to the given finals."""
-    evals = [(50, "offline", offline_success / 2), (100, "offline", offline_success),
-             (150, "online", (offline_success + online_success) / 2), (200, "online", online_success)]
+    evals = [
+        (50, "offline", offline_success / 2),
+        (100, "offline", offline_success),
+        (150, "online", (offline_success + online_success) / 2),
+        (200, "online", online_success),
+    ]
     return write_run(run_dir, evals, **kwargs)
 
 
@@ -150,8 +161,12 @@ def test_plot_of_a_sweep_with_a_crashed_and_a_missing_run(tmp_path, capsys):
     full_run(sweep / "h1_s1", 0.2, 0.4, chunk_length=1, seed=1)
     full_run(sweep / "h5_s0", 0.4, 0.6, chunk_length=5, seed=0)
     full_run(sweep / "h5_s1", 0.8, 1.0, chunk_length=5, seed=1)
-    write_run(sweep / "h5_s2", [(50, "offline", 0.5), (100, "offline", 0.7), (150, "online", 0.9)],
-              chunk_length=5, seed=2)
+    write_run(
+        sweep / "h5_s2",
+        [(50, "offline", 0.5), (100, "offline", 0.7), (150, "online", 0.9)],
+        chunk_length=5,
+        seed=2,
+    )
     (sweep / "h1_s2" / ".hydra").mkdir(parents=True)
     (sweep / "h1_s2" / ".hydra" / "config.yaml").write_text(
         (sweep / "h1_s0" / ".hydra" / "config.yaml").read_text()
@@ -193,8 +208,10 @@ def test_plot_counts_jobs_that_never_started_and_compares_agents(tmp_path):
 
 
 def test_boundary_is_offline_steps_or_the_mean_time_runs_reached_it():
-    runs = [plot.RunCurve(1, np.zeros(2), np.zeros(2), {}, steps, end)
-            for steps, end in [(100, 10.0), (100, 14.0), (100, None), (200, 30.0), (0, 0.0)]]
+    runs = [
+        plot.RunCurve(1, np.zeros(2), np.zeros(2), {}, steps, end)
+        for steps, end in [(100, 10.0), (100, 14.0), (100, None), (200, 30.0), (0, 0.0)]
+    ]
     assert plot.boundaries_of(runs, "step") == [100.0, 200.0]
     assert plot.boundaries_of(runs, "time") == [pytest.approx(18.0)]
     assert plot.boundaries_of(runs[4:], "time") == []
@@ -243,10 +260,24 @@ def test_slurm_launcher_composes_with_the_documented_keys():
 # ---- end to end --------------------------------------------------------------------------------------------
 
 TINY_SWEEP = [
-    "agent=qc_fql", "preset=debug", "env=pointmaze", "env.download=false", "env.generate.num_episodes=null",
-    "env.generate.max_episode_steps=null", "agent.hidden_dims=[16,16]", "batch_size=16", "offline_steps=20",
-    "online_steps=20", "start_training=10", "eval_interval=10", "eval_episodes=1", "log_interval=10",
-    "save_interval=20", "updates_per_dispatch=10", "env.max_episode_steps=10", "buffer_size=2000",
+    "agent=qc_fql",
+    "preset=debug",
+    "env=pointmaze",
+    "env.download=false",
+    "env.generate.num_episodes=null",
+    "env.generate.max_episode_steps=null",
+    "agent.hidden_dims=[16,16]",
+    "batch_size=16",
+    "offline_steps=20",
+    "online_steps=20",
+    "start_training=10",
+    "eval_interval=10",
+    "eval_episodes=1",
+    "log_interval=10",
+    "save_interval=20",
+    "updates_per_dispatch=10",
+    "env.max_episode_steps=10",
+    "buffer_size=2000",
 ]
 
 
@@ -262,8 +293,8 @@ def wandb_run_record(run_dir: Path):
         if block - offset % block < header:
             offset += block - offset % block
             continue
-        length, kind = int.from_bytes(data[offset + 4:offset + 6], "little"), data[offset + 6]
-        payload += data[offset + header:offset + header + length]
+        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
+        payload += data[offset + header : offset + header + length]
         offset += header + length
         if kind in (1, 4):  # a whole record, or the last fragment of one
             record = wandb_internal_pb2.Record.FromString(payload)
@@ -275,8 +306,17 @@ def wandb_run_record(run_dir: Path):
 
 def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     sweep = tmp_path / "chunk-sweep"
-    command = [sys.executable, "launch/train.py", "-m", *TINY_SWEEP, f"env.dataset_dir={tiny_dataset_dir}",
-               "logger.mode=offline", "agent.chunk_length=1,2", f"hydra.sweep.dir={sweep}", "launcher=local"]
+    command = [
+        sys.executable,
+        "launch/train.py",
+        "-m",
+        *TINY_SWEEP,
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "logger.mode=offline",
+        "agent.chunk_length=1,2",
+        f"hydra.sweep.dir={sweep}",
+        "launcher=local",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = sorted(sweep.glob("qc_fql/pointmaze-medium-navigate-singletask-task1-v0/*"))
@@ -287,8 +327,13 @@ def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
         assert run.run_group == "chunk-sweep"
         assert {f"chunk_length={chunk_length}", "seed=0", "qc_fql"} <= set(run.tags)
 
-    result = subprocess.run([sys.executable, "launch/plot.py", str(sweep), "--out", str(tmp_path / "chunks")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "launch/plot.py", str(sweep), "--out", str(tmp_path / "chunks")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "chunks.png").stat().st_size > 10_000
     table = (tmp_path / "chunks.md").read_text().splitlines()

@@ -20,9 +20,17 @@ from tests.test_train import TINY, rows
 
 def make(behavior="flow", chunk_length=3, action_chunking=True, num_samples=5, **overrides):
     """Tiny networks and few sampling steps, so that compiling stays cheap."""
-    config = dict(algorithm="qc", chunk_length=chunk_length, action_chunking=action_chunking,
-                  hidden_dims=[8, 8], num_samples=num_samples, behavior=behavior, discount=DISCOUNT,
-                  flow_steps=4, diffusion_steps=4)
+    config = dict(
+        algorithm="qc",
+        chunk_length=chunk_length,
+        action_chunking=action_chunking,
+        hidden_dims=[8, 8],
+        num_samples=num_samples,
+        behavior=behavior,
+        discount=DISCOUNT,
+        flow_steps=4,
+        diffusion_steps=4,
+    )
     config.update(overrides)
     agent = agents.make_agent(config, seed=0, obs_dim=2, action_dim=2)
     # A target critic that differs from the online one, so the test sees which is used where.
@@ -99,8 +107,9 @@ def test_critic_loss_matches_numpy(q_agg, action_chunking):
     agent = make(q_agg=q_agg, action_chunking=action_chunking)
     # an independently initialised target critic, whose favourite candidates differ from the online one's
     dim = agent.policy_dim
-    agent = agent.replace(target_critic=agent.critic_net.init(jax.random.PRNGKey(9), jnp.zeros((1, 2)),
-                                                              jnp.zeros((1, dim))))
+    agent = agent.replace(
+        target_critic=agent.critic_net.init(jax.random.PRNGKey(9), jnp.zeros((1, 2)), jnp.zeros((1, dim)))
+    )
     batch = batch_for(3)
     noise = to_numpy(agent.draw_noise(jax.random.PRNGKey(3), 4))
     loss, info = jax.jit(agent.critic_loss)(batch, agent.params, noise)
@@ -195,15 +204,23 @@ def test_update_steps_adam_and_polyak_averages_the_target(behavior):
     agent = make(behavior)
     new, info = jax.jit(lambda a, b: a.update(b))(agent, batch_for(3))
     tau = agent.config.tau
-    expected = jax.tree_util.tree_map(lambda p, t: tau * p + (1 - tau) * t, new.params["critic"],
-                                      agent.target_critic)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                           new.target_critic, expected)
+    expected = jax.tree_util.tree_map(
+        lambda p, t: tau * p + (1 - tau) * t, new.params["critic"], agent.target_critic
+    )
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.target_critic, expected
+    )
     for name in ("critic", "behavior"):
         before, after = (jax.tree_util.tree_leaves(a.params[name])[0] for a in (agent, new))
         assert not np.allclose(before, after), name
-    assert set(info) == {"critic/critic_loss", "critic/q_mean", "critic/q_max", "critic/q_min",
-                         f"actor/bc_{behavior}_loss", "grad/norm"}
+    assert set(info) == {
+        "critic/critic_loss",
+        "critic/q_mean",
+        "critic/q_max",
+        "critic/q_min",
+        f"actor/bc_{behavior}_loss",
+        "grad/norm",
+    }
     assert all(np.isfinite(float(v)) for v in info.values())
 
 
@@ -243,27 +260,43 @@ def test_behaviour_model_keeps_both_modes_of_the_data(behavior):
     assert is_bimodal(samples), np.histogram(samples, bins=10, range=(-1, 1))[0]
 
 
-@pytest.mark.parametrize(("agent_name", "domain", "num_samples", "chunk_length", "action_chunking"), [
-    ("qc", "puzzle-3x3", 64, 5, True), ("qc", "cube-double", 32, 5, True), ("qc", "scene", 32, 5, True),
-    ("bfn", "puzzle-3x3", 4, 1, True), ("bfn", "cube-triple", 4, 1, True),
-    ("bfn_n", "cube-double", 4, 5, False),
-])
+@pytest.mark.parametrize(
+    ("agent_name", "domain", "num_samples", "chunk_length", "action_chunking"),
+    [
+        ("qc", "puzzle-3x3", 64, 5, True),
+        ("qc", "cube-double", 32, 5, True),
+        ("qc", "scene", 32, 5, True),
+        ("bfn", "puzzle-3x3", 4, 1, True),
+        ("bfn", "cube-triple", 4, 1, True),
+        ("bfn_n", "cube-double", 4, 5, False),
+    ],
+)
 def test_paper_settings_per_agent_and_domain(agent_name, domain, num_samples, chunk_length, action_chunking):
     cfg = compose_config(f"agent={agent_name}")
     values = settings.agent_settings(cfg, domain)
     assert (values["num_samples"], values["chunk_length"], values["action_chunking"]) == (
-        num_samples, chunk_length, action_chunking)
+        num_samples,
+        chunk_length,
+        action_chunking,
+    )
     config = agents.make_config(values)
     assert isinstance(config, qc.Config) and config.behavior == "flow" and config.q_agg == "mean"
     cfg.agent.num_samples = 7
     assert settings.agent_settings(cfg, domain)["num_samples"] == 7
 
 
-@pytest.mark.parametrize(("setting", "value", "message"), [
-    ("behavior", "gaussian", r"agent setting behavior='gaussian': expected one of \('flow', 'diffusion'\)"),
-    ("diffusion_sampler", "euler", r"diffusion_sampler='euler': expected one of \('ddpm', 'ddim'\)"),
-    ("num_samples", 0, r"invalid agent setting num_samples=0: expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        (
+            "behavior",
+            "gaussian",
+            r"agent setting behavior='gaussian': expected one of \('flow', 'diffusion'\)",
+        ),
+        ("diffusion_sampler", "euler", r"diffusion_sampler='euler': expected one of \('ddpm', 'ddim'\)"),
+        ("num_samples", 0, r"invalid agent setting num_samples=0: expected an integer >= 1"),
+    ],
+)
 def test_invalid_settings_fail_naming_the_setting(setting, value, message):
     with pytest.raises(ValueError, match=message):
         agents.make_config({"algorithm": "qc", setting: value})
@@ -272,9 +305,16 @@ def test_invalid_settings_fail_naming_the_setting(setting, value, message):
 @pytest.mark.parametrize("behavior", ["flow", "diffusion"])
 def test_offline_to_online_run_with_each_behaviour_model(tiny_dataset_dir, tmp_path, behavior):
     overrides = [
-        "agent=qc", f"agent.behavior={behavior}", "agent.num_samples=4", "agent.flow_steps=3",
-        "agent.diffusion_steps=3", "env=pointmaze", f"env.dataset_dir={tiny_dataset_dir}",
-        "env.download=false", "logger.mode=disabled", *TINY,
+        "agent=qc",
+        f"agent.behavior={behavior}",
+        "agent.num_samples=4",
+        "agent.flow_steps=3",
+        "agent.diffusion_steps=3",
+        "env=pointmaze",
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "env.download=false",
+        "logger.mode=disabled",
+        *TINY,
     ]
     cfg = compose_config(*overrides)
     run = train_module.train(cfg, tmp_path)

@@ -17,6 +17,7 @@ from agents import radt
 from buffers import trajectories
 from launch import train as train_module
 from launch.fused import fused_updates
+from launch.run import stack as stack_runs
 from launch.sequence_run import SequenceRun, context_window
 from tests import reference
 from tests.helpers import compose_config
@@ -526,10 +527,16 @@ def test_a_higher_target_return_gives_the_actions_that_earned_it(variant):
     )
     agent = agents.make_agent(config, seed=0, obs_dim=1, action_dim=2)
     agent = agent.with_statistics(*trajectories.observation_statistics(data))
-    agent, _, metrics, first_bad, _ = fused_updates(
-        agent, jax.random.PRNGKey(0), replay, jnp.int32(300), batch_size=32, online=False
+    agents_, _, metrics, first_bad, _ = fused_updates(
+        stack_runs([agent]),
+        jax.random.PRNGKey(0)[None],
+        stack_runs([replay]),
+        jnp.int32([300]),
+        batch_size=32,
+        online=False,
     )
-    assert int(first_bad) == -1 and float(metrics["actor/mse"]) < 0.05
+    agent = jax.tree_util.tree_map(lambda leaf: leaf[0], agents_)
+    assert int(first_bad[0]) == -1 and float(metrics["actor/mse"][0]) < 0.05
     states = list(np.random.default_rng(5).normal(size=(3, 1)).astype(np.float32))
     actions = [np.zeros(2, np.float32)] * 3
     high = context_window(states, actions, [0.0, 0.0, 0.0], 4)
@@ -586,8 +593,8 @@ def check_finished_run(run, run_dir):
     assert [row["step"] for row in logged if "online/episode_return" in row] == [32, 44]
     assert run.counters["env_step"] == 30 and run.checkpointer.latest_step() == 50
     # 4 dataset trajectories seeded 5 slots: the first episode fills the empty slot, the next replace seeds
-    assert np.asarray(run.replay.online.lengths)[[4, 0, 1]].tolist() == [12, 12, 6]
-    assert int(run.replay.online.count) == 7
+    assert np.asarray(run.replay.online.lengths)[0, [4, 0, 1]].tolist() == [12, 12, 6]
+    assert int(run.replay.online.count[0]) == 7
     assert run.agent.online
 
 

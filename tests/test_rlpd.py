@@ -240,8 +240,13 @@ def test_online_batches_are_half_offline_half_online():
     data = hand_built()
     data["actions"][:, 0] = 0.5
     replay = buffers.make_replay(
-        data, buffer_size=100, online_steps=50, offline_ratio=compose_config("agent=rlpd").offline_ratio
-    )
+        [data],
+        [0],
+        [0],
+        buffer_size=100,
+        online_steps=50,
+        offline_ratio=compose_config("agent=rlpd").offline_ratio,
+    ).of_run(0)
     rng = np.random.default_rng(1)
     states = rng.normal(size=(21, 2)).astype(np.float32)
     online = {
@@ -325,4 +330,4 @@ def test_tiny_online_only_run(name, chunk_length, bc_alpha, tiny_dataset_dir, tm
     assert any("online/actor/sac_loss" in row and "online/temperature/temperature" in row for row in logged)
     assert (run.agent.config.chunk_length, run.agent.config.bc_alpha) == (chunk_length, bc_alpha)
     assert run.counters["offline_step"] == 0 and run.counters["env_step"] == 40
-    assert int(run.replay.online.count) == 40 and run.replay.offline_ratio == 0.5
+    assert int(run.replay.online.count[0]) == 40 and run.replay.offline_ratio == 0.5

@@ -12,6 +12,7 @@ import pytest
 from hydra.errors import MissingConfigException
 
 import buffers
+from launch import run as run_module
 from launch import train as train_module
 from launch.fused import fused_updates
 from tests.helpers import compose_config
@@ -64,7 +65,7 @@ def test_offline_to_online_run_writes_metrics_wandb_and_checkpoints(tiny_dataset
     assert all(np.diff([row["time"] for row in logged]) >= 0)
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert run.checkpointer.latest_step() == 80
-    assert set(run.counters["success"]) == {"offline", "online"}
+    assert set(run.counters["runs"][0]["success"]) == {"offline", "online"}
 
 
 class Interrupt(Exception):
@@ -74,20 +75,20 @@ class Interrupt(Exception):
 def test_resumed_run_reaches_the_same_final_state(tiny_dataset_dir, tmp_path, monkeypatch):
     full = train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "full")
 
-    original_step = train_module.Run.train
+    original_step = run_module.Run.train
     calls = {"online": 0}
 
     def interrupting_train(self, num_updates, online):
         if online:
             calls["online"] += 1
-            if calls["online"] == 6:  # step 35: after the checkpoint at the episode end at step 30
+            if calls["online"] == 5:  # env step 25: after the checkpoint at env step 20, mid-episode
                 raise Interrupt
         return original_step(self, num_updates, online)
 
-    monkeypatch.setattr(train_module.Run, "train", interrupting_train)
+    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
     with pytest.raises(Interrupt):
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "resumed")
-    monkeypatch.setattr(train_module.Run, "train", original_step)
+    monkeypatch.setattr(run_module.Run, "train", original_step)
     with pytest.raises(FileExistsError, match="pass resume=true"):
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "resumed")
     resumed = train_module.train(tiny_config(tiny_dataset_dir, "resume=true"), tmp_path / "resumed")
@@ -102,34 +103,39 @@ def test_resumed_run_reaches_the_same_final_state(tiny_dataset_dir, tmp_path, mo
 def test_non_finite_loss_is_detected_at_its_update():
     data = hand_built()
     data["rewards"][:] = np.nan
-    replay = buffers.make_replay(data, 100, 10, None)
+    replay = buffers.make_replay([data], [0], [0], 100, 10, None)
     from agents import make_agent
 
     agent = make_agent({"algorithm": "qc_fql", "hidden_dims": [8], "chunk_length": 2}, 0, 2, 2)
     _, _, _, first_bad, bad = fused_updates(
-        agent, jax.random.PRNGKey(0), replay, jnp.int32(3), batch_size=4, online=False
+        run_module.stack([agent]),
+        jax.random.PRNGKey(0)[None],
+        replay,
+        jnp.int32([3]),
+        batch_size=4,
+        online=False,
     )
-    assert int(first_bad) == 0
-    assert bool(bad["critic/critic_loss"]) and not bool(bad["actor/bc_flow_loss"])
+    assert int(first_bad[0]) == 0
+    assert bool(bad["critic/critic_loss"][0]) and not bool(bad["actor/bc_flow_loss"][0])
 
 
 def test_nan_stops_the_run_naming_step_and_metric_and_keeps_the_checkpoint(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
     calls = {"n": 0}
-    original = train_module.fused_updates
+    original = run_module.fused_updates
 
     def poisoned(agent, rng, replay, num_updates, **kwargs):
         calls["n"] += 1
         agent, rng, metrics, first_bad, bad = original(agent, rng, replay, num_updates, **kwargs)
         if calls["n"] == 3:  # the third dispatch of 10 updates goes bad at its 4th update: step 24
-            first_bad = jnp.int32(3)
-            bad = {key: jnp.asarray(key == "critic/critic_loss") for key in bad}
+            first_bad = jnp.int32([3])
+            bad = {key: jnp.asarray([key == "critic/critic_loss"]) for key in bad}
         return agent, rng, metrics, first_bad, bad
 
-    monkeypatch.setattr(train_module, "fused_updates", poisoned)
+    monkeypatch.setattr(run_module, "fused_updates", poisoned)
     with pytest.raises(
-        train_module.NonFiniteLossError, match=r"non-finite critic/critic_loss at offline update step 24"
+        run_module.NonFiniteLossError, match=r"non-finite critic/critic_loss at offline update step 24"
     ):
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

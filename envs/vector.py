@@ -1,0 +1,84 @@
+"""One environment per run of a vector, stepped in parallel worker processes (gymnasium's vector envs).
+
+Episodes never reset on their own (autoreset disabled): the train loop resets each run's env with that
+run's episode seed when its episode ends, so run i of a vector sees exactly the episodes it would alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+from collections.abc import Sequence
+
+import gymnasium
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from envs.suite import make_env
+
+
+class ReplayOnReset(gymnasium.Wrapper):
+    """`reset(seed=s)` followed by the actions set in `pending_actions`, consumed by that reset.
+
+    A checkpoint taken mid-episode stores the episode's reset seed and actions; replaying them on the
+    deterministic env restores its exact state, so a run resumes from any step, not only episode ends.
+    """
+
+    def __init__(self, env: gymnasium.Env):
+        super().__init__(env)
+        self.pending_actions: list = []
+
+    def reset(self, *, seed=None, options=None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        actions, self.pending_actions = self.pending_actions, []
+        for action in actions:
+            observation, _, terminated, truncated, info = self.env.step(np.asarray(action, np.float32))
+            if terminated or truncated:
+                raise RuntimeError("a replayed episode ended before its recorded actions did")
+        return observation, info
+
+
+def _make_replayable(env_cfg: dict) -> gymnasium.Env:
+    return ReplayOnReset(make_env(env_cfg))
+
+
+def make_vector_env(env_cfgs: Sequence[dict]) -> gymnasium.vector.VectorEnv:
+    """A vector of one env per config (plain dicts of configs/env keys), in worker processes when more
+    than one (a single env needs no process of its own)."""
+    env_fns = [functools.partial(_make_replayable, dict(env_cfg)) for env_cfg in env_cfgs]
+    if len(env_fns) == 1:
+        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.DISABLED)
+    # forkserver: a clean process to fork workers from (forking the trainer would copy JAX's threads)
+    return AsyncVectorEnv(
+        env_fns,
+        autoreset_mode=AutoresetMode.DISABLED,
+        context="forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn",
+    )
+
+
+def reset_runs(
+    vector_env: gymnasium.vector.VectorEnv,
+    observations: np.ndarray,
+    runs: Sequence[int],
+    seeds: Sequence[int],
+    replay_actions: Sequence[list] | None = None,
+) -> np.ndarray:
+    """Reset the envs of `runs` with `seeds` (then replay `replay_actions[k]` on run k's env, when given);
+    returns `observations` with those runs' rows replaced."""
+    if not len(runs):
+        return observations
+    num = vector_env.num_envs
+    mask = np.zeros(num, bool)
+    mask[list(runs)] = True
+    all_seeds: list = [None] * num
+    for run, seed in zip(runs, seeds, strict=True):
+        all_seeds[run] = int(seed)
+    if replay_actions is not None:
+        pending: list = [[] for _ in range(num)]
+        for run, actions in zip(runs, replay_actions, strict=True):
+            pending[run] = actions
+        vector_env.set_attr("pending_actions", pending)
+    reset_observations, _ = vector_env.reset(seed=all_seeds, options={"reset_mask": mask})
+    observations = np.array(observations, copy=True)
+    observations[mask] = reset_observations[mask]
+    return observations

@@ -1,0 +1,514 @@
+"""The offline-to-online protocol for a vector of runs (Li, Zhou & Levine 2025, "Offline-to-online protocol").
+
+`seed` and `env.task` may be lists: every (task, seed) pair is a run, and all of them train in this one
+process. A scalar seed and task make a vector of one, through the same code.
+
+1. Offline: `offline_steps` updates on chunks of the dataset, fused `updates_per_dispatch` at a time and
+   `jax.vmap`-ed over the runs.
+2. Online: `online_steps` environment steps, one env per run stepped in parallel worker processes. Each
+   policy query returns a chunk whose first `agent.execution_length` actions run open-loop (the queue is
+   cleared on reset); transitions go to the run's own replay; after `start_training` steps, `utd_ratio`
+   updates per step are owed, and a run catches up on them when its chunk is done, its episode ends, or
+   the step is a multiple of a log, evaluation or save interval (so every run of a vector updates, evaluates
+   and saves exactly when it would alone).
+Evaluation every `eval_interval` steps and at the end of each phase; checkpoints every `save_interval`, from
+which a run resumes exactly (an open episode is replayed from its reset seed and recorded actions).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from tqdm import tqdm
+
+import agents
+import buffers
+import envs
+from launch import settings
+from launch.checkpoints import Checkpointer
+from launch.evaluation import episode_seed, evaluate_runs
+from launch.fused import act_runs, env_transitions, fused_updates, insert
+from launch.logger import METRICS_FILE, Logger
+
+log = logging.getLogger(__name__)
+
+# episode_seed purposes
+ONLINE_EPISODES = 0
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or metric became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One run of a vector: its own config (scalar seed and task) and its own directory."""
+
+    cfg: DictConfig
+    run_dir: Path
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    @property
+    def task(self):
+        return self.cfg.env.get("task")
+
+    @property
+    def env_cfg(self) -> dict:
+        return OmegaConf.to_container(self.cfg.env, resolve=True)
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+
+
+def is_vector(cfg: DictConfig) -> bool:
+    """Whether `seed` or `env.task` is a list (a vector of runs, even of one)."""
+    return isinstance(cfg.seed, ListConfig) or isinstance(cfg.env.get("task"), ListConfig)
+
+
+def vector_members(cfg: DictConfig, run_dir: Path) -> list[Member]:
+    """The runs of `cfg`: one per (task, seed) pair of the lists, in directories `task<T>_seed<S>/`
+    (`seed<S>/` for envs without tasks); a scalar seed and task make one run in `run_dir` itself."""
+    if not is_vector(cfg):
+        return [Member(cfg, run_dir)]
+    seeds, tasks = as_list(cfg.seed), as_list(cfg.env.get("task"))
+    for key, values in (("seed", seeds), ("env.task", tasks)):
+        if len(set(values)) != len(values) or not all(isinstance(v, int) or v is None for v in values):
+            raise ValueError(f"invalid setting {key}={values}: expected distinct integers")
+    members = []
+    for task in tasks:
+        for seed in seeds:
+            member_cfg = copy.deepcopy(cfg)
+            with open_dict(member_cfg):
+                member_cfg.seed = seed
+                if task is not None:
+                    member_cfg.env.task = task
+            name = f"seed{seed}" if task is None else f"task{task}_seed{seed}"
+            members.append(Member(member_cfg, run_dir / name))
+    return members
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """W&B tags that dashboards group by."""
+    return [
+        cfg.agent.name,
+        cfg.env.name,
+        f"chunk_length={cfg.agent.chunk_length}",
+        f"task={cfg.env.get('task')}",
+        f"seed={cfg.seed}",
+    ]
+
+
+def next_multiple(step: int, interval: int) -> int:
+    """The first multiple of `interval` strictly after `step`."""
+    return (step // interval + 1) * interval
+
+
+def stack(trees: list):
+    """Pytrees of one structure stacked on a new leading run axis. The static parts (e.g. an agent's
+    optimiser functions) are the first tree's: equal in behaviour, if not in identity, across the runs."""
+    treedef = jax.tree_util.tree_structure(trees[0])
+    leaves = [jax.tree_util.tree_leaves(tree) for tree in trees]
+    return jax.tree_util.tree_unflatten(treedef, [jnp.stack(column) for column in zip(*leaves, strict=True)])
+
+
+def _row_step(line: str) -> int:
+    return json.loads(line)["step"]
+
+
+class Run:
+    """The state of a vector of training runs and the few operations the protocol is made of."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.members = vector_members(cfg, run_dir)
+        first = self.members[0].cfg
+        self.agent_settings = settings.agent_settings(first, envs.domain_of(first.env.name))
+        self.build()
+        # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
+        self.offline_steps = cfg.offline_steps if self.agent_config.offline_pretraining else 0
+        self.rng = stack([jax.random.PRNGKey(member.seed + 1) for member in self.members])
+        self.counters = {
+            "phase": "offline",
+            "offline_step": 0,
+            "env_step": 0,
+            "elapsed": 0.0,
+            "eval_round": 0,
+            "runs": [{"episode": 0, "success": {}, "online": None} for _ in self.members],
+        }
+        self.checkpointer = Checkpointer(run_dir)
+        self._vector_envs: dict = {}
+        self._resume_or_refuse()
+        self.loggers = [self._logger(member) for member in self.members]
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.members)
+
+    @property
+    def agent_config(self):
+        return agents.make_config(self.agent_settings)
+
+    # ---- building ----------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """The runs' agents and their replay (sequence agents build theirs differently: sequence_run.py)."""
+        cfg = self.cfg
+        datasets, dataset_index, task_rows = self.load_datasets()
+        obs_dim = datasets[0]["observations"].shape[-1]
+        action_dim = datasets[0]["actions"].shape[-1]
+        self.agent = stack(
+            [agents.make_agent(self.agent_settings, m.seed, obs_dim, action_dim) for m in self.members]
+        )
+        self.replay = buffers.make_replay(
+            datasets, dataset_index, task_rows, cfg.buffer_size, cfg.online_steps, cfg.offline_ratio
+        )
+        log.info(
+            "replay: %d runs; %d offline transitions (%d distinct datasets, %d tasks) stored once; "
+            "%.1f MiB on %s",
+            self.num_runs,
+            self.replay.offline.count,
+            len(datasets),
+            self.replay.offline.rewards.shape[0],
+            buffers.nbytes(self.replay) / 2**20,
+            jax.devices()[0].platform,
+        )
+
+    def load_datasets(self) -> tuple[list[dict], list[int], list[int]]:
+        """Each distinct dataset file of the runs once, with a reward and mask row per task of the vector
+        (OGBench's single-task relabelling); which dataset and row each run uses.
+
+        A file's name does not depend on the task, so the runs reading one file cover every task.
+        """
+        tasks = sorted({member.task for member in self.members}, key=str)
+        paths = [envs.resolve_dataset(member.cfg.env, member.seed) for member in self.members]
+        files = list(dict.fromkeys(paths))
+        datasets = []
+        for path in files:
+            labelled = []
+            for task in tasks:
+                member = next(
+                    m for m, p in zip(self.members, paths, strict=True) if p == path and m.task == task
+                )
+                env, eval_env, train, _ = envs.make_env_and_datasets(member.env_cfg, member.seed)
+                env.close()
+                eval_env.close()
+                labelled.append(train)
+            dataset = labelled[0]
+            dataset["rewards"] = np.stack([train["rewards"] for train in labelled])
+            dataset["masks"] = np.stack([train["masks"] for train in labelled])
+            datasets.append(dataset)
+        dataset_index = [files.index(path) for path in paths]
+        return datasets, dataset_index, [tasks.index(member.task) for member in self.members]
+
+    def _logger(self, member: Member) -> Logger:
+        (member.run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        logger_cfg = member.cfg.logger
+        if self.num_runs > 1 and logger_cfg.group is None:  # a vector's runs share one W&B group
+            logger_cfg = OmegaConf.merge(logger_cfg, {"group": self.run_dir.name})
+        if member.run_dir != self.run_dir:  # Hydra writes the config of a single run; a member's is here
+            OmegaConf.save(member.cfg, member.run_dir / ".hydra" / "config.yaml", resolve=True)
+        config = OmegaConf.to_container(member.cfg, resolve=True)
+        config["agent"] = self.agent_settings
+        return Logger(
+            member.run_dir,
+            config,
+            logger_cfg,
+            run_tags(member.cfg),
+            elapsed_offset=self.counters["elapsed"],
+        )
+
+    def vector_env(self, purpose: str):
+        """The runs' envs for `purpose` ("online" or "eval"), made on first use."""
+        if purpose not in self._vector_envs:
+            self._vector_envs[purpose] = envs.make_vector_env([member.env_cfg for member in self.members])
+        return self._vector_envs[purpose]
+
+    # ---- bookkeeping -------------------------------------------------------------------------------------
+
+    @property
+    def global_step(self) -> int:
+        """x-axis of every curve: updates offline, then offline_steps + environment steps online."""
+        return self.counters["offline_step"] + self.counters["env_step"]
+
+    @property
+    def state(self) -> dict:
+        return {"agent": self.agent, "replay": self.replay.run_part(), "rng": self.rng}
+
+    def _resume_or_refuse(self) -> None:
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            if self.cfg.resume:
+                log.info("resume=true but %s holds no checkpoint: starting from scratch", self.run_dir)
+            for member in self.members:
+                (member.run_dir / METRICS_FILE).unlink(missing_ok=True)
+            return
+        if not self.cfg.resume:
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints (latest step {latest}); pass resume=true to "
+                "continue that run, or choose another run dir with hydra.run.dir=..."
+            )
+        state, self.counters = self.checkpointer.restore(self.state)
+        self.agent, self.rng = state["agent"], state["rng"]
+        self.replay = self.replay.with_run_part(state["replay"])
+        for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
+            metrics = member.run_dir / METRICS_FILE
+            if metrics.exists():
+                rows = [line for line in metrics.read_text().splitlines() if _row_step(line) <= latest]
+                metrics.write_text("".join(row + "\n" for row in rows))
+        log.info("resumed from step %d (%s phase)", latest, self.counters["phase"])
+
+    def save(self) -> None:
+        self.counters["elapsed"] = self.loggers[0].elapsed
+        self.checkpointer.save(self.global_step, self.state, self.counters)
+
+    def log(self, metrics: list[dict], phase: str) -> None:
+        """Each run's metrics to its own logger."""
+        for logger, run_metrics in zip(self.loggers, metrics, strict=True):
+            if run_metrics:
+                logger.log(run_metrics, self.global_step, phase)
+
+    def train(self, num_updates: list[int], online: bool) -> list[dict]:
+        """Fused updates, `num_updates[i]` for run i; stops at the first non-finite metric, naming the run
+        and the update step. Returns each run's mean metrics ({} for a run given no update)."""
+        self.agent, self.rng, metrics, first_bad, bad = fused_updates(
+            self.agent,
+            self.rng,
+            self.replay,
+            jnp.asarray(num_updates, jnp.int32),
+            batch_size=self.cfg.batch_size,
+            online=online,
+        )
+        metrics, first_bad, bad = jax.device_get((metrics, first_bad, bad))
+        for index in np.flatnonzero(first_bad >= 0):
+            names = ", ".join(sorted(name for name, flags in bad.items() if flags[index]))
+            bad_update = int(first_bad[index])
+            if online:
+                where = f"online update {bad_update + 1} of {num_updates[index]} at step {self.global_step}"
+            else:
+                where = f"offline update step {self.counters['offline_step'] + bad_update + 1}"
+            run = f" in run {self.members[index].run_dir.name}" if self.num_runs > 1 else ""
+            raise NonFiniteLossError(
+                f"non-finite {names} at {where}{run}; the last good checkpoint in "
+                f"{self.checkpointer.directory} is kept (resume=true restarts from it)"
+            )
+        return [
+            {key: float(value[index]) for key, value in metrics.items()} if num_updates[index] else {}
+            for index in range(self.num_runs)
+        ]
+
+    def evaluate(self, phase: str) -> float:
+        """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
+        round_index = self.counters["eval_round"]
+        results, videos = evaluate_runs(
+            act_runs,
+            self.agent,
+            self.vector_env("eval"),
+            [member.seed for member in self.members],
+            self.cfg.eval_episodes,
+            round_index,
+            self.execution_length,
+            self.cfg.eval.video_episodes,
+        )
+        self.counters["eval_round"] += 1
+        for counters, metrics in zip(self.counters["runs"], results, strict=True):
+            counters["success"][phase] = metrics["eval/success"]
+        self.log(results, phase)
+        for logger, run_videos in zip(self.loggers, videos, strict=True):
+            for index, frames in enumerate(run_videos):
+                logger.log_video(f"eval/video_{index}", frames, self.global_step)
+        return float(np.mean([metrics["eval/success"] for metrics in results]))
+
+    @property
+    def execution_length(self) -> int | None:
+        """Actions of each chunk executed before the policy is queried again (None: the whole chunk)."""
+        return self.cfg.agent.get("execution_length")
+
+    # ---- the two phases ----------------------------------------------------------------------------------
+
+    def offline_phase(self) -> None:
+        cfg = self.cfg
+        bar = tqdm(
+            total=self.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd"
+        )
+        while self.counters["offline_step"] < self.offline_steps:
+            step = self.counters["offline_step"]
+            boundary = min(
+                next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
+            )
+            num_updates = min(cfg.updates_per_dispatch, boundary - step, self.offline_steps - step)
+            metrics = self.train([num_updates] * self.num_runs, online=False)
+            self.counters["offline_step"] = step = step + num_updates
+            bar.update(num_updates)
+            last = step == self.offline_steps
+            if step % cfg.log_interval == 0 or last:
+                self.log([{f"offline/{k}": v for k, v in run.items()} for run in metrics], "offline")
+            if step % cfg.eval_interval == 0 or last:
+                bar.set_postfix(success=self.evaluate("offline"))
+            if step % cfg.save_interval == 0 or last:
+                self.save()
+        bar.close()
+
+    def online_phase(self) -> None:
+        cfg = self.cfg
+        counters = self.counters
+        counters["phase"] = "online"
+        vector_env = self.vector_env("online")
+        runs = OnlineRuns(self, vector_env)
+        bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
+        intervals = (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
+        upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
+        while True:
+            step = counters["env_step"]
+            last = step == cfg.online_steps
+            reached = [step >= due or last for due in upcoming]
+            runs.catch_up(every_run=any(reached))
+            if any(reached):
+                bar.update(step - bar.n)
+                if reached[0]:
+                    self.log([{f"online/{k}": v for k, v in run.items()} for run in runs.metrics], "online")
+                if reached[1]:
+                    bar.set_postfix(success=self.evaluate("online"))
+                if reached[2]:
+                    counters["runs"] = runs.saved_counters()
+                    self.save()
+                upcoming = [
+                    next_multiple(step, i) if hit else u
+                    for i, hit, u in zip(intervals, reached, upcoming, strict=True)
+                ]
+            if last:
+                break
+            runs.step()
+        bar.close()
+
+    def close(self) -> None:
+        for vector_env in self._vector_envs.values():
+            vector_env.close()
+        for logger in self.loggers:
+            logger.close()
+        self.checkpointer.close()
+
+
+class OnlineRuns:
+    """The host side of the online phase: each run's env observation, chunk queue, owed updates and open
+    episode, stepped together."""
+
+    def __init__(self, run: Run, vector_env):
+        self.run, self.vector_env = run, vector_env
+        cfg = run.cfg
+        self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
+        saved = [counters["online"] or {} for counters in run.counters["runs"]]
+        self.queues = [[np.asarray(a, np.float32) for a in s.get("queue", [])] for s in saved]
+        self.owed = [s.get("owed", 0) for s in saved]
+        self.returns = [s.get("return", 0.0) for s in saved]
+        self.episode_actions = [s.get("actions", []) for s in saved]
+        self.random_actions = cfg.random_action_steps
+        self.metrics: list[dict] = [{} for _ in run.members]  # each run's latest update metrics
+        shape = vector_env.single_observation_space.shape
+        self.observations = np.zeros((run.num_runs,) + shape, np.float32)
+        self.observations = envs.reset_runs(
+            vector_env,
+            self.observations,
+            range(run.num_runs),
+            [self.episode_seed(index) for index in range(run.num_runs)],
+            self.episode_actions,
+        )
+        for index, s in enumerate(saved):
+            if "observation" in s and not np.array_equal(self.observations[index], s["observation"]):
+                raise RuntimeError(
+                    f"resuming {run.members[index].run_dir}: replaying the open episode's actions did not "
+                    "reproduce its state; the env is not deterministic given its reset seed and actions"
+                )
+
+    def catch_up(self, every_run: bool) -> None:
+        """The owed updates of each run whose chunk is done (of every run, at an interval step), in one
+        dispatch; the other runs wait for the end of their chunk, as they would alone."""
+        counts = [
+            owed if (every_run or not queue) else 0
+            for owed, queue in zip(self.owed, self.queues, strict=True)
+        ]
+        if not any(counts):
+            return
+        for index, metrics in enumerate(self.run.train(counts, online=True)):
+            if counts[index]:
+                self.metrics[index] = metrics
+                self.owed[index] = 0
+
+    def episode_seed(self, index: int) -> int:
+        member = self.run.members[index]
+        return episode_seed(member.seed, ONLINE_EPISODES, self.run.counters["runs"][index]["episode"])
+
+    def saved_counters(self) -> list[dict]:
+        """The per-run counters with the open episode, for a checkpoint (JSON)."""
+        saved = []
+        for index, counters in enumerate(self.run.counters["runs"]):
+            online = {
+                "queue": [action.tolist() for action in self.queues[index]],
+                "owed": self.owed[index],
+                "return": self.returns[index],
+                "actions": self.episode_actions[index],
+                "observation": self.observations[index].tolist(),
+            }
+            saved.append({**counters, "online": online})
+        return saved
+
+    def refill(self, step: int) -> None:
+        """A new chunk for every run whose queue is empty, from one policy query."""
+        empty = [index for index, queue in enumerate(self.queues) if not queue]
+        if not empty:
+            return
+        if step < self.random_actions:
+            for index in empty:
+                rng = np.random.default_rng([self.run.members[index].seed, step])
+                self.queues[index] = [rng.uniform(-1, 1, self.vector_env.single_action_space.shape)]
+            return
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.act_keys, step)
+        chunks = np.asarray(act_runs(self.run.agent, self.observations, keys))
+        for index in empty:
+            self.queues[index] = list(chunks[index][: self.run.execution_length])
+
+    def step(self) -> None:
+        run, cfg, counters = self.run, self.run.cfg, self.run.counters
+        step = counters["env_step"]
+        self.refill(step)
+        actions = np.stack([np.asarray(queue.pop(0), np.float32) for queue in self.queues])
+        next_observations, rewards, terminated, truncated, infos = self.vector_env.step(actions)
+        run.replay = insert(
+            run.replay,
+            env_transitions(self.observations, actions, rewards, terminated, truncated, next_observations),
+        )
+        counters["env_step"] = step = step + 1
+        self.observations = np.asarray(next_observations, np.float32)
+        ended = []
+        for index in range(run.num_runs):
+            self.owed[index] += cfg.utd_ratio if step >= cfg.start_training else 0
+            self.returns[index] += float(rewards[index])
+            self.episode_actions[index].append(actions[index].tolist())
+            if terminated[index] or truncated[index]:
+                run.loggers[index].log(
+                    {
+                        "online/episode_return": self.returns[index],
+                        "online/episode_length": len(self.episode_actions[index]),
+                        "online/success": float(infos["success"][index]),
+                    },
+                    run.global_step,
+                    "online",
+                )
+                counters["runs"][index]["episode"] += 1
+                self.queues[index], self.returns[index], self.episode_actions[index] = [], 0.0, []
+                ended.append(index)
+        self.observations = envs.reset_runs(
+            self.vector_env, self.observations, ended, [self.episode_seed(index) for index in ended]
+        )

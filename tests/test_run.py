@@ -1,0 +1,104 @@
+"""Vectors of runs (launch/run.py): each run of a vector is the run it would have been alone."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from launch import run as run_module
+from launch import train as train_module
+from tests.helpers import compose_config
+
+TINY = [
+    "agent.hidden_dims=[16,16]",
+    "batch_size=16",
+    "offline_steps=10",
+    "online_steps=20",
+    "start_training=5",
+    "eval_interval=10",
+    "eval_episodes=1",
+    "log_interval=5",
+    "save_interval=10",
+    "updates_per_dispatch=5",
+    "env.max_episode_steps=8",
+    "buffer_size=2000",
+]
+AGENT_OVERRIDES = {
+    "qc_fql": [],
+    "qc": ["agent.num_samples=4", "agent.flow_steps=3"],
+    "rlpd": ["random_action_steps=5", "agent.num_qs=2"],
+}
+
+
+def tiny_config(dataset_dir, agent, *overrides):
+    return compose_config(
+        f"agent={agent}",
+        "env=pointmaze",
+        f"env.dataset_dir={dataset_dir}",
+        "env.download=false",
+        "logger.mode=disabled",
+        *TINY,
+        *AGENT_OVERRIDES[agent],
+        *overrides,
+    )
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_rows(vector_rows: list[dict], single_rows: list[dict]):
+    assert len(vector_rows) == len(single_rows) > 0
+    for got, expected in zip(vector_rows, single_rows, strict=True):
+        assert got.keys() == expected.keys()
+        assert (got["step"], got["phase"]) == (expected["step"], expected["phase"])
+        for key in got.keys() - {"step", "phase", "time"}:
+            if key.endswith("success"):
+                assert got[key] == expected[key], key
+            else:
+                np.testing.assert_allclose(got[key], expected[key], rtol=2e-4, atol=1e-5, err_msg=key)
+
+
+def test_lists_make_one_member_per_task_and_seed(tmp_path):
+    cfg = compose_config("seed=[0,1,2]", "env.task=[1,3]")
+    members = run_module.vector_members(cfg, tmp_path)
+    assert [(m.task, m.seed) for m in members] == [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
+    assert members[4].run_dir == tmp_path / "task3_seed1"
+    assert members[4].cfg.env.name == "cube-double-play-singletask-task3-v0"
+    assert run_module.vector_members(compose_config("seed=4"), tmp_path)[0].run_dir == tmp_path
+    with pytest.raises(ValueError, match=r"invalid setting seed=\[1, 1\]: expected distinct integers"):
+        run_module.vector_members(compose_config("seed=[1,1]"), tmp_path)
+
+
+def test_sequence_agents_refuse_lists_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="agent.algorithm=radt trains one run per process"):
+        train_module.train(
+            compose_config("agent=radt", "seed=[0,1]", "env.dataset_dir=/nonexistent"), tmp_path
+        )
+
+
+@pytest.mark.parametrize("agent", ["qc_fql", "qc", "rlpd"])
+def test_each_run_of_a_vector_equals_the_run_alone(tiny_dataset_dir, tmp_path, agent):
+    """2 tasks x 2 seeds in one process against the four single runs: offline and online losses, episode
+    returns and evaluation successes, row by row."""
+    vector = train_module.train(
+        tiny_config(tiny_dataset_dir, agent, "seed=[0,1]", "env.task=[1,2]"), tmp_path / "vector"
+    )
+    assert vector.replay.offline.rewards.shape[0] == 2  # the dataset once, a reward row per task
+    for index, member in enumerate(vector.members):
+        alone = train_module.train(
+            tiny_config(tiny_dataset_dir, agent, f"seed={member.seed}", f"env.task={member.task}"),
+            tmp_path / f"alone{index}",
+        )
+        saved = OmegaConf.load(member.run_dir / ".hydra" / "config.yaml")
+        assert (saved.seed, saved.env.task) == (member.seed, member.task)
+        assert_same_rows(rows(member.run_dir), rows(tmp_path / f"alone{index}"))
+        member_params = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], vector.agent.params)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b[0], rtol=1e-3, atol=1e-5),
+            member_params,
+            alone.agent.params,
+        )
