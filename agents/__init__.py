@@ -19,6 +19,7 @@ ALGORITHMS = {
     "qc": "agents.qc",  # QC (best-of-N), BFN, BFN-n
     "rlpd": "agents.rlpd",  # RLPD, RLPD-AC, QC-RLPD
     "radt": "agents.radt",  # RADT, DT
+    "dqc": "agents.dqc",  # DQC and its ablations QC, NS, OS (goal-conditioned reach or reward returns)
 }
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import behavior as bm
+from agents import best_of_n as bon
 from agents import critic as td
 from agents.config import AgentConfig
 from agents.networks import Critic
@@ -42,8 +43,12 @@ class Config(AgentConfig):
     diffusion_sampler: str = "ddpm"
 
     def __post_init__(self):
-        choices = {"behavior": bm.BEHAVIORS, "diffusion_schedule": bm.DIFFUSION_SCHEDULES,
-                   "diffusion_sampler": bm.DIFFUSION_SAMPLERS, "q_agg": ("mean", "min")}
+        choices = {
+            "behavior": bm.BEHAVIORS,
+            "diffusion_schedule": bm.DIFFUSION_SCHEDULES,
+            "diffusion_sampler": bm.DIFFUSION_SAMPLERS,
+            "q_agg": ("mean", "min"),
+        }
         for name, valid in choices.items():
             value = getattr(self, name)
             if value not in valid:
@@ -95,25 +100,21 @@ class Agent(flax.struct.PyTreeNode):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def _repeat(self, observations: jax.Array) -> jax.Array:
-        """(batch, obs_dim) -> (batch, num_samples, obs_dim): each candidate beside its observation."""
-        batch, obs_dim = observations.shape
-        return jnp.broadcast_to(observations[:, None], (batch, self.config.num_samples, obs_dim))
-
     def candidates(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
         """num_samples clipped behaviour samples per observation, all in one batched call.
 
         observations: (batch, obs_dim); noise: behavior.sampling_noise(key, (batch, num_samples))
         -> (batch, num_samples, policy_dim)
         """
-        return self.behavior.sample(params["behavior"], self._repeat(observations), noise)
+        repeated = bon.repeat(observations, self.config.num_samples)
+        return self.behavior.sample(params["behavior"], repeated, noise)
 
     def best_of_n(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
         """The candidate with the highest online Q (ensemble reduced by q_agg): (batch, policy_dim)."""
         candidates = self.candidates(params, observations, noise)
-        qs = self.critic_net.apply(params["critic"], self._repeat(observations), candidates)
-        best = jnp.argmax(td.aggregate(qs, self.config.q_agg), axis=1)
-        return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0]
+        repeated = bon.repeat(observations, self.config.num_samples)
+        qs = self.critic_net.apply(params["critic"], repeated, candidates)
+        return bon.select(candidates, td.aggregate(qs, self.config.q_agg))
 
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.

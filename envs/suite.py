@@ -43,7 +43,11 @@ def env_id_of(name: str) -> str:
 
 
 def dataset_name_of(name: str) -> str:
-    """OGBench's dataset name: 'cube-double-play-singletask-task2-v0' -> 'cube-double-play-v0'."""
+    """OGBench's dataset name: 'cube-double-play-singletask-task2-v0' -> 'cube-double-play-v0'; the
+    goal-conditioned 'cube-double-play-oraclerep-v0' (envs/goal_conditioned.py) reads the same file."""
+    splits = name.split("-")
+    if "oraclerep" in splits:
+        return "-".join(word for word in splits if word != "oraclerep")
     splits, pos = _single_task_splits(name)
     return "-".join(splits[:pos] + splits[-1:])
 

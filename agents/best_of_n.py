@@ -1,0 +1,25 @@
+"""Best-of-N action selection: draw N candidates per observation, keep the one a critic scores highest.
+
+Shared by QC (agents/qc.py) and DQC (agents/dqc.py); the agents differ only in which inputs the behaviour
+model and the critic see.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def repeat(observations: jax.Array, num_samples: int) -> jax.Array:
+    """(batch, dim) -> (batch, num_samples, dim): each candidate beside its observation."""
+    batch, dim = observations.shape
+    return jnp.broadcast_to(observations[:, None], (batch, num_samples, dim))
+
+
+def select(candidates: jax.Array, scores: jax.Array) -> jax.Array:
+    """The highest-scoring candidate of each row (the first on ties).
+
+    candidates: (batch, num_samples, dim); scores: (batch, num_samples) -> (batch, dim)
+    """
+    best = jnp.argmax(scores, axis=1)
+    return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0]
