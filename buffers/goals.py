@@ -146,6 +146,13 @@ class GoalReplay(flax.struct.PyTreeNode):
     p_current: float = flax.struct.field(pytree_node=False, default=P_CURRENT)
     p_future: float = flax.struct.field(pytree_node=False, default=P_FUTURE)
 
+    def run_part(self) -> tuple:
+        """Nothing is a run's own: the runs of a vector share the dataset (offline only)."""
+        return ()
+
+    def with_run_part(self, part: tuple) -> GoalReplay:
+        return self
+
     def sample(
         self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
     ) -> dict:

@@ -1,5 +1,6 @@
 """Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles)."""
 
+from envs import goal_conditioned
 from envs.datasets import (
     ResolvedDataset,
     locate_dataset,
@@ -16,6 +17,7 @@ __all__ = [
     "DatasetError",
     "ResolvedDataset",
     "dataset_file_name",
+    "goal_conditioned",
     "domain_of",
     "generate_dataset",
     "locate_dataset",

@@ -165,26 +165,44 @@ class Run:
 
     def build(self) -> None:
         """The runs' agents and their replay (sequence agents build theirs differently: sequence_run.py)."""
-        cfg = self.cfg
-        datasets, dataset_index, task_rows = self.load_datasets()
-        obs_dim = datasets[0]["observations"].shape[-1]
-        action_dim = datasets[0]["actions"].shape[-1]
+        if self.cfg.env.get("goal_conditioned"):
+            self.replay, obs_dim, action_dim = self.goal_replay()
+        else:
+            datasets, dataset_index, task_rows = self.load_datasets()
+            obs_dim = datasets[0]["observations"].shape[-1]
+            action_dim = datasets[0]["actions"].shape[-1]
+            self.replay = buffers.make_replay(
+                datasets,
+                dataset_index,
+                task_rows,
+                self.cfg.buffer_size,
+                self.cfg.online_steps,
+                self.cfg.offline_ratio,
+            )
         self.agent = stack(
             [agents.make_agent(self.agent_settings, m.seed, obs_dim, action_dim) for m in self.members]
         )
-        self.replay = buffers.make_replay(
-            datasets, dataset_index, task_rows, cfg.buffer_size, cfg.online_steps, cfg.offline_ratio
-        )
         log.info(
-            "replay: %d runs; %d offline transitions (%d distinct datasets, %d tasks) stored once; "
-            "%.1f MiB on %s",
+            "replay: %d runs; %.1f MiB on %s (the offline data stored once)",
             self.num_runs,
-            self.replay.offline.count,
-            len(datasets),
-            self.replay.offline.rewards.shape[0],
             buffers.nbytes(self.replay) / 2**20,
             jax.devices()[0].platform,
         )
+
+    def goal_replay(self) -> tuple:
+        """The goal-relabelled replay of an oraclerep dataset (offline only), shared by every run, and the
+        agent's input sizes: the observation followed by the goal representation."""
+        paths = {envs.resolve_dataset(member.cfg.env, member.seed) for member in self.members}
+        if len(paths) > 1:
+            raise ValueError(
+                f"a goal-conditioned vector trains on one dataset, found {sorted(map(str, paths))}"
+            )
+        member = self.members[0]
+        env, eval_env, train, _ = envs.goal_conditioned.make_env_and_datasets(member.env_cfg, member.seed)
+        env.close()
+        eval_env.close()
+        obs_dim = train["observations"].shape[-1] + train["oracle_reps"].shape[-1]
+        return buffers.make_goal_replay(train), obs_dim, train["actions"].shape[-1]
 
     def load_datasets(self) -> tuple[list[dict], list[int], list[int]]:
         """Each distinct dataset file of the runs once, with a reward and mask row per task of the vector
@@ -365,6 +383,8 @@ class Run:
         cfg = self.cfg
         counters = self.counters
         counters["phase"] = "online"
+        if cfg.online_steps == 0:
+            return
         vector_env = self.vector_env("online")
         runs = OnlineRuns(self, vector_env)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")

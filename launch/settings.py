@@ -50,6 +50,8 @@ def validate(cfg: DictConfig) -> None:
         "buffer_size",
     ):
         _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
+    if cfg.env.get("goal_conditioned"):  # the goal-conditioned setting (DQC's) is offline only
+        _require(cfg.online_steps == 0, "online_steps", "0 for a goal-conditioned env", cfg.online_steps)
     execution_length = cfg.agent.get("execution_length")
     _require(
         execution_length is None or execution_length >= 1,

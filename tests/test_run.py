@@ -50,6 +50,10 @@ def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def untimed(logged: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "time"} for row in logged]
+
+
 def assert_same_rows(vector_rows: list[dict], single_rows: list[dict]):
     assert len(vector_rows) == len(single_rows) > 0
     for got, expected in zip(vector_rows, single_rows, strict=True):
@@ -102,3 +106,65 @@ def test_each_run_of_a_vector_equals_the_run_alone(tiny_dataset_dir, tmp_path, a
             member_params,
             alone.agent.params,
         )
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_path, monkeypatch):
+    """The kill-and-resume test on a vector of two runs, interrupted mid-episode online."""
+    overrides = ("seed=[0,1]", "env.task=3")
+    full = train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", *overrides), tmp_path / "full")
+    original = run_module.Run.train
+    calls = {"online": 0}
+
+    def interrupting_train(self, num_updates, online):
+        calls["online"] += online
+        if calls["online"] == 4:  # past the checkpoint at env step 10, with an episode open since step 8
+            raise Interrupt
+        return original(self, num_updates, online)
+
+    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
+    with pytest.raises(Interrupt):
+        train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", *overrides), tmp_path / "resumed")
+    monkeypatch.setattr(run_module.Run, "train", original)
+    resumed = train_module.train(
+        tiny_config(tiny_dataset_dir, "qc_fql", *overrides, "resume=true"), tmp_path / "resumed"
+    )
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay.online, full.replay.online)
+    for name in ("task3_seed0", "task3_seed1"):  # the same rows, none duplicated by the resume
+        assert untimed(rows(tmp_path / "resumed" / name)) == untimed(rows(tmp_path / "full" / name))
+
+
+def count_policy_queries(monkeypatch) -> dict:
+    calls = {"queries": 0}
+    original = run_module.act_runs
+
+    def counting(agents, observations, keys):
+        calls["queries"] += 1
+        return original(agents, observations, keys)
+
+    monkeypatch.setattr(run_module, "act_runs", counting)
+    return calls
+
+
+def test_execution_length_one_queries_the_policy_every_step(tiny_dataset_dir, tmp_path, monkeypatch):
+    calls = count_policy_queries(monkeypatch)
+    train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", "agent.execution_length=1"), tmp_path)
+    logged = rows(tmp_path)
+    eval_steps = sum(row["eval/episode_length"] for row in logged if "eval/episode_length" in row)
+    assert calls["queries"] == 20 + eval_steps  # every online step and every evaluation step
+
+
+def test_execution_length_of_the_whole_chunk_is_todays_behaviour(tiny_dataset_dir, tmp_path, monkeypatch):
+    calls = count_policy_queries(monkeypatch)
+    default = train_module.train(tiny_config(tiny_dataset_dir, "qc_fql"), tmp_path / "default")
+    default_queries = calls["queries"]
+    explicit = train_module.train(
+        tiny_config(tiny_dataset_dir, "qc_fql", "agent.execution_length=5"), tmp_path / "explicit"
+    )
+    assert calls["queries"] == 2 * default_queries < 20 + 4 * 8  # chunks of 5 actions, not one per step
+    assert untimed(rows(tmp_path / "explicit")) == untimed(rows(tmp_path / "default"))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, explicit.agent.params, default.agent.params)
