@@ -20,19 +20,13 @@ import ogbench
 
 from envs.config import EnvConfig, cfg_value
 from envs.datasets import resolve_dataset, validate_dataset
-from envs.suite import DATASET_TYPES, SeededReset
+from envs.suite import DATASET_TYPES, ORACLEREP, SeededReset
 
 logger = logging.getLogger(__name__)
 
-ORACLEREP = "oraclerep"
 DATASET_KEYS = ("observations", "actions", "terminals", "next_observations", "oracle_reps")
 # The reference clips the dataset's actions into the open interval, away from the behaviour model's bounds.
 ACTION_CLIP = 1.0 - 1e-5
-
-
-def is_goal_conditioned(name: str) -> bool:
-    """Whether `name` is an oraclerep (goal-conditioned) task name."""
-    return ORACLEREP in name.split("-")
 
 
 def env_id_of(name: str) -> str:

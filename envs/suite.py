@@ -14,6 +14,12 @@ import ogbench  # noqa: F401  (importing it registers the environments)
 from envs.config import EnvConfig
 
 DATASET_TYPES = ("navigate", "stitch", "explore", "play", "noisy")
+ORACLEREP = "oraclerep"
+
+
+def is_goal_conditioned(name: str) -> bool:
+    """Whether `name` is an oraclerep (goal-conditioned) task name (envs/goal_conditioned.py)."""
+    return ORACLEREP in name.split("-")
 
 
 def _registered_single_task_envs() -> list[str]:
@@ -46,8 +52,8 @@ def dataset_name_of(name: str) -> str:
     """OGBench's dataset name: 'cube-double-play-singletask-task2-v0' -> 'cube-double-play-v0'; the
     goal-conditioned 'cube-double-play-oraclerep-v0' (envs/goal_conditioned.py) reads the same file."""
     splits = name.split("-")
-    if "oraclerep" in splits:
-        return "-".join(word for word in splits if word != "oraclerep")
+    if ORACLEREP in splits:
+        return "-".join(word for word in splits if word != ORACLEREP)
     splits, pos = _single_task_splits(name)
     return "-".join(splits[:pos] + splits[-1:])
 
@@ -108,6 +114,10 @@ def make_env(env_cfg) -> gymnasium.Env:
     `env_cfg.max_episode_steps` sets one (short debug runs). `reset(seed=s)` is deterministic (SeededReset).
     """
     cfg = EnvConfig.from_cfg(env_cfg)
+    if is_goal_conditioned(cfg.name):
+        from envs import goal_conditioned  # it builds on this module
+
+        return goal_conditioned.make_env(env_cfg)
     env_id = env_id_of(cfg.name)
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)

@@ -14,7 +14,6 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from envs import goal_conditioned
 from envs.suite import make_env
 
 
@@ -40,8 +39,6 @@ class ReplayOnReset(gymnasium.Wrapper):
 
 
 def _make_replayable(env_cfg: dict) -> gymnasium.Env:
-    if goal_conditioned.is_goal_conditioned(env_cfg["name"]):
-        return ReplayOnReset(goal_conditioned.make_env(env_cfg))
     return ReplayOnReset(make_env(env_cfg))
 
 

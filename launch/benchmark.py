@@ -113,6 +113,23 @@ def agent_bytes(agent) -> int:
     return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(agent))
 
 
+def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
+    """A replay of synthetic data for `runs` runs, and whether updates sample it as online (mixed) batches."""
+    if cfg.env.get("goal_conditioned"):  # DQC's setting: the observation ends in the goal representation
+        dataset = synthetic_dataset(100_000, obs_dim - cfg.env.goal_dim, action_dim)
+        dataset["oracle_reps"] = dataset["observations"][:, : cfg.env.goal_dim]
+        return buffers.make_goal_replay(dataset), False
+    dataset = synthetic_dataset(100_000, obs_dim, action_dim)
+    replay = buffers.make_replay([dataset], [0] * runs, [0] * runs, 200_000, 1000, cfg.offline_ratio)
+    online = cfg.offline_ratio is not None  # mixed sampling needs online data
+    if online:
+        transitions = synthetic_dataset(1000, obs_dim, action_dim, seed=1)
+        replay = insert(
+            replay, {key: np.broadcast_to(value, (runs,) + value.shape) for key, value in transitions.items()}
+        )
+    return replay, online
+
+
 def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int) -> dict:
     """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
     dataset: per-run and aggregate updates/s, and the device bytes of agents and replay."""
@@ -122,20 +139,7 @@ def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: i
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
     agent = stack([agents.make_agent(agent_cfg, seed, obs_dim, action_dim) for seed in range(runs)])
-    replay = buffers.make_replay(
-        [synthetic_dataset(100_000, obs_dim, action_dim)],
-        [0] * runs,
-        [0] * runs,
-        200_000,
-        1000,
-        cfg.offline_ratio,
-    )
-    online = cfg.offline_ratio is not None  # mixed sampling needs online data
-    if online:
-        transitions = synthetic_dataset(1000, obs_dim, action_dim, seed=1)
-        replay = insert(
-            replay, {key: np.broadcast_to(value, (runs,) + value.shape) for key, value in transitions.items()}
-        )
+    replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs)
     state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs)}
 
     def updates(count):

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from buffers import make_goal_replay
 from envs import goal_conditioned as gc
-from envs.suite import dataset_name_of
+from envs.suite import dataset_name_of, is_goal_conditioned
 from tests.helpers import CONFIGS
 
 
@@ -39,8 +39,8 @@ def env_cfg(name="cube-double-play-oraclerep-v0", task=None, **overrides):
     ],
 )
 def test_names(name, env_id, dataset):
-    assert gc.is_goal_conditioned(name) and gc.env_id_of(name) == env_id and dataset_name_of(name) == dataset
-    assert not gc.is_goal_conditioned("cube-double-play-singletask-task2-v0")
+    assert is_goal_conditioned(name) and gc.env_id_of(name) == env_id and dataset_name_of(name) == dataset
+    assert not is_goal_conditioned("cube-double-play-singletask-task2-v0")
 
 
 @pytest.mark.parametrize(
