@@ -1,23 +1,33 @@
 """launch/plot.py on hand-built sweeps with known answers, the launcher configs, and a real tiny multirun."""
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from launch import plot
+from launch import paper, plot
 from tests.helpers import CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: int = 5, seed: int = 0,
-              offline_steps: int = 100, online_steps: int = 100, agent: str = "qc_fql") -> Path:
+def write_run(
+    run_dir: Path,
+    evals: list[tuple[int, str, float]],
+    chunk_length: int = 5,
+    seed: int = 0,
+    offline_steps: int = 100,
+    online_steps: int = 100,
+    agent: str = "qc_fql",
+    env: str = "pointmaze-medium-navigate-v0",
+) -> Path:
     """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
 
     evals: (step, phase, eval/success); time is step / 10 s.
@@ -26,7 +36,7 @@ def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: 
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
         f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
-        "env:\n  name: pointmaze-medium-navigate-v0\n"
+        f"env:\n  name: {env}\n  success_timing: null\n"
     )
     rows = []
     for step, phase, success in evals:
@@ -38,8 +48,12 @@ def write_run(run_dir: Path, evals: list[tuple[int, str, float]], chunk_length: 
 
 def full_run(run_dir: Path, offline_success: float, online_success: float, **kwargs) -> Path:
     """Evaluations at 50 and 100 (offline) and 150 and 200 (online): success rises to the given finals."""
-    evals = [(50, "offline", offline_success / 2), (100, "offline", offline_success),
-             (150, "online", (offline_success + online_success) / 2), (200, "online", online_success)]
+    evals = [
+        (50, "offline", offline_success / 2),
+        (100, "offline", offline_success),
+        (150, "online", (offline_success + online_success) / 2),
+        (200, "online", online_success),
+    ]
     return write_run(run_dir, evals, **kwargs)
 
 
@@ -150,8 +164,12 @@ def test_plot_of_a_sweep_with_a_crashed_and_a_missing_run(tmp_path, capsys):
     full_run(sweep / "h1_s1", 0.2, 0.4, chunk_length=1, seed=1)
     full_run(sweep / "h5_s0", 0.4, 0.6, chunk_length=5, seed=0)
     full_run(sweep / "h5_s1", 0.8, 1.0, chunk_length=5, seed=1)
-    write_run(sweep / "h5_s2", [(50, "offline", 0.5), (100, "offline", 0.7), (150, "online", 0.9)],
-              chunk_length=5, seed=2)
+    write_run(
+        sweep / "h5_s2",
+        [(50, "offline", 0.5), (100, "offline", 0.7), (150, "online", 0.9)],
+        chunk_length=5,
+        seed=2,
+    )
     (sweep / "h1_s2" / ".hydra").mkdir(parents=True)
     (sweep / "h1_s2" / ".hydra" / "config.yaml").write_text(
         (sweep / "h1_s0" / ".hydra" / "config.yaml").read_text()
@@ -193,8 +211,10 @@ def test_plot_counts_jobs_that_never_started_and_compares_agents(tmp_path):
 
 
 def test_boundary_is_offline_steps_or_the_mean_time_runs_reached_it():
-    runs = [plot.RunCurve(1, np.zeros(2), np.zeros(2), {}, steps, end)
-            for steps, end in [(100, 10.0), (100, 14.0), (100, None), (200, 30.0), (0, 0.0)]]
+    runs = [
+        plot.RunCurve(1, np.zeros(2), np.zeros(2), {}, steps, end)
+        for steps, end in [(100, 10.0), (100, 14.0), (100, None), (200, 30.0), (0, 0.0)]
+    ]
     assert plot.boundaries_of(runs, "step") == [100.0, 200.0]
     assert plot.boundaries_of(runs, "time") == [pytest.approx(18.0)]
     assert plot.boundaries_of(runs[4:], "time") == []
@@ -205,6 +225,167 @@ def test_plot_refuses_a_dir_without_runs(tmp_path):
         plot.main([str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="expected a sweep or run dir"):
         plot.main([str(tmp_path / "absent")])
+
+
+# ---- the paper's curves -----------------------------------------------------------------------------------
+
+CUBE2 = "cube-double-play-singletask-task2-v0"
+
+
+def csv_rows(task: str, method: str) -> dict[float, tuple[float, float, float]]:
+    """step_millions -> (mean, low, high) of one paper curve, read straight from the shipped CSV."""
+    with (REPO / "data" / "paper" / "q-chunking-curves.csv").open() as file:
+        return {
+            float(row["step_millions"]): (
+                float(row["success_mean"]),
+                float(row["ci95_low"]),
+                float(row["ci95_high"]),
+            )
+            for row in csv.DictReader(file)
+            if (row["benchmark"], row["task"], row["method"]) == ("ogbench", task, method)
+        }
+
+
+def drawn_figure(monkeypatch) -> list:
+    """Patches plot.plot to keep the figures main() draws."""
+    figures, draw = [], plot.plot
+
+    def keep(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(plot, "plot", keep)
+    return figures
+
+
+def band_vertices(axes, color: str) -> set[tuple[float, float]]:
+    """The vertices of the hatched band (a paper curve's) in `color`."""
+    rgb = matplotlib.colors.to_rgb(color)
+    (band,) = [
+        fill
+        for fill in axes.collections
+        if fill.get_hatch() == "//" and np.allclose(fill.get_facecolor()[0][:3], rgb)
+    ]
+    return {(round(x, 6), round(y, 6)) for x, y in band.get_paths()[0].vertices}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (CUBE2, ("ogbench", "cube-double-play-task2")),
+        ("puzzle-3x3-play-singletask-task5-v0", ("ogbench", "puzzle-3x3-play-task5")),
+        ("cube-quadruple-play-100m-singletask-task1-v0", ("ogbench", "cube-quadruple-play-task1")),
+        ("lift-mh-low_dim", ("robomimic", "lift")),
+        ("robomimic-square-mh-low_dim", ("robomimic", "square")),
+        ("cube-double-noisy-singletask-task2-v0", None),
+        ("pointmaze-medium-navigate-singletask-task1-v0", None),
+    ],
+)
+def test_paper_task_of_an_env_name(env, expected):
+    assert paper.paper_task(env) == expected
+
+
+def test_paper_steps_map_onto_the_run_budget():
+    steps = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(paper.to_run_steps(steps, 1_000_000, 1_000_000), steps * 1e6)
+    np.testing.assert_allclose(paper.to_run_steps(steps, 100, 300), [0, 50, 100, 250, 400])
+    np.testing.assert_allclose(paper.to_run_steps(steps[2:], 0, 300), [0, 150, 300])  # online only
+
+
+def test_paper_overlay_on_a_cube_double_sweep(tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    full_run(sweep / "fql_s0", 0.2, 0.6, agent="qc_fql", env=CUBE2, seed=0)
+    full_run(sweep / "fql_s1", 0.4, 0.8, agent="qc_fql", env=CUBE2, seed=1)
+    full_run(sweep / "qc_s0", 0.1, 0.3, agent="qc", env=CUBE2)
+    full_run(sweep / "dt_s0", 0.0, 0.1, agent="dt", env=CUBE2)  # no paper counterpart: plotted as usual
+    figures = drawn_figure(monkeypatch)
+    assert plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "vs")]) == 0
+
+    axes = figures[0].axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert {"name=dt (1 runs)", "name=qc (1 runs)", "name=qc_fql (2 runs)"} <= set(lines)
+    for method, runs in (("QC-FQL", 2), ("QC", 1)):
+        published = csv_rows("cube-double-play-task2", method)
+        line = lines[f"paper: {method}"]
+        assert line.get_linestyle() == "--"
+        assert line.get_color() == lines[f"name={method.lower().replace('-', '_')} ({runs} runs)"].get_color()
+        steps = np.array(sorted(published))
+        np.testing.assert_allclose(line.get_xdata(), paper.to_run_steps(steps, 100, 100))  # 100 + 100 budget
+        np.testing.assert_allclose(line.get_ydata(), [published[step][0] for step in steps])
+        vertices = band_vertices(axes, line.get_color())
+        for x, (_, low, high) in zip(line.get_xdata(), (published[step] for step in steps), strict=True):
+            assert (round(x, 6), round(low, 6)) in vertices and (round(x, 6), round(high, 6)) in vertices
+    assert not any(label.startswith("paper: ") and "QC" not in label for label in lines)
+
+    report = (tmp_path / "vs.md").read_text()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in report.splitlines()]
+    rows = {row[0]: row for row in cells if len(row) == 6}
+    assert rows["agent.name"][3::2] == [
+        "paper end of offline: mean [95% CI]",
+        "paper end of online: mean [95% CI]",
+    ]
+    for agent, method in (("qc_fql", "QC-FQL"), ("qc", "QC")):
+        published = csv_rows("cube-double-play-task2", method)
+        expected = ["{:.3f} [{:.3f}, {:.3f}]".format(*published[step]) for step in (1.0, 2.0)]
+        assert rows[agent][3::2] == expected
+    assert rows["dt"][3::2] == ["n/a", "n/a"]
+    assert f"- no paper curve for dt on {CUBE2}" in report
+    assert "mapped onto [0, 100]" in report and "env.success_timing=post" in report
+
+
+def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missing: tuple = ()) -> Path:
+    """A vector of runs as train.py leaves it: the parent's config with lists, one member dir per run."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    tasks, seeds = sorted({task for task, _ in members}), sorted({seed for _, seed in members})
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n  chunk_length: 5\n"
+        f"env:\n  task: {tasks}\n  name: cube-double-play-singletask-task${{env.task}}-v0\n"
+    )
+    for task, seed in members:
+        member = run_dir / f"task{task}_seed{seed}"
+        full_run(
+            member,
+            0.1 * task,
+            0.2 * task,
+            agent=agent,
+            seed=seed,
+            env=f"cube-double-play-singletask-task{task}-v0",
+        )
+        if (task, seed) in missing:
+            (member / "metrics.jsonl").unlink()
+    return run_dir
+
+
+def test_members_of_a_vector_of_runs_are_the_runs(tmp_path, monkeypatch):
+    single = vector_run(tmp_path / "single", "qc_fql", [(2, 0), (2, 1), (2, 2)], missing=[(2, 2)])
+    assert [run.name for _, job, run in plot.find_runs([single]) if job == single] == [
+        "task2_seed0",
+        "task2_seed1",
+        "task2_seed2",
+    ]
+    plot.main([str(single), "--out", str(tmp_path / "single")])
+    report = (tmp_path / "single.md").read_text()
+    assert "| 5 | 2 | 0.200 [0.200, 0.200] (2) | 0.400 [0.400, 0.400] (2) |" in report
+    assert "- single/task2_seed2: missing: no metrics.jsonl" in report
+    assert "- single:" not in report  # the vector's own dir is no run
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=qc,qc_fql,rlpd']\n")
+    vector_run(sweep / "0", "qc", [(task, 0) for task in range(1, 6)])
+    vector_run(sweep / "1", "qc_fql", [(1, 0), (3, 0)])
+    figures = drawn_figure(monkeypatch)
+    plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "sweep")])
+    report = (tmp_path / "sweep.md").read_text()
+    assert "| qc | 5 |" in report and "| qc_fql | 2 |" in report
+    assert f"- {sweep}: 3 jobs launched, 2 run dirs (the rest never started)" in report
+    labels = {line.get_label() for line in figures[0].axes[0].get_lines()}
+    # All 5 tasks of a domain: the paper's own 5-task mean; other mixes: one curve per task.
+    assert {
+        "paper: QC (mean of cube-double's 5 tasks)",
+        "paper: QC-FQL cube-double-play-task1",
+        "paper: QC-FQL cube-double-play-task3",
+    } <= labels
 
 
 # ---- launchers ---------------------------------------------------------------------------------------------
@@ -243,10 +424,24 @@ def test_slurm_launcher_composes_with_the_documented_keys():
 # ---- end to end --------------------------------------------------------------------------------------------
 
 TINY_SWEEP = [
-    "agent=qc_fql", "preset=debug", "env=pointmaze", "env.download=false", "env.generate.num_episodes=null",
-    "env.generate.max_episode_steps=null", "agent.hidden_dims=[16,16]", "batch_size=16", "offline_steps=20",
-    "online_steps=20", "start_training=10", "eval_interval=10", "eval_episodes=1", "log_interval=10",
-    "save_interval=20", "updates_per_dispatch=10", "env.max_episode_steps=10", "buffer_size=2000",
+    "agent=qc_fql",
+    "preset=debug",
+    "env=pointmaze",
+    "env.download=false",
+    "env.generate.num_episodes=null",
+    "env.generate.max_episode_steps=null",
+    "agent.hidden_dims=[16,16]",
+    "batch_size=16",
+    "offline_steps=20",
+    "online_steps=20",
+    "start_training=10",
+    "eval_interval=10",
+    "eval_episodes=1",
+    "log_interval=10",
+    "save_interval=20",
+    "updates_per_dispatch=10",
+    "env.max_episode_steps=10",
+    "buffer_size=2000",
 ]
 
 
@@ -262,8 +457,8 @@ def wandb_run_record(run_dir: Path):
         if block - offset % block < header:
             offset += block - offset % block
             continue
-        length, kind = int.from_bytes(data[offset + 4:offset + 6], "little"), data[offset + 6]
-        payload += data[offset + header:offset + header + length]
+        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
+        payload += data[offset + header : offset + header + length]
         offset += header + length
         if kind in (1, 4):  # a whole record, or the last fragment of one
             record = wandb_internal_pb2.Record.FromString(payload)
@@ -275,8 +470,17 @@ def wandb_run_record(run_dir: Path):
 
 def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     sweep = tmp_path / "chunk-sweep"
-    command = [sys.executable, "launch/train.py", "-m", *TINY_SWEEP, f"env.dataset_dir={tiny_dataset_dir}",
-               "logger.mode=offline", "agent.chunk_length=1,2", f"hydra.sweep.dir={sweep}", "launcher=local"]
+    command = [
+        sys.executable,
+        "launch/train.py",
+        "-m",
+        *TINY_SWEEP,
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "logger.mode=offline",
+        "agent.chunk_length=1,2",
+        f"hydra.sweep.dir={sweep}",
+        "launcher=local",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = sorted(sweep.glob("qc_fql/pointmaze-medium-navigate-singletask-task1-v0/*"))
@@ -287,8 +491,13 @@ def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
         assert run.run_group == "chunk-sweep"
         assert {f"chunk_length={chunk_length}", "seed=0", "qc_fql"} <= set(run.tags)
 
-    result = subprocess.run([sys.executable, "launch/plot.py", str(sweep), "--out", str(tmp_path / "chunks")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "launch/plot.py", str(sweep), "--out", str(tmp_path / "chunks")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "chunks.png").stat().st_size > 10_000
     table = (tmp_path / "chunks.md").read_text().splitlines()
