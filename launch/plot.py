@@ -106,11 +106,19 @@ def find_runs(dirs: list[Path]) -> list[tuple[Path, Path, Path]]:
 
 
 def expected_runs(sweep_dir: Path) -> int | None:
-    """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob)."""
+    """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob).
+
+    Counted as Hydra's basic sweeper launches them: its config's params (e.g. a preset's), then the
+    command line's overrides.
+    """
     path = sweep_dir / "multirun.yaml"
     if not path.exists():
         return None
-    overrides = OmegaConf.to_container(OmegaConf.load(path).hydra.overrides.task)
+    hydra_cfg = OmegaConf.load(path).hydra
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None)
+    params = {} if params is None else OmegaConf.to_container(params)
+    overrides = [f"{key}={value}" for key, value in params.items()]
+    overrides += OmegaConf.to_container(hydra_cfg.overrides.task)
     try:
         return math.prod(
             len(list(override.sweep_string_iterator()))

@@ -149,6 +149,10 @@ def test_expected_runs_counts_the_sweep_product(tmp_path):
         "hydra:\n  overrides:\n    task: [agent=qc_fql, 'agent.chunk_length=1,5,10', 'seed=range(0,3)']\n"
     )
     assert plot.expected_runs(tmp_path) == 9
+    (tmp_path / "multirun.yaml").write_text(  # a preset's sweep: the sweeper's params, then the command line
+        "hydra:\n  sweeper:\n    params:\n      agent: qc,qc_fql,rlpd\n  overrides:\n    task: ['seed=0,1']\n"
+    )
+    assert plot.expected_runs(tmp_path) == 6
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=glob(*)']\n")
     assert plot.expected_runs(tmp_path) is None
     assert plot.expected_runs(tmp_path / "elsewhere") is None
