@@ -67,6 +67,11 @@ def paper_task(env_name: str) -> tuple[str, str] | None:
 
 def load_curves(path: Path = CURVES_CSV) -> dict[tuple[str, str, str], PaperCurve]:
     """Every curve in the CSV, keyed by (benchmark, task, method)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"expected the paper's curves at {path} (data/paper/ of the repository: run from a clone or an "
+            "editable install), found no file"
+        )
     rows: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
     with path.open(newline="") as file:
         for row in csv.DictReader(file):
