@@ -1,5 +1,8 @@
 """Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles)."""
 
+from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend before OGBench imports it)
+
+# isort: split
 from envs import goal_conditioned
 from envs.datasets import (
     ResolvedDataset,

@@ -17,6 +17,18 @@ def cfg_value(cfg, key: str):
         raise ValueError(f"env config: expected a key '{key}', found keys {found}") from None
 
 
+# OGBench >= 1.2's `success_timing` of single-task envs: reward, termination and success computed on the
+# current state ('pre', its default) or on the next state ('post', OGBench 1.1.2's and the paper's).
+SUCCESS_TIMINGS = ("pre", "post")
+
+
+def _success_timing(value) -> str | None:
+    if value is not None and value not in SUCCESS_TIMINGS:
+        expected = f"null or one of {list(SUCCESS_TIMINGS)}"
+        raise ValueError(f"env.success_timing: expected {expected}, found {value!r}")
+    return value
+
+
 def _int_at_least(value, key: str, minimum: int, *, optional: bool) -> int | None:
     if value is None and optional:
         return None
@@ -32,6 +44,7 @@ class EnvConfig:
 
     name: str
     sparse: bool
+    success_timing: str | None  # None keeps the installed OGBench's default
     max_episode_steps: int | None  # time limit of the online and evaluation envs; None keeps OGBench's
     dataset_path: str | None
     dataset_dir: str
@@ -47,6 +60,7 @@ class EnvConfig:
         return cls(
             name=str(cfg_value(env_cfg, "name")),
             sparse=bool(cfg_value(env_cfg, "sparse")),
+            success_timing=_success_timing(cfg_value(env_cfg, "success_timing")),
             max_episode_steps=_int_at_least(
                 cfg_value(env_cfg, "max_episode_steps"), "max_episode_steps", 1, optional=True
             ),

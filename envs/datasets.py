@@ -214,7 +214,10 @@ def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.
     """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
 
     The datasets map DATASET_KEYS to float32 arrays (transitions, ...) loaded and relabelled by OGBench; with
-    `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged).
+    `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged). They are relabelled with
+    the env made for `env_cfg.success_timing`, as `ogbench.make_env_and_datasets(..., success_timing=...)`
+    does; OGBench's relabelling judges each transition on its first state whatever the timing (1.1.2's did
+    too), so only the envs' rewards and successes move with it.
     """
     cfg = EnvConfig.from_cfg(env_cfg)
     env, eval_env = make_env(env_cfg), make_env(env_cfg)

@@ -110,7 +110,8 @@ class SeededReset(gymnasium.Wrapper):
 def make_env(env_cfg) -> gymnasium.Env:
     """A single-task OGBench env for `env_cfg.name`, sparse-rewarded when `env_cfg.sparse`.
 
-    Episodes terminate on success as OGBench defines it; the time limit is OGBench's unless
+    Episodes terminate on success as OGBench defines it, judged on the state before or after each step as
+    `env_cfg.success_timing` says (None: the installed OGBench's default); the time limit is OGBench's unless
     `env_cfg.max_episode_steps` sets one (short debug runs). `reset(seed=s)` is deterministic (SeededReset).
     """
     cfg = EnvConfig.from_cfg(env_cfg)
@@ -121,5 +122,6 @@ def make_env(env_cfg) -> gymnasium.Env:
     env_id = env_id_of(cfg.name)
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)
-    env = SeededReset(gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps))
+    timing = {} if cfg.success_timing is None else {"success_timing": cfg.success_timing}
+    env = SeededReset(gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps, **timing))
     return SparseReward(env) if cfg.sparse else env

@@ -1,9 +1,13 @@
 """Success curves and final-success table of one or more sweeps, from the runs' local metrics.jsonl.
 
     python launch/plot.py sweeps/2025-06-01_12-00-00 [more sweep or run dirs] --by agent.chunk_length
+    python launch/plot.py sweeps/cube-double --by agent.name --paper   # beside the paper's curves
 
-Every dir under the given ones that holds `.hydra/config.yaml` is a run; its value of `--by` in that config
-picks its curve. Writes OUT.png and OUT.pdf (mean over runs with a 95% bootstrap band, the offline/online
+Every dir under the given ones that holds `.hydra/config.yaml` is a run, except a dir that holds runs below
+it: a vector of runs (one process training several seeds or tasks) keeps one member dir per run, and the
+members are the runs. A run's value of `--by` in its config picks its curve.
+
+Writes OUT.png and OUT.pdf (mean over runs with a 95% bootstrap band, the offline/online
 boundary dashed) and OUT.md (the metric at the end of each phase), and prints the table. No W&B needed.
 
 Alignment: each run's curve is linearly interpolated onto the union of the x values of its group, inside
@@ -11,6 +15,11 @@ the run's own range only (never extrapolated). Runs evaluated at slightly differ
 evaluations wait for the chunk in flight) are thus averaged at common x; a run that stopped early simply
 drops out after its last point, and the band there is over fewer runs. The end-of-phase table uses only
 runs that reached the end of that phase; the others are listed as missing or incomplete.
+
+--paper adds the authors' published curve (launch/paper.py) for each agent and task of the runs that the
+paper has: dashed, with its 95% band, labelled "paper: <method>" (the paper's own 5-task mean when the runs
+cover a whole OGBench domain, one curve per task for other mixes), and the table gains its value at the end
+of each phase. Runs the paper has no curve for plot as without it.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +38,10 @@ from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from omegaconf import Container, DictConfig, OmegaConf
 
+from launch import paper
 from launch.logger import METRICS_FILE
 
+REPO = Path(__file__).resolve().parents[1]
 PHASES = ("offline", "online")
 _ABSENT = object()
 
@@ -61,22 +73,52 @@ class Summary:
     n: np.ndarray
 
 
-def find_runs(dirs: list[Path]) -> list[tuple[Path, Path]]:
-    """(root, run dir) for every run dir under each root (a sweep dir, or a run dir itself)."""
+@dataclass(frozen=True)
+class Overlay:
+    """A paper curve as drawn: its label, the runs' group values it stands beside, and x on the runs' axis."""
+
+    label: str
+    curve: paper.PaperCurve
+    values: frozenset
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def find_runs(dirs: list[Path]) -> list[tuple[Path, Path, Path]]:
+    """(root, job dir, run dir) for every run under each root (a sweep dir, or a run dir itself).
+
+    A dir with `.hydra/config.yaml` is a job of a sweep; when more such dirs lie below it (the members of a
+    vector of runs) those are its runs and it is not one itself.
+    """
     runs = []
     for root in dirs:
         if not root.is_dir():
             raise FileNotFoundError(f"expected a sweep or run dir, found no directory at {root}")
-        runs += [(root, config.parent.parent) for config in sorted(root.rglob(".hydra/config.yaml"))]
+        found = [config.parent.parent for config in sorted(root.rglob(".hydra/config.yaml"))]
+        for run in found:
+            if any(run in other.parents for other in found):
+                continue  # a vector of runs: its members are the runs
+            outer = [job for job in found if job == run or job in run.parents]
+            runs.append((root, min(outer, key=lambda job: len(job.parts)), run))
     return runs
 
 
 def expected_runs(sweep_dir: Path) -> int | None:
-    """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob)."""
+    """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob).
+
+    Counted as Hydra's basic sweeper launches them: its config's params (e.g. a preset's), then the
+    command line's overrides.
+    """
     path = sweep_dir / "multirun.yaml"
     if not path.exists():
         return None
-    overrides = OmegaConf.to_container(OmegaConf.load(path).hydra.overrides.task)
+    hydra_cfg = OmegaConf.load(path).hydra
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None)
+    params = {} if params is None else OmegaConf.to_container(params)
+    overrides = [f"{key}={value}" for key, value in params.items()]
+    overrides += OmegaConf.to_container(hydra_cfg.overrides.task)
     try:
         return math.prod(
             len(list(override.sweep_string_iterator()))
@@ -215,15 +257,32 @@ def group(curves: list[RunCurve]) -> dict[object, list[RunCurve]]:
     return {value: members for value, members in groups.items() if members}
 
 
+def paper_cell(overlays: list[Overlay], phase: str) -> str:
+    """The paper's mean [95% CI] at the end of `phase` (1M or 2M steps) for each overlay of one group."""
+    cells = []
+    for overlay in overlays:
+        online_only = overlay.curve.step_millions[0] >= 1.0  # no offline phase to end
+        point = None if phase == "offline" and online_only else overlay.curve.at(PHASES.index(phase) + 1.0)
+        text = "n/a" if point is None else "{:.3f} [{:.3f}, {:.3f}]".format(*point)
+        cells.append(f"{overlay.label.removeprefix('paper: ')}: {text}" if len(overlays) > 1 else text)
+    return "; ".join(cells) or "n/a"
+
+
 def final_table(
     groups: dict[object, list[RunCurve]],
     by: str,
     metric: str,
     rng: np.random.Generator,
     resamples: int = 2000,
+    overlays: list[Overlay] | None = None,
 ) -> str:
-    """Markdown: per value, runs and the metric at the end of offline and online (mean [95% CI], n)."""
-    header = [by, "runs plotted", *(f"{metric} end of {phase}: mean [95% CI] (n)" for phase in PHASES)]
+    """Markdown: per value, runs and the metric at the end of offline and online (mean [95% CI], n); with
+    overlays, the paper's value at the end of each phase beside it."""
+    header = [by, "runs plotted"]
+    for phase in PHASES:
+        header.append(f"{metric} end of {phase}: mean [95% CI] (n)")
+        if overlays is not None:
+            header.append(f"paper end of {phase}: mean [95% CI]")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for value, members in groups.items():
         cells = [str(value), str(len(members))]
@@ -234,6 +293,8 @@ def final_table(
                 cells.append(f"{finals.mean():.3f} [{low:.3f}, {high:.3f}] ({len(finals)})")
             else:
                 cells.append("n/a (0)")
+            if overlays is not None:
+                cells.append(paper_cell([overlay for overlay in overlays if value in overlay.values], phase))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -246,16 +307,20 @@ def plot(
     metric: str,
     x_key: str,
     title: str,
+    overlays: tuple[Overlay, ...] = (),
+    mapped: bool = False,
 ) -> Figure:
     """Mean curve and band per value; dashed lines at the offline/online boundaries, in the curve's colour
-    where values differ in where the boundary lies (wall-clock time), else grey."""
+    where values differ in where the boundary lies (wall-clock time), else grey. Overlays (the paper's
+    curves) are dashed with a hatched band; `mapped`: their steps were mapped onto another budget."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.add_subplot()
     short = by.rsplit(".", 1)[-1]
     shared = len({tuple(lines) for lines in boundaries.values()}) == 1
-    drawn = []
+    drawn, colors = [], {}
     for value, summary in summaries.items():
         (line,) = axes.plot(summary.x, summary.mean, label=f"{short}={value} ({counts[value]} runs)")
+        colors[value] = line.get_color()
         axes.fill_between(
             summary.x, summary.low, summary.high, color=line.get_color(), alpha=0.2, linewidth=0
         )
@@ -263,14 +328,26 @@ def plot(
             drawn += [(boundary, line.get_color()) for boundary in boundaries[value]]
     if shared:
         drawn = [(boundary, "gray") for boundary in next(iter(boundaries.values()))]
+    for overlay in overlays:
+        # In the colour of the runs it stands beside, when it alone stands beside them.
+        (value,) = overlay.values if len(overlay.values) == 1 else (None,)
+        alone = value in colors and sum(value in other.values for other in overlays) == 1
+        style = {"color": colors[value]} if alone else {}
+        (line,) = axes.plot(overlay.x, overlay.mean, linestyle="--", label=overlay.label, **style)
+        axes.fill_between(
+            overlay.x, overlay.low, overlay.high, color=line.get_color(), alpha=0.12, linewidth=0, hatch="//"
+        )
     for index, (boundary, color) in enumerate(drawn):
         label = "offline | online" if shared else "offline | online (each curve's)"
         axes.axvline(boundary, color=color, linestyle="--", linewidth=1, label=label if index == 0 else None)
-    axes.set_xlabel(
+    xlabel = (
         "wall-clock seconds"
         if x_key == "time"
         else "steps (offline: updates, online: offline_steps + env steps)"
     )
+    if mapped:
+        xlabel += "\npaper: its 1M offline + 1M online steps mapped onto this budget"
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(metric)
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -287,6 +364,73 @@ def boundaries_of(curves: list[RunCurve], x_key: str) -> list[float]:
     return [float(np.mean(times))] if times else []
 
 
+def paper_overlays(
+    runs: list[tuple[RunCurve, DictConfig]], curves: dict[tuple[str, str, str], paper.PaperCurve]
+) -> tuple[list[Overlay], list[str]]:
+    """The paper's curves beside these runs, on the runs' x, and notes for the report.
+
+    One curve per method and task the runs have; the paper's 5-task mean where a method's runs cover a whole
+    OGBench domain. Steps are mapped onto the budget most of the method's runs have.
+    """
+    tasks: dict[str, dict[str, paper.PaperCurve]] = {}
+    values: dict[tuple[str, str], set] = {}
+    budgets: dict[str, Counter] = {}
+    notes, timings = set(), set()
+    for run, config in runs:
+        curve = paper.match_curve(curves, config.agent.name, config.env.name)
+        if curve is None:
+            notes.add(f"no paper curve for {config.agent.name} on {config.env.name}")
+            continue
+        tasks.setdefault(curve.method, {})[curve.task] = curve
+        values.setdefault((curve.method, curve.task), set()).add(run.value)
+        budgets.setdefault(curve.method, Counter())[(run.offline_steps, config.online_steps)] += 1
+        if curve.benchmark == "ogbench":
+            timings.add(config.env.get("success_timing"))
+    overlays = []
+    for method, matched in tasks.items():
+        (offline_steps, online_steps), _ = budgets[method].most_common(1)[0]
+        if len(budgets[method]) > 1:
+            notes.add(
+                f"{method}: runs with different budgets; the paper's steps are mapped onto "
+                f"{offline_steps} offline + {online_steps} online"
+            )
+        aggregate = paper.aggregate_curve(curves, list(matched.values())) if len(matched) > 1 else None
+        every_value = set().union(*(values[(method, task)] for task in matched))
+        if len(matched) == 1:
+            chosen = [(f"paper: {method}", *matched.values(), every_value)]
+        elif aggregate is not None:
+            chosen = [(f"paper: {method} (mean of {aggregate.task}'s 5 tasks)", aggregate, every_value)]
+        else:
+            chosen = [
+                (f"paper: {method} {task}", curve, values[(method, task)]) for task, curve in matched.items()
+            ]
+        for label, curve, members in chosen:
+            keep = curve.step_millions >= (1.0 if offline_steps == 0 else 0.0)  # no offline phase to map onto
+            x = paper.to_run_steps(curve.step_millions[keep], offline_steps, online_steps)
+            overlays.append(
+                Overlay(
+                    label, curve, frozenset(members), x, curve.mean[keep], curve.low[keep], curve.high[keep]
+                )
+            )
+            online_only = curve.step_millions[0] >= 1.0
+            if online_steps != paper.PAPER_BUDGET[1] or (
+                offline_steps != paper.PAPER_BUDGET[0] and not online_only
+            ):
+                notes.add(
+                    f"{label}: the paper's 1M offline steps are mapped onto [0, {offline_steps}] and "
+                    f"its 1M online steps onto ({offline_steps}, {offline_steps + online_steps}]"
+                )
+    if any(task.startswith("cube-quadruple") for matched in tasks.values() for task in matched):
+        notes.add("the paper's cube-quadruple curves were trained on the 100M-transition dataset")
+    if timings - {"post"}:
+        used = ", ".join(sorted("null" if timing is None else timing for timing in timings))
+        notes.add(
+            "the paper ran OGBench 1.1.2, whose single-task envs judge success after each step "
+            f"(env.success_timing=post); these runs used {used}"
+        )
+    return overlays, sorted(notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_DIR", help="sweep dirs or run dirs")
@@ -296,23 +440,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="path without suffix (default: FIRST_DIR/<metric>_by_<by>)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed, for a reproducible band")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="draw the paper's curves for the runs' agents and tasks (--x step only)",
+    )
     args = parser.parse_args(argv)
+    if args.paper and args.x != "step":
+        raise ValueError(f"--paper: expected --x step (the paper's x is steps), found --x {args.x}")
 
     dirs = ", ".join(map(str, args.dirs))
     runs = find_runs(args.dirs)
     if not runs:
         raise FileNotFoundError(f"no run (a dir with .hydra/config.yaml) under {dirs}")
-    configs = {run_dir: OmegaConf.load(run_dir / ".hydra" / "config.yaml") for _, run_dir in runs}
-    curves, problems = [], []
-    for root, run_dir in runs:
+    configs = {run_dir: OmegaConf.load(run_dir / ".hydra" / "config.yaml") for _, _, run_dir in runs}
+    curves, loaded, problems = [], [], []
+    for root, _, run_dir in runs:
         name = str(run_dir.relative_to(root.parent))
         curve, problem = load_run(run_dir, configs[run_dir], args.by, args.metric, args.x)
         if curve is not None:
             curves.append(curve)
+            loaded.append((curve, configs[run_dir]))
         if problem:
             problems.append(f"{name}: {problem}")
     for root in args.dirs:
-        expected, found = expected_runs(root), sum(run_root == root for run_root, _ in runs)
+        expected, found = expected_runs(root), len({job for run_root, job, _ in runs if run_root == root})
         if expected is not None and found < expected:
             problems.append(f"{root}: {expected} jobs launched, {found} run dirs (the rest never started)")
 
@@ -321,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"no run under {dirs} logged {args.metric}; " + "; ".join(problems))
     rng = np.random.default_rng(args.seed)
     summaries = {value: summarize(*align(members), rng, args.resamples) for value, members in groups.items()}
-    table = final_table(groups, args.by, args.metric, rng, args.resamples)
+    overlays, notes = paper_overlays(loaded, paper.load_curves()) if args.paper else (None, [])
+    table = final_table(groups, args.by, args.metric, rng, args.resamples, overlays)
     title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
     figure = plot(
         summaries,
@@ -331,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         args.metric,
         args.x,
         title,
+        tuple(overlays or ()),
+        any("mapped onto [0" in note for note in notes),
     )
 
     out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
@@ -339,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     figure.savefig(paths["png"], dpi=150)
     figure.savefig(paths["pdf"])
     report = [f"## {title}", "", table]
+    if args.paper:
+        source = paper.CURVES_CSV.relative_to(REPO)
+        report += [
+            "",
+            f"Paper: the authors' published curves ({source}), mean and 95% CI over their seeds.",
+            *(f"- {note}" for note in notes),
+        ]
     if problems:
         report += [
             "",

@@ -1,7 +1,10 @@
 """envs/: names, env making, dataset resolution, validation, loading and oracle generation, on tiny data."""
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from envs import (
 )
 from envs import generate as generate_module
 from envs.file_format import FILE_DTYPES
+from envs.headless import headless_backend
 from envs.oracles import OFFICIAL_EPISODES, make_collector
 from envs.suite import SparseReward
 
@@ -135,6 +139,98 @@ def test_config_errors_name_the_key():
         make_env(cfg)
     with pytest.raises(ValueError, match=r"env.generate.workers: expected an integer >= 1, found 0"):
         make_env(env_cfg("cube", generate__workers=0))
+
+
+def maze_steps_into_goal(success_timing: str | None) -> list[tuple[bool, bool, float, float, bool]]:
+    """(goal reached before the step, after it, info success, reward, terminated) per step of a point that
+    starts just outside the goal and moves straight into it."""
+    env = make_env(env_cfg("pointmaze", success_timing=success_timing))
+    maze = env.unwrapped
+    env.reset(seed=0)
+    goal, tolerance = np.array(maze.cur_goal_xy), maze._goal_tol
+    maze.set_xy(goal + np.array([tolerance + 0.3, 0.0]))
+    steps = []
+    for _ in range(20):
+        before = np.linalg.norm(maze.get_xy() - goal) <= tolerance
+        _, reward, terminated, _, info = env.step(np.array([-1.0, 0.0], np.float32))
+        after = np.linalg.norm(maze.get_xy() - goal) <= tolerance
+        steps.append((bool(before), bool(after), info["success"], reward, terminated))
+        if terminated:
+            return steps
+    raise AssertionError(f"the point never reached the goal: {steps}")
+
+
+@pytest.mark.parametrize("success_timing, judged_on", [(None, 0), ("pre", 0), ("post", 1)])
+def test_success_timing_judges_the_state_before_or_after_the_step(success_timing, judged_on):
+    steps = maze_steps_into_goal(success_timing)
+    assert any(before != after for before, after, *_ in steps)  # a step that tells the timings apart
+    for step in steps:
+        success = step[judged_on]
+        assert step[2:] == (float(success), float(success) - 1.0, success)
+
+
+def test_success_timing_must_be_one_of_ogbench_values():
+    with pytest.raises(ValueError, match=r"env.success_timing: expected null or one of \['pre', 'post'\], "):
+        make_env(env_cfg("cube", success_timing="after"))
+    assert all(env_cfg(group).success_timing is None for group in ("cube", "pointmaze", "scene"))
+
+
+def test_dataset_relabelling_under_each_timing_is_ogbench_own(tiny_dataset_dir, tmp_path):
+    train, val = load_pair(tiny_dataset_dir / f"{MAZE}.npz")
+    name = "pointmaze-medium-navigate-singletask-task1-v0"
+    goal = np.array(make_env(env_cfg("pointmaze")).unwrapped.task_infos[0]["goal_xy"])
+    train["qpos"][10:15, :2] = goal  # a few states at the goal, so that some rewards are 0
+    path = str(write_pair(tmp_path / "maze.npz", train, val))
+    relabelled = {}
+    for timing in (None, "post"):
+        cfg = env_cfg("pointmaze", dataset_path=path, success_timing=timing)
+        _, _, ours, _ = make_env_and_datasets(cfg, seed=0)
+        kwargs = {} if timing is None else {"success_timing": timing}
+        _, theirs, _ = ogbench.make_env_and_datasets(name, dataset_path=path, **kwargs)
+        for key in ("rewards", "masks"):
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{key}, timing {timing}")
+        relabelled[timing] = ours
+    assert sorted(set(relabelled[None]["rewards"].tolist())) == [-1.0, 0.0]
+    # OGBench judges a dataset transition on its first state under either timing.
+    np.testing.assert_array_equal(relabelled["post"]["rewards"], relabelled[None]["rewards"])
+
+
+# --- a quiet start -----------------------------------------------------------------------------------------
+
+
+def test_headless_backend_only_when_unset_and_without_display():
+    libraries = {"EGL": "libEGL.so.1", "OSMesa": "libOSMesa.so"}
+    assert headless_backend({}, "linux", libraries.get) == "egl"
+    assert headless_backend({}, "linux", {"OSMesa": "libOSMesa.so"}.get) == "osmesa"
+    assert headless_backend({}, "linux", {}.get) == "disable"
+    assert headless_backend({"DISPLAY": ""}, "linux", libraries.get) == "egl"
+    assert headless_backend({"DISPLAY": ":0"}, "linux", libraries.get) is None
+    assert headless_backend({"MUJOCO_GL": "glfw"}, "linux", libraries.get) is None
+    assert headless_backend({}, "darwin", libraries.get) is None
+
+
+def test_making_a_manipulation_env_prints_no_known_harmless_warning():
+    code = (
+        "import warnings, envs\n"
+        "from tests.test_envs import env_cfg\n"
+        "env = envs.make_env(env_cfg('cube'))\n"
+        "env.reset(seed=0)\n"
+        "env.step(env.action_space.sample())\n"
+        "warnings.warn('other warnings still show')\n"
+    )
+    environ = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "MUJOCO_GL")}
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DISPLAY environment variable is missing" not in result.stderr
+    assert "precision lowered" not in result.stderr
+    assert "UserWarning: other warnings still show" in result.stderr
 
 
 # --- generation --------------------------------------------------------------------------------------------

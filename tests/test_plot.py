@@ -1,16 +1,18 @@
 """launch/plot.py on hand-built sweeps with known answers, the launcher configs, and a real tiny multirun."""
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from launch import plot
+from launch import paper, plot
 from tests.helpers import CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +26,7 @@ def write_run(
     offline_steps: int = 100,
     online_steps: int = 100,
     agent: str = "qc_fql",
+    env: str = "pointmaze-medium-navigate-v0",
 ) -> Path:
     """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
 
@@ -33,7 +36,7 @@ def write_run(
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
         f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
-        "env:\n  name: pointmaze-medium-navigate-v0\n"
+        f"env:\n  name: {env}\n  success_timing: null\n"
     )
     rows = []
     for step, phase, success in evals:
@@ -146,6 +149,10 @@ def test_expected_runs_counts_the_sweep_product(tmp_path):
         "hydra:\n  overrides:\n    task: [agent=qc_fql, 'agent.chunk_length=1,5,10', 'seed=range(0,3)']\n"
     )
     assert plot.expected_runs(tmp_path) == 9
+    (tmp_path / "multirun.yaml").write_text(  # a preset's sweep: the sweeper's params, then the command line
+        "hydra:\n  sweeper:\n    params:\n      agent: qc,qc_fql,rlpd\n  overrides:\n    task: ['seed=0,1']\n"
+    )
+    assert plot.expected_runs(tmp_path) == 6
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=glob(*)']\n")
     assert plot.expected_runs(tmp_path) is None
     assert plot.expected_runs(tmp_path / "elsewhere") is None
@@ -222,6 +229,167 @@ def test_plot_refuses_a_dir_without_runs(tmp_path):
         plot.main([str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="expected a sweep or run dir"):
         plot.main([str(tmp_path / "absent")])
+
+
+# ---- the paper's curves -----------------------------------------------------------------------------------
+
+CUBE2 = "cube-double-play-singletask-task2-v0"
+
+
+def csv_rows(task: str, method: str) -> dict[float, tuple[float, float, float]]:
+    """step_millions -> (mean, low, high) of one paper curve, read straight from the shipped CSV."""
+    with (REPO / "data" / "paper" / "q-chunking-curves.csv").open() as file:
+        return {
+            float(row["step_millions"]): (
+                float(row["success_mean"]),
+                float(row["ci95_low"]),
+                float(row["ci95_high"]),
+            )
+            for row in csv.DictReader(file)
+            if (row["benchmark"], row["task"], row["method"]) == ("ogbench", task, method)
+        }
+
+
+def drawn_figure(monkeypatch) -> list:
+    """Patches plot.plot to keep the figures main() draws."""
+    figures, draw = [], plot.plot
+
+    def keep(*args, **kwargs):
+        figures.append(draw(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(plot, "plot", keep)
+    return figures
+
+
+def band_vertices(axes, color: str) -> set[tuple[float, float]]:
+    """The vertices of the hatched band (a paper curve's) in `color`."""
+    rgb = matplotlib.colors.to_rgb(color)
+    (band,) = [
+        fill
+        for fill in axes.collections
+        if fill.get_hatch() == "//" and np.allclose(fill.get_facecolor()[0][:3], rgb)
+    ]
+    return {(round(x, 6), round(y, 6)) for x, y in band.get_paths()[0].vertices}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (CUBE2, ("ogbench", "cube-double-play-task2")),
+        ("puzzle-3x3-play-singletask-task5-v0", ("ogbench", "puzzle-3x3-play-task5")),
+        ("cube-quadruple-play-100m-singletask-task1-v0", ("ogbench", "cube-quadruple-play-task1")),
+        ("lift-mh-low_dim", ("robomimic", "lift")),
+        ("robomimic-square-mh-low_dim", ("robomimic", "square")),
+        ("cube-double-noisy-singletask-task2-v0", None),
+        ("pointmaze-medium-navigate-singletask-task1-v0", None),
+    ],
+)
+def test_paper_task_of_an_env_name(env, expected):
+    assert paper.paper_task(env) == expected
+
+
+def test_paper_steps_map_onto_the_run_budget():
+    steps = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(paper.to_run_steps(steps, 1_000_000, 1_000_000), steps * 1e6)
+    np.testing.assert_allclose(paper.to_run_steps(steps, 100, 300), [0, 50, 100, 250, 400])
+    np.testing.assert_allclose(paper.to_run_steps(steps[2:], 0, 300), [0, 150, 300])  # online only
+
+
+def test_paper_overlay_on_a_cube_double_sweep(tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    full_run(sweep / "fql_s0", 0.2, 0.6, agent="qc_fql", env=CUBE2, seed=0)
+    full_run(sweep / "fql_s1", 0.4, 0.8, agent="qc_fql", env=CUBE2, seed=1)
+    full_run(sweep / "qc_s0", 0.1, 0.3, agent="qc", env=CUBE2)
+    full_run(sweep / "dt_s0", 0.0, 0.1, agent="dt", env=CUBE2)  # no paper counterpart: plotted as usual
+    figures = drawn_figure(monkeypatch)
+    assert plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "vs")]) == 0
+
+    axes = figures[0].axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert {"name=dt (1 runs)", "name=qc (1 runs)", "name=qc_fql (2 runs)"} <= set(lines)
+    for method, runs in (("QC-FQL", 2), ("QC", 1)):
+        published = csv_rows("cube-double-play-task2", method)
+        line = lines[f"paper: {method}"]
+        assert line.get_linestyle() == "--"
+        assert line.get_color() == lines[f"name={method.lower().replace('-', '_')} ({runs} runs)"].get_color()
+        steps = np.array(sorted(published))
+        np.testing.assert_allclose(line.get_xdata(), paper.to_run_steps(steps, 100, 100))  # 100 + 100 budget
+        np.testing.assert_allclose(line.get_ydata(), [published[step][0] for step in steps])
+        vertices = band_vertices(axes, line.get_color())
+        for x, (_, low, high) in zip(line.get_xdata(), (published[step] for step in steps), strict=True):
+            assert (round(x, 6), round(low, 6)) in vertices and (round(x, 6), round(high, 6)) in vertices
+    assert not any(label.startswith("paper: ") and "QC" not in label for label in lines)
+
+    report = (tmp_path / "vs.md").read_text()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in report.splitlines()]
+    rows = {row[0]: row for row in cells if len(row) == 6}
+    assert rows["agent.name"][3::2] == [
+        "paper end of offline: mean [95% CI]",
+        "paper end of online: mean [95% CI]",
+    ]
+    for agent, method in (("qc_fql", "QC-FQL"), ("qc", "QC")):
+        published = csv_rows("cube-double-play-task2", method)
+        expected = ["{:.3f} [{:.3f}, {:.3f}]".format(*published[step]) for step in (1.0, 2.0)]
+        assert rows[agent][3::2] == expected
+    assert rows["dt"][3::2] == ["n/a", "n/a"]
+    assert f"- no paper curve for dt on {CUBE2}" in report
+    assert "mapped onto [0, 100]" in report and "env.success_timing=post" in report
+
+
+def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missing: tuple = ()) -> Path:
+    """A vector of runs as train.py leaves it: the parent's config with lists, one member dir per run."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    tasks, seeds = sorted({task for task, _ in members}), sorted({seed for _, seed in members})
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n  chunk_length: 5\n"
+        f"env:\n  task: {tasks}\n  name: cube-double-play-singletask-task${{env.task}}-v0\n"
+    )
+    for task, seed in members:
+        member = run_dir / f"task{task}_seed{seed}"
+        full_run(
+            member,
+            0.1 * task,
+            0.2 * task,
+            agent=agent,
+            seed=seed,
+            env=f"cube-double-play-singletask-task{task}-v0",
+        )
+        if (task, seed) in missing:
+            (member / "metrics.jsonl").unlink()
+    return run_dir
+
+
+def test_members_of_a_vector_of_runs_are_the_runs(tmp_path, monkeypatch):
+    single = vector_run(tmp_path / "single", "qc_fql", [(2, 0), (2, 1), (2, 2)], missing=[(2, 2)])
+    assert [run.name for _, job, run in plot.find_runs([single]) if job == single] == [
+        "task2_seed0",
+        "task2_seed1",
+        "task2_seed2",
+    ]
+    plot.main([str(single), "--out", str(tmp_path / "single")])
+    report = (tmp_path / "single.md").read_text()
+    assert "| 5 | 2 | 0.200 [0.200, 0.200] (2) | 0.400 [0.400, 0.400] (2) |" in report
+    assert "- single/task2_seed2: missing: no metrics.jsonl" in report
+    assert "- single:" not in report  # the vector's own dir is no run
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=qc,qc_fql,rlpd']\n")
+    vector_run(sweep / "0", "qc", [(task, 0) for task in range(1, 6)])
+    vector_run(sweep / "1", "qc_fql", [(1, 0), (3, 0)])
+    figures = drawn_figure(monkeypatch)
+    plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "sweep")])
+    report = (tmp_path / "sweep.md").read_text()
+    assert "| qc | 5 |" in report and "| qc_fql | 2 |" in report
+    assert f"- {sweep}: 3 jobs launched, 2 run dirs (the rest never started)" in report
+    labels = {line.get_label() for line in figures[0].axes[0].get_lines()}
+    # All 5 tasks of a domain: the paper's own 5-task mean; other mixes: one curve per task.
+    assert {
+        "paper: QC (mean of cube-double's 5 tasks)",
+        "paper: QC-FQL cube-double-play-task1",
+        "paper: QC-FQL cube-double-play-task3",
+    } <= labels
 
 
 # ---- launchers ---------------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""The paper's published success curves (data/paper/q-chunking-curves.csv), matched to runs, on their x.
+
+A run matches a paper curve through its agent name (qc -> QC, ...) and env name: an OGBench single-task env
+`<domain>-play[-100m]-singletask-task<N>-v0` is the paper's task `<domain>-play-task<N>`; a robomimic env
+whose name holds `lift-mh`, `can-mh` or `square-mh` is the paper's `lift`, `can` or `square`.
+
+The paper's x is in millions of steps: [0, 1] offline updates, (1, 2] 1 + environment steps. A run's x is
+offline updates, then offline_steps + environment steps. The paper's offline part is mapped linearly onto
+[0, offline_steps] and its online part onto (offline_steps, offline_steps + online_steps]; with the paper's
+budget (1M + 1M) the mapping is the identity. Online-only methods (RLPD family) have only the online part.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CURVES_CSV = Path(__file__).resolve().parents[1] / "data" / "paper" / "q-chunking-curves.csv"
+METHODS = {
+    "qc": "QC",
+    "qc_fql": "QC-FQL",
+    "bfn": "BFN",
+    "bfn_n": "BFN-n",
+    "fql": "FQL",
+    "fql_n": "FQL-n",
+    "rlpd": "RLPD",
+    "rlpd_ac": "RLPD-AC",
+}
+OGBENCH_DOMAINS = ("cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3")
+PAPER_BUDGET = (1_000_000, 1_000_000)  # offline updates, online environment steps
+_OGBENCH_TASK = re.compile(rf"({'|'.join(OGBENCH_DOMAINS)})-play(?:-100m)?-singletask-task(\d+)-v\d+")
+_ROBOMIMIC_TASK = re.compile(r"(?:^|[-_/])(lift|can|square)[-_]mh(?:$|[-_/])")
+
+
+@dataclass(frozen=True)
+class PaperCurve:
+    """One published curve. step_millions, mean, low, high: (num_points,), steps increasing."""
+
+    benchmark: str
+    task: str
+    method: str
+    step_millions: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    def at(self, step_millions: float) -> tuple[float, float, float] | None:
+        """(mean, low, high) at a published step, None if the curve has no point there."""
+        hits = np.flatnonzero(np.isclose(self.step_millions, step_millions))
+        if not len(hits):
+            return None
+        return float(self.mean[hits[0]]), float(self.low[hits[0]]), float(self.high[hits[0]])
+
+
+def paper_task(env_name: str) -> tuple[str, str] | None:
+    """(benchmark, task) of the paper for an env name, None when the paper has no such task."""
+    if match := _OGBENCH_TASK.fullmatch(env_name):
+        return "ogbench", f"{match[1]}-play-task{match[2]}"
+    if match := _ROBOMIMIC_TASK.search(env_name):
+        return "robomimic", match[1]
+    return None
+
+
+def load_curves(path: Path = CURVES_CSV) -> dict[tuple[str, str, str], PaperCurve]:
+    """Every curve in the CSV, keyed by (benchmark, task, method)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"expected the paper's curves at {path} (data/paper/ of the repository: run from a clone or an "
+            "editable install), found no file"
+        )
+    rows: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
+    with path.open(newline="") as file:
+        for row in csv.DictReader(file):
+            key = (row["benchmark"], row["task"], row["method"])
+            rows.setdefault(key, []).append(
+                tuple(
+                    float(row[column])
+                    for column in ("step_millions", "success_mean", "ci95_low", "ci95_high")
+                )
+            )
+    curves = {}
+    for key, points in rows.items():
+        step, mean, low, high = np.array(sorted(points)).T
+        curves[key] = PaperCurve(*key, step, mean, low, high)
+    return curves
+
+
+def match_curve(
+    curves: dict[tuple[str, str, str], PaperCurve], agent_name: str, env_name: str
+) -> PaperCurve | None:
+    """The paper's curve for a run of `agent_name` on `env_name`, None when the paper has none."""
+    task = paper_task(env_name)
+    if agent_name not in METHODS or task is None:
+        return None
+    return curves.get((*task, METHODS[agent_name]))
+
+
+def aggregate_curve(
+    curves: dict[tuple[str, str, str], PaperCurve], members: list[PaperCurve]
+) -> PaperCurve | None:
+    """The paper's own aggregate when `members` are exactly the 5 OGBench tasks of one domain and method."""
+    methods = {curve.method for curve in members}
+    domains = {curve.task.rsplit("-play-", 1)[0] for curve in members}
+    if len(methods) != 1 or len(domains) != 1 or {curve.benchmark for curve in members} != {"ogbench"}:
+        return None
+    (domain,), (method,) = domains, methods
+    if {curve.task for curve in members} != {f"{domain}-play-task{n}" for n in range(1, 6)}:
+        return None
+    return curves.get(("ogbench-aggregate", domain, method))
+
+
+def to_run_steps(step_millions: np.ndarray, offline_steps: int, online_steps: int) -> np.ndarray:
+    """The paper's steps on a run's x: [0, 1] -> [0, offline_steps], (1, 2] -> offline_steps + (0, online]."""
+    step_millions = np.asarray(step_millions, float)
+    offline = np.minimum(step_millions, 1.0) * offline_steps
+    online = np.maximum(step_millions - 1.0, 0.0) * online_steps
+    return offline + online
