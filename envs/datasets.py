@@ -30,7 +30,8 @@ import gymnasium
 import numpy as np
 import ogbench
 
-from envs.config import EnvConfig
+from envs import robomimic
+from envs.config import EnvConfig, cfg_value
 from envs.errors import DatasetError
 from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
 from envs.generate import generate_dataset
@@ -210,12 +211,15 @@ def validate_dataset(path: Path, env: gymnasium.Env, name: str) -> dict:
     )
 
 
-def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict]:
+def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict | None]:
     """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
 
     The datasets map DATASET_KEYS to float32 arrays (transitions, ...) loaded and relabelled by OGBench; with
-    `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged).
+    `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged). Robomimic names go to
+    envs/robomimic.py (one file, no validation set: None).
     """
+    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
+        return robomimic.make_env_and_datasets(env_cfg, seed)
     cfg = EnvConfig.from_cfg(env_cfg)
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
     path = resolve_dataset(env_cfg, seed)
