@@ -77,12 +77,11 @@ class _ImportNotices(logging.Filter):
         return not record.getMessage().startswith(_IMPORT_NOTICES)
 
 
-_IMPORT_NOTICE_FILTER = _ImportNotices()
+logging.getLogger("robosuite_logs").addFilter(_ImportNotices())  # robosuite's logger, before any import of it
 _MISSING_EXTRA = 'robomimic tasks need robosuite and h5py: pip install -e ".[robomimic]"'
 
 
 def _robosuite():
-    logging.getLogger("robosuite_logs").addFilter(_IMPORT_NOTICE_FILTER)
     try:
         import robosuite
     except ImportError as error:
@@ -397,8 +396,8 @@ def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.
     del seed
     cfg = RobomimicConfig.from_cfg(env_cfg)
     path = _existing_file(cfg)
+    dataset = load_dataset(path)  # first: a bad file fails before two robosuite envs are built
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
-    dataset = load_dataset(path)
     for key, space in (("observations", env.observation_space), ("actions", env.action_space)):
         if dataset[key].shape[1:] != space.shape:
             raise DatasetError(
