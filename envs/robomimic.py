@@ -61,23 +61,26 @@ ENV_OVERRIDES = dict(
     reward_shaping=False,
 )
 
-# robosuite logs these at import when it runs without its optional private macro file, robot models or
-# whole-body IK (none of which lift, can or square use); every other robosuite message still shows.
-_IMPORT_NOTICES = (
+# Known-harmless robosuite notices: at import, without its optional private macro file, robot models or
+# whole-body IK (none of which lift, can or square use); at env creation, once per body part (base, legs, ...)
+# that the recorded composite controller config names and a single-arm robot lacks, which robosuite drops.
+# Every other robosuite message still shows.
+_HARMLESS_NOTICES = (
     "No private macro file found",
     "It is recommended to use a private macro file",
     "To setup, run:",
     "Could not import robosuite_models",
     "Could not load the mink-based whole-body IK",
+    "The config has defined for the controller",
 )
 
 
-class _ImportNotices(logging.Filter):
+class _HarmlessNotices(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_IMPORT_NOTICES)
+        return not record.getMessage().startswith(_HARMLESS_NOTICES)
 
 
-logging.getLogger("robosuite_logs").addFilter(_ImportNotices())  # robosuite's logger, before any import of it
+logging.getLogger("robosuite_logs").addFilter(_HarmlessNotices())  # robosuite's logger, before it is imported
 _MISSING_EXTRA = 'robomimic tasks need robosuite and h5py: pip install -e ".[robomimic]"'
 
 
