@@ -84,12 +84,25 @@ logging.getLogger("robosuite_logs").addFilter(_HarmlessNotices())  # robosuite's
 _MISSING_EXTRA = 'robomimic tasks need robosuite and h5py: pip install -e ".[robomimic]"'
 
 
-def _robosuite():
+def import_robosuite():
+    """robosuite, or an error saying how to install it; refuses MuJoCo releases robosuite 1.5 breaks on."""
     try:
         import robosuite
     except ImportError as error:
         raise ImportError(_MISSING_EXTRA) from error
+    import mujoco
+
+    if robosuite.__version__.startswith("1.5.") and _version(mujoco.__version__) >= (3, 10):
+        raise ImportError(
+            f"robosuite {robosuite.__version__} builds its envs only with mujoco < 3.10, found mujoco "
+            f'{mujoco.__version__}: pip install -e ".[robomimic]" installs a matching one (3.8.x)'
+        )
     return robosuite
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _h5py():
@@ -326,7 +339,7 @@ class RobomimicEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, env_meta: dict):
-        robosuite = _robosuite()
+        robosuite = import_robosuite()
         if env_meta.get("env_version") not in (None, robosuite.__version__):
             logger.warning(
                 "robomimic: the dataset was recorded with robosuite %s, installed is %s",
@@ -386,7 +399,7 @@ def make_env(env_cfg) -> gymnasium.Env:
         return gymnasium.make(ENV_ID, max_episode_steps=cfg.max_episode_steps, env_meta=meta)
     except TypeError as error:  # robosuite rejects kwargs recorded by another version
         raise DatasetError(
-            f"{path}: robosuite {_robosuite().__version__} cannot build '{meta['env_name']}' from the "
+            f"{path}: robosuite {import_robosuite().__version__} cannot build '{meta['env_name']}' from the "
             f"recorded env metadata (recorded with robosuite {meta.get('env_version', 'unknown')}): {error}"
         ) from None
 

@@ -16,7 +16,6 @@ import h5py
 import mujoco
 import numpy as np
 import pytest
-import robosuite
 from omegaconf import OmegaConf
 
 import buffers
@@ -25,6 +24,8 @@ from envs import DatasetError
 from envs import robomimic as rm
 from launch import train as train_module
 from tests.helpers import compose_config
+
+robosuite = rm.import_robosuite()  # with a clear error where the robomimic extra is missing or mismatched
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"
 DEMOS = {1: dict(steps=12, seed=11), 2: dict(steps=8, seed=12), 10: dict(steps=10, seed=13, lift_at=4)}
