@@ -1,4 +1,5 @@
-"""Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles)."""
+"""Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles), and
+robomimic's lift, can and square with their human demonstrations (envs/robomimic.py)."""
 
 from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend before OGBench imports it)
 

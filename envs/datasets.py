@@ -30,7 +30,8 @@ import gymnasium
 import numpy as np
 import ogbench
 
-from envs.config import EnvConfig
+from envs import robomimic
+from envs.config import EnvConfig, cfg_value
 from envs.errors import DatasetError
 from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
 from envs.generate import generate_dataset
@@ -144,7 +145,9 @@ def locate_dataset(env_cfg, seed: int) -> ResolvedDataset:
 
 
 def resolve_dataset(env_cfg, seed: int) -> Path:
-    """The train file for `env_cfg` (see `locate_dataset`)."""
+    """The train file for `env_cfg` (see `locate_dataset`; robomimic's file for a robomimic name)."""
+    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
+        return robomimic.dataset_path(env_cfg)
     return locate_dataset(env_cfg, seed).path
 
 
@@ -210,15 +213,18 @@ def validate_dataset(path: Path, env: gymnasium.Env, name: str) -> dict:
     )
 
 
-def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict]:
+def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict | None]:
     """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
 
     The datasets map DATASET_KEYS to float32 arrays (transitions, ...) loaded and relabelled by OGBench; with
     `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged). They are relabelled with
     the env made for `env_cfg.success_timing`, as `ogbench.make_env_and_datasets(..., success_timing=...)`
     does; OGBench's relabelling judges each transition on its first state whatever the timing (1.1.2's did
-    too), so only the envs' rewards and successes move with it.
+    too), so only the envs' rewards and successes move with it. Robomimic names go to envs/robomimic.py (one
+    file, no validation set: None).
     """
+    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
+        return robomimic.make_env_and_datasets(env_cfg, seed)
     cfg = EnvConfig.from_cfg(env_cfg)
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
     path = resolve_dataset(env_cfg, seed)

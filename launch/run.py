@@ -206,28 +206,31 @@ class Run:
 
     def load_datasets(self) -> tuple[list[dict], list[int], list[int]]:
         """Each distinct dataset file of the runs once, with a reward and mask row per task of the vector
-        (OGBench's single-task relabelling); which dataset and row each run uses.
-
-        A file's name does not depend on the task, so the runs reading one file cover every task.
-        """
-        tasks = sorted({member.task for member in self.members}, key=str)
+        (OGBench's single-task relabelling; rows of tasks that no run pairs with the file stay 0 and are
+        never read); which dataset and row each run uses."""
+        tasks = list(dict.fromkeys(member.task for member in self.members))
         paths = [envs.resolve_dataset(member.cfg.env, member.seed) for member in self.members]
         files = list(dict.fromkeys(paths))
         datasets = []
         for path in files:
-            labelled = []
-            for task in tasks:
-                member = next(
-                    m for m, p in zip(self.members, paths, strict=True) if p == path and m.task == task
-                )
-                env, eval_env, train, _ = envs.make_env_and_datasets(member.env_cfg, member.seed)
-                env.close()
-                eval_env.close()
-                labelled.append(train)
-            dataset = labelled[0]
-            dataset["rewards"] = np.stack([train["rewards"] for train in labelled])
-            dataset["masks"] = np.stack([train["masks"] for train in labelled])
-            datasets.append(dataset)
+            labelled = {}
+            for member, member_path in zip(self.members, paths, strict=True):
+                if member_path == path and member.task not in labelled:
+                    env, eval_env, labelled[member.task], _ = envs.make_env_and_datasets(
+                        member.env_cfg, member.seed
+                    )
+                    env.close()
+                    eval_env.close()
+            dataset = next(iter(labelled.values()))
+            rows = np.zeros((2, len(tasks), len(dataset["rewards"])), np.float32)
+            for task, train in labelled.items():
+                rows[:, tasks.index(task)] = train["rewards"], train["masks"]
+            datasets.append({**dataset, "rewards": rows[0], "masks": rows[1]})
+        sizes = {(d["observations"].shape[-1], d["actions"].shape[-1]) for d in datasets}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"the runs of a vector must share observation and action sizes, found {sorted(sizes)}"
+            )
         dataset_index = [files.index(path) for path in paths]
         return datasets, dataset_index, [tasks.index(member.task) for member in self.members]
 
