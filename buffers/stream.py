@@ -49,29 +49,30 @@ def allocate(like: dict[str, np.ndarray], num_segments: int) -> TransitionStore:
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def _write(store: TransitionStore, segment: jax.Array, arrays: dict) -> TransitionStore:
+def _write(target: dict, segment: jax.Array, arrays: dict) -> dict:
     transitions, rows = arrays["obs_rows"].shape[0], arrays["observations"].shape[0]
     first, first_row = segment * transitions, segment * rows
 
-    def put(target, values, start, axis=0):
-        index = [jnp.zeros((), jnp.int32)] * target.ndim
+    def put(key, values, start, axis=0):
+        index = [jnp.zeros((), jnp.int32)] * target[key].ndim
         index[axis] = start
-        return jax.lax.dynamic_update_slice(target, values.astype(target.dtype), index)
+        return jax.lax.dynamic_update_slice(target[key], values.astype(target[key].dtype), index)
 
-    return store.replace(
-        observations=put(store.observations, arrays["observations"], first_row),
-        obs_rows=put(store.obs_rows, arrays["obs_rows"] + first_row, first),
-        actions=put(store.actions, arrays["actions"], first),
-        rewards=put(store.rewards, arrays["rewards"], first, axis=1),
-        masks=put(store.masks, arrays["masks"], first, axis=1),
-        terminals=put(store.terminals, arrays["terminals"], first),
-    )
+    return {
+        "observations": put("observations", arrays["observations"], first_row),
+        "obs_rows": put("obs_rows", arrays["obs_rows"] + first_row, first),
+        "actions": put("actions", arrays["actions"], first),
+        "rewards": put("rewards", arrays["rewards"], first, axis=1),
+        "masks": put("masks", arrays["masks"], first, axis=1),
+        "terminals": put("terminals", arrays["terminals"], first),
+    }
 
 
 def write_segment(store: TransitionStore, segment: int, arrays: dict[str, np.ndarray]) -> TransitionStore:
     """`store` with segment `segment` holding `arrays` (a `store.host_layout` result), written in place.
 
-    `store` is donated: use only the returned store afterwards. One compilation serves every segment.
+    The arrays of `store` are donated: use only the returned store afterwards (its count, oldest and
+    rows_written are the same objects). One compilation serves every segment.
     """
     transitions, rows = segment_shape(arrays)
     num_segments = store.capacity // transitions
@@ -81,4 +82,8 @@ def write_segment(store: TransitionStore, segment: int, arrays: dict[str, np.nda
             f"a store of {store.capacity} transitions in {store.obs_capacity} state rows has no segment "
             f"{segment} of {transitions} transitions in {rows} rows"
         )
-    return _write(store, jnp.asarray(segment, jnp.int32), {key: arrays[key] for key in SEGMENT_KEYS})
+    # Only the segment arrays are donated: count, oldest and rows_written stay valid for whoever holds them
+    # (e.g. a `Segment.whole` of this store).
+    target = {key: getattr(store, key) for key in SEGMENT_KEYS}
+    written = _write(target, jnp.asarray(segment, jnp.int32), {key: arrays[key] for key in SEGMENT_KEYS})
+    return store.replace(**written)

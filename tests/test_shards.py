@@ -401,7 +401,9 @@ def test_every_env_config_has_the_shard_keys_and_core_count_workers():
         assert cfg.workers == len(os.sched_getaffinity(0)), path.name
     root = OmegaConf.create({"env": OmegaConf.load(CONFIGS / "env/cube.yaml")})
     OmegaConf.update(root, "env.dataset_size", "10m")
-    with pytest.raises(ValueError, match=r"env.dataset_size: expected null .* \['100m', '1b'\], found '10m'"):
+    with pytest.raises(
+        ValueError, match=r"env.dataset_size: expected null .*\['100m', '1b'\] \(a sharded set\), found '10m'"
+    ):
         EnvConfig.from_cfg(root.env)
 
 
