@@ -317,6 +317,16 @@ class ShardStream:
         self.close()
 
 
+def open_stream(env_cfg, seed: int, names: Sequence[str] | None = None) -> ShardStream:
+    """The stream of `env_cfg`'s sharded set: its shards (`locate_shards`) read by a ShardLoader for the
+    tasks `names` (default: `env.name` alone), `env.shards_in_memory` resident, in the order of `seed`."""
+    cfg = EnvConfig.from_cfg(env_cfg)
+    paths = locate_shards(env_cfg, seed)
+    how_to_fix = _how_to_get(sharded_dir(env_cfg, seed), cfg)
+    loader = ShardLoader([cfg.name] if names is None else names, cfg.sparse, how_to_fix)
+    return ShardStream(paths, loader, seed, cfg.shards_in_memory)
+
+
 def generate_shards(env_cfg, seed: int) -> dict:
     """Writes the missing shards 0 .. N - 1 of `env_cfg`'s sharded set with OGBench's oracles.
 

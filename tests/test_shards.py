@@ -27,6 +27,7 @@ from envs.shards import (
     find_shards,
     generate_shards,
     locate_shards,
+    open_stream,
     shard_order,
     shard_seed,
     sharded_dir,
@@ -185,6 +186,17 @@ def test_shard_tasks_must_share_one_dataset():
 
 
 # --- streaming ---------------------------------------------------------------------------------------------
+
+
+def test_a_config_opens_its_stream(tiny_shards_cfg, shard_paths):
+    cfg = OmegaConf.create({"env": OmegaConf.to_container(tiny_shards_cfg)})
+    OmegaConf.update(cfg, "env.shards_in_memory", 3)
+    with open_stream(cfg.env, seed=5) as stream:
+        store = stream.initial_store()
+        assert stream.paths == shard_paths and stream.resident() == [
+            shard_paths[i] for i in shard_order(4, 5)[:3]
+        ]
+        assert (store.capacity, store.obs_capacity, store.rewards.shape[0]) == (3 * TRANSITIONS, 3 * ROWS, 1)
 
 
 def test_order_is_a_permutation_drawn_from_the_seed():
