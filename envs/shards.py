@@ -60,11 +60,14 @@ def shard_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _how_to_get(directory: Path, cfg: EnvConfig) -> str:
+def _how_to_get(directory: Path, cfg: EnvConfig, seed: int) -> str:
     overrides = f"env.name={cfg.name} env.dataset_size={cfg.dataset_size} env.dataset_dir={cfg.dataset_dir}"
-    if not cfg.official_size:
-        overrides += f" env.generate.num_episodes={cfg.num_episodes}"
-        overrides += f" env.generate.max_episode_steps={cfg.generate_max_episode_steps}"
+    if not cfg.official_size:  # the seed names the directory of a set of another shard size
+        if cfg.num_episodes is not None:
+            overrides += f" env.generate.num_episodes={cfg.num_episodes}"
+        if cfg.generate_max_episode_steps is not None:
+            overrides += f" env.generate.max_episode_steps={cfg.generate_max_episode_steps}"
+        overrides += f" seed={seed}"
     how = f"generate it with `python launch/make_dataset.py {overrides} env.generate.num_shards=N` (it skips "
     how += "complete shards, so rerunning it after an interruption or a deleted shard finishes the set)"
     if cfg.official_size:
@@ -136,7 +139,7 @@ def locate_shards(env_cfg, seed: int) -> list[Path]:
     """The shards of `env_cfg`'s sharded set, ordered and checked to be equal in size (see `find_shards`)."""
     cfg = EnvConfig.from_cfg(env_cfg)
     directory = sharded_dir(env_cfg, seed)
-    how_to_get = _how_to_get(directory, cfg)
+    how_to_get = _how_to_get(directory, cfg, seed)
     paths = find_shards(directory, dataset_name_of(cfg.name), how_to_get)
     episodes, steps = check_equal_shards(paths, how_to_get)
     logger.info(
@@ -322,7 +325,7 @@ def open_stream(env_cfg, seed: int, names: Sequence[str] | None = None) -> Shard
     tasks `names` (default: `env.name` alone), `env.shards_in_memory` resident, in the order of `seed`."""
     cfg = EnvConfig.from_cfg(env_cfg)
     paths = locate_shards(env_cfg, seed)
-    how_to_fix = _how_to_get(sharded_dir(env_cfg, seed), cfg)
+    how_to_fix = _how_to_get(sharded_dir(env_cfg, seed), cfg, seed)
     loader = ShardLoader([cfg.name] if names is None else names, cfg.sparse, how_to_fix)
     return ShardStream(paths, loader, seed, cfg.shards_in_memory)
 
@@ -364,7 +367,7 @@ def generate_shards(env_cfg, seed: int) -> dict:
         written.append(path)
         steps, seconds = steps + stats["steps"], seconds + stats["seconds"]
     paths = find_shards(directory, dataset_name)
-    episodes_found, steps_found = check_equal_shards(paths, _how_to_get(directory, cfg))
+    episodes_found, steps_found = check_equal_shards(paths, _how_to_get(directory, cfg, seed))
     if episodes_found != episodes:
         raise DatasetError(
             f"{directory}: its shards hold {episodes_found} episodes each, expected {episodes} "

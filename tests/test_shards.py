@@ -119,6 +119,12 @@ def test_no_shard_says_how_to_generate_or_download(tmp_path):
     assert message.startswith(str(directory))
     assert f"python launch/make_dataset.py env.name={TASK2} env.dataset_size=100m" in message
     assert f"ogbench/{directory.name}/" in message  # the published set can be downloaded, a tiny one cannot
+    tiny = OmegaConf.create({"env": OmegaConf.to_container(cfg.env)})
+    OmegaConf.update(tiny, "env.generate.num_episodes", 2)
+    with pytest.raises(DatasetError, match="found none") as error:
+        locate_shards(tiny.env, seed=3)
+    assert "env.generate.num_episodes=2 seed=3 env.generate.num_shards=N" in str(error.value)
+    assert "ogbench/" not in str(error.value)
 
 
 def test_sized_sets_get_their_own_directory(tiny_shards_cfg, tmp_path):
@@ -191,11 +197,10 @@ def test_shard_tasks_must_share_one_dataset():
 def test_a_config_opens_its_stream(tiny_shards_cfg, shard_paths):
     cfg = OmegaConf.create({"env": OmegaConf.to_container(tiny_shards_cfg)})
     OmegaConf.update(cfg, "env.shards_in_memory", 3)
-    with open_stream(cfg.env, seed=5) as stream:
+    with open_stream(cfg.env, seed=0) as stream:  # another shard size: the seed also names its directory
         store = stream.initial_store()
-        assert stream.paths == shard_paths and stream.resident() == [
-            shard_paths[i] for i in shard_order(4, 5)[:3]
-        ]
+        assert stream.paths == shard_paths
+        assert stream.resident() == [shard_paths[i] for i in shard_order(4, 0)[:3]]
         assert (store.capacity, store.obs_capacity, store.rewards.shape[0]) == (3 * TRANSITIONS, 3 * ROWS, 1)
 
 
