@@ -98,8 +98,10 @@ def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
         )
 
 
-def from_dataset(dataset: dict) -> TransitionStore:
-    """Store for an OGBench-style dataset dict (observations, actions, rewards, masks, terminals).
+def host_layout(dataset: dict) -> dict[str, np.ndarray]:
+    """The store's arrays, on the host, for an OGBench-style dataset dict (observations, actions, rewards,
+    masks, terminals, next_observations): observations (transitions + trajectories, obs_dim) with one row
+    per state, obs_rows, actions, rewards and masks (tasks, transitions), terminals.
 
     `rewards` and `masks` are (num,) or (tasks, num): one row per task labelling of the same transitions.
     `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations` is checked
@@ -134,16 +136,25 @@ def from_dataset(dataset: dict) -> TransitionStore:
     rows = np.zeros((num + len(ends), observations.shape[1]), np.float32)
     rows[obs_rows] = observations
     rows[final_rows] = np.asarray(dataset["next_observations"], np.float32)[ends]
+    return {
+        "observations": rows,
+        "obs_rows": obs_rows.astype(np.int32),
+        "actions": np.asarray(dataset["actions"], np.float32),
+        "rewards": rewards,
+        "masks": masks,
+        "terminals": terminals,
+    }
+
+
+def from_dataset(dataset: dict) -> TransitionStore:
+    """Store holding an OGBench-style dataset dict (see `host_layout`)."""
+    arrays = host_layout(dataset)
+    num, rows = len(arrays["obs_rows"]), len(arrays["observations"])
     return TransitionStore(
-        observations=jnp.asarray(rows),
-        obs_rows=jnp.asarray(obs_rows, jnp.int32),
-        actions=jnp.asarray(dataset["actions"], jnp.float32),
-        rewards=jnp.asarray(rewards),
-        masks=jnp.asarray(masks),
-        terminals=jnp.asarray(terminals),
+        **{key: jnp.asarray(value) for key, value in arrays.items()},
         count=jnp.asarray(num, jnp.int32),
         oldest=jnp.zeros((), jnp.int32),
-        rows_written=jnp.asarray(len(rows), jnp.int32),
+        rows_written=jnp.asarray(rows, jnp.int32),
     )
 
 

@@ -4,8 +4,12 @@ Accepts an OmegaConf DictConfig or any dict- or attribute-like object, so script
 dicts.
 """
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+# The sharded sets OGBench publishes beside the standard files, and their number of shards.
+SHARDED_SIZES = {"100m": 100, "1b": 1000}
 
 
 def cfg_value(cfg, key: str):
@@ -38,6 +42,22 @@ def _int_at_least(value, key: str, minimum: int, *, optional: bool) -> int | Non
     return value
 
 
+def _workers(value) -> int:
+    """`env.generate.workers`, with null meaning the cores this process may run on."""
+    if value is None:
+        return len(os.sched_getaffinity(0))
+    return _int_at_least(value, "generate.workers", 1, optional=False)
+
+
+def _dataset_size(value) -> str | None:
+    if value is not None and str(value) not in SHARDED_SIZES:
+        raise ValueError(
+            f"env.dataset_size: expected null (the standard file) or one of {list(SHARDED_SIZES)} (a "
+            f"sharded set), found {value!r}"
+        )
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The keys of configs/env/*.yaml that decide which env is made and where its dataset comes from."""
@@ -51,7 +71,11 @@ class EnvConfig:
     download: bool
     num_episodes: int | None
     generate_max_episode_steps: int | None
-    workers: int
+    workers: int  # null in the config: every core available to this process
+    dataset_size: str | None  # None: the standard file; '100m' or '1b': the sharded set, streamed
+    shards_in_memory: int
+    shard_interval: int
+    num_shards: int | None  # shards to generate; None: the published count
 
     @classmethod
     def from_cfg(cls, env_cfg) -> "EnvConfig":
@@ -74,7 +98,17 @@ class EnvConfig:
             generate_max_episode_steps=_int_at_least(
                 cfg_value(generate, "max_episode_steps"), "generate.max_episode_steps", 2, optional=True
             ),
-            workers=_int_at_least(cfg_value(generate, "workers"), "generate.workers", 1, optional=False),
+            workers=_workers(cfg_value(generate, "workers")),
+            dataset_size=_dataset_size(cfg_value(env_cfg, "dataset_size")),
+            shards_in_memory=_int_at_least(
+                cfg_value(env_cfg, "shards_in_memory"), "shards_in_memory", 1, optional=False
+            ),
+            shard_interval=_int_at_least(
+                cfg_value(env_cfg, "shard_interval"), "shard_interval", 1, optional=False
+            ),
+            num_shards=_int_at_least(
+                cfg_value(generate, "num_shards"), "generate.num_shards", 1, optional=True
+            ),
         )
 
     @property

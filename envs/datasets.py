@@ -12,8 +12,9 @@ and `env.generate.max_episode_steps` are both null. Any other size gets a name t
 seed, e.g. 'cube-double-play-v0-ep20-s0.npz' or 'cube-double-play-v0-ep4-len201-s0.npz', so that a small
 dataset is never taken for the published one, never replaces it, and is never downloaded.
 
-A file is checked against its env before OGBench's loader sees it, so bad data fails with one DatasetError
-naming the file and the mismatch. Rewards and masks are OGBench's own single-task relabelling.
+A file is checked against its env before OGBench's loader sees it, so bad data (a NaN or inf anywhere
+included) fails with one DatasetError naming the file and the mismatch. Rewards and masks are OGBench's own
+single-task relabelling. The shards of a sharded set (envs/shards.py) go through the same check and loader.
 """
 
 import contextlib
@@ -23,25 +24,28 @@ import logging
 import socket
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import gymnasium
 import numpy as np
 import ogbench
+import ogbench.relabel_utils
+import ogbench.utils
 
 from envs import robomimic
 from envs.config import EnvConfig, cfg_value
 from envs.errors import DatasetError
 from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
 from envs.generate import generate_dataset
-from envs.suite import dataset_file_name, dataset_name_of, make_env, sparse_rewards
+from envs.suite import dataset_file_name, dataset_name_of, env_id_of, make_env, sparse_rewards
 
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 30.0
 DATASET_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
-_UNREADABLE_FILE_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error)
+UNREADABLE_FILE_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error)
 
 
 class ResolvedDataset(NamedTuple):
@@ -50,11 +54,16 @@ class ResolvedDataset(NamedTuple):
     generation: dict | None  # what `generate_dataset` measured, when the source is "generated"
 
 
-def sized_file_name(name: str, num_episodes: int | None, max_episode_steps: int | None, seed: int) -> str:
-    """The file of a dataset that is not the published size, e.g. 'cube-double-play-v0-ep20-s0.npz'."""
+def size_suffix(num_episodes: int | None, max_episode_steps: int | None, seed: int) -> str:
+    """What sets a generated dataset apart from the published size, e.g. '-ep20-s0' or '-ep4-len201-s0'."""
     episodes = f"-ep{num_episodes}" if num_episodes else ""
     length = f"-len{max_episode_steps}" if max_episode_steps else ""
-    return f"{dataset_name_of(name)}{episodes}{length}-s{seed}.npz"
+    return f"{episodes}{length}-s{seed}"
+
+
+def sized_file_name(name: str, num_episodes: int | None, max_episode_steps: int | None, seed: int) -> str:
+    """The file of a dataset that is not the published size, e.g. 'cube-double-play-v0-ep20-s0.npz'."""
+    return f"{dataset_name_of(name)}{size_suffix(num_episodes, max_episode_steps, seed)}.npz"
 
 
 @contextlib.contextmanager
@@ -160,10 +169,22 @@ def _how_to_regenerate(path: Path, name: str) -> str:
     )
 
 
-def _check_file(path: Path, env: gymnasium.Env, name: str) -> tuple[int, int]:
-    """Raises DatasetError unless `path` holds a well-formed dataset for `env`; returns (episodes, steps)."""
+def _first_non_finite_row(array: np.ndarray) -> int | None:
+    """The first row of a float array holding a NaN or an infinity, or None."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return None
+    bad = ~np.isfinite(array).reshape(len(array), -1).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def check_file(path: Path, env: gymnasium.Env, name: str, how_to_fix: str | None = None) -> tuple[int, int]:
+    """Raises DatasetError unless `path` holds a well-formed dataset for `env`; returns (episodes, steps).
+
+    `how_to_fix` ends the message of a missing or unreadable file (default: how to regenerate it).
+    """
+    how_to_fix = _how_to_regenerate(path, name) if how_to_fix is None else how_to_fix
     if not path.is_file():
-        raise DatasetError(f"{path}: expected a dataset file, found none; {_how_to_regenerate(path, name)}")
+        raise DatasetError(f"{path}: expected a dataset file, found none; {how_to_fix}")
     required = ["observations", "actions", "terminals", "qpos", "qvel"]
     if hasattr(env.unwrapped, "_cur_button_states"):
         required.append("button_states")  # OGBench's single-task rewards read the buttons' states
@@ -171,10 +192,10 @@ def _check_file(path: Path, env: gymnasium.Env, name: str) -> tuple[int, int]:
         with np.load(path) as file:
             found = sorted(file.files)
             arrays = {key: file[key] for key in required if key in found}
-    except _UNREADABLE_FILE_ERRORS as error:
+    except UNREADABLE_FILE_ERRORS as error:
         raise DatasetError(
             f"{path} cannot be read ({type(error).__name__}: {error}); it is probably truncated or corrupt: "
-            f"{_how_to_regenerate(path, name)}"
+            f"{how_to_fix}"
         ) from error
     missing = sorted(set(required) - set(found))
     if missing:
@@ -195,6 +216,13 @@ def _check_file(path: Path, env: gymnasium.Env, name: str) -> tuple[int, int]:
                 f"{path}: '{key}' have shape {arrays[key].shape[1:]} per step, expected {space.shape} "
                 f"(the {name} env's {key[:-1]} space)"
             )
+    for key, array in arrays.items():
+        row = _first_non_finite_row(array)
+        if row is not None:
+            raise DatasetError(
+                f"{path}: '{key}' holds a non-finite value (NaN or inf) first at row {row} "
+                f"({key}[{row}] = {array[row]}); expected finite numbers everywhere"
+            )
     terminals = arrays["terminals"]
     if len(terminals) == 0 or not terminals[-1]:
         raise DatasetError(
@@ -206,11 +234,28 @@ def _check_file(path: Path, env: gymnasium.Env, name: str) -> tuple[int, int]:
 def validate_dataset(path: Path, env: gymnasium.Env, name: str) -> dict:
     """Checks the train file and its validation file against `env`; returns their episode and step counts."""
     path = Path(path)
-    train_episodes, train_steps = _check_file(path, env, name)
-    val_episodes, val_steps = _check_file(val_path_of(path), env, name)
+    train_episodes, train_steps = check_file(path, env, name)
+    val_episodes, val_steps = check_file(val_path_of(path), env, name)
     return dict(
         train_episodes=train_episodes, train_steps=train_steps, val_episodes=val_episodes, val_steps=val_steps
     )
+
+
+def load_relabelled(path: Path, name: str, task_envs: Sequence[gymnasium.Env], sparse: bool) -> dict:
+    """The transitions of one checked file as OGBench's loader makes them, rewarded for each env's task.
+
+    Returns DATASET_KEYS as float32 arrays, rewards and masks (tasks, transitions): row i is OGBench's own
+    single-task relabelling by `task_envs[i]` (single-task envs of `name`'s domain, which it resets), its
+    rewards through `sparse_rewards` when `sparse` (masks are unchanged).
+    """
+    dataset = ogbench.utils.load_dataset(str(path), compact_dataset=False, add_info=True)
+    rewards, masks = [], []
+    for env in task_envs:
+        ogbench.relabel_utils.relabel_dataset(env_id_of(name), env, dataset)
+        rewards.append(sparse_rewards(dataset["rewards"]) if sparse else dataset["rewards"])
+        masks.append(dataset["masks"])
+    dataset.update(rewards=np.stack(rewards), masks=np.stack(masks))
+    return {key: np.asarray(dataset[key], np.float32) for key in DATASET_KEYS}
 
 
 def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict | None]:
@@ -229,12 +274,9 @@ def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
     path = resolve_dataset(env_cfg, seed)
     counts = validate_dataset(path, env, cfg.name)
-    datasets = ogbench.make_env_and_datasets(
-        cfg.name, dataset_path=str(path), compact_dataset=False, dataset_only=True, cur_env=env
-    )
-    train, val = ({key: np.asarray(dataset[key], np.float32) for key in DATASET_KEYS} for dataset in datasets)
-    if cfg.sparse:
-        train["rewards"], val["rewards"] = sparse_rewards(train["rewards"]), sparse_rewards(val["rewards"])
+    train, val = (load_relabelled(file, cfg.name, [env], cfg.sparse) for file in (path, val_path_of(path)))
+    for dataset in (train, val):  # one task: rewards and masks (transitions,)
+        dataset["rewards"], dataset["masks"] = dataset["rewards"][0], dataset["masks"][0]
     logger.info(
         "dataset: %d train transitions (%d episodes), %d validation transitions (%d episodes)",
         len(train["rewards"]),

@@ -34,7 +34,7 @@ def _collect_in_worker(seed_and_index: tuple[int, int]) -> dict[str, np.ndarray]
 
 
 @contextlib.contextmanager
-def _global_numpy_rng_restored():
+def global_numpy_rng_restored():
     """The oracles draw from NumPy's global RNG; collecting in-process must not move the caller's stream."""
     state = np.random.get_state()
     try:
@@ -47,7 +47,7 @@ def _episodes(dataset_name: str, max_episode_steps: int, seed: int, total: int, 
     """Yields episodes 0 .. total - 1 in order."""
     if workers == 1:
         collector = make_collector(dataset_name, max_episode_steps)
-        with _global_numpy_rng_restored():
+        with global_numpy_rng_restored():
             for index in range(total):
                 yield collector.collect(seed, index)
         return

@@ -3,6 +3,7 @@
     python launch/benchmark.py                               # QC-FQL at paper sizes
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
     python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
+    python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
 (launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
@@ -24,6 +25,10 @@ from hydra import compose, initialize_config_dir
 import agents
 import buffers
 import envs
+from buffers import Replay
+from envs.file_format import FILE_DTYPES
+from envs.shards import ShardLoader, ShardStream
+from envs.suite import dataset_name_of
 from launch import settings
 from launch.fused import act, fused_updates, insert
 from launch.run import OnlineRuns, Run, stack
@@ -229,6 +234,107 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
     }
 
 
+def write_synthetic_shards(directory: Path, env, name: str, num_shards: int, episodes: int, steps: int):
+    """`num_shards` shards of random steps in the published file format of `name`'s env, under their names."""
+    _, info = env.reset(seed=0)
+    per_step = {
+        "observations": env.observation_space.shape,
+        "actions": env.action_space.shape,
+        **{key: np.shape(info[key]) for key in ("qpos", "qvel", "button_states") if key in info},
+    }
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(num_shards):
+        arrays = {
+            key: rng.normal(size=(episodes * steps, *shape)).astype(FILE_DTYPES[key])
+            for key, shape in per_step.items()
+        }
+        arrays["actions"] = np.clip(arrays["actions"], -1, 1)
+        arrays["terminals"] = (np.arange(episodes * steps) % steps == steps - 1).astype(bool)
+        paths.append(directory / f"{dataset_name_of(name)}-{index:03d}.npz")
+        np.savez_compressed(paths[-1], **arrays)
+    return paths
+
+
+def streamed_updates(
+    agent, rng, replay: Replay, stream: ShardStream | None, dispatches: int, *, swap_every, **kw
+):
+    """`dispatches` calls of `fused_updates(num_updates=swap_every)`, each followed by a shard swap (none when
+    `stream` is None): the train loop's pattern, the swap waiting only when the reader has fallen behind."""
+    for _ in range(dispatches):
+        agent, rng, metrics, _, _ = fused_updates(agent, rng, replay, jnp.int32([swap_every]), **kw)
+        if stream is not None:
+            replay = replay.replace(offline=stream.swap(replay.offline))
+    jax.block_until_ready(metrics)
+    return agent, rng, replay
+
+
+def single_run_replay(offline: buffers.TransitionStore, obs_dim: int, action_dim: int) -> Replay:
+    """The replay of a vector of one run over all of `offline` (no online data)."""
+    segment = buffers.Segment(jnp.zeros(1, jnp.int32), offline.count[None], jnp.zeros(1, jnp.int32))
+    return Replay(offline, stack([buffers.empty(obs_dim, action_dim, 1)]), segment, None)
+
+
+def bench_stream(
+    overrides: list[str], repeats: int, swap_every: int, num_shards: int, shard_steps: tuple
+) -> dict:
+    """Offline qc_fql updates/s with one shard resident and a swap every `swap_every` updates, against the
+    same shards all resident in one store; the shards are random steps in the env's file format."""
+    cfg = run_config("agent=qc_fql", *overrides)
+    agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
+    env = envs.make_env(cfg.env)
+    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    loader = ShardLoader([cfg.env.name], cfg.env.sparse)
+    with tempfile.TemporaryDirectory() as directory:
+        paths = write_synthetic_shards(Path(directory), env, cfg.env.name, num_shards, *shard_steps)
+        resident = buffers.from_dataset(buffers.replay.concatenate([loader(path) for path in paths])[0])
+        stream = ShardStream(paths, loader, seed=0, shards_in_memory=1)
+        streamed = stream.initial_store()
+        replays = {
+            "resident": (single_run_replay(resident, obs_dim, action_dim), None),
+            "streamed": (single_run_replay(streamed, obs_dim, action_dim), stream),
+        }
+        agent, rng = (
+            stack([agents.make_agent(agent_cfg, 0, obs_dim, action_dim)]),
+            jax.random.PRNGKey(0)[None],
+        )
+        dispatches = max(1, 200 // swap_every)
+        seconds = {name: [] for name in replays}
+        for repeat in range(repeats + 1):  # the first round compiles
+            for name, (replay, source) in replays.items():  # alternated, so load on the machine hits both
+                start = time.perf_counter()
+                agent, rng, replay = streamed_updates(
+                    agent,
+                    rng,
+                    replay,
+                    source,
+                    dispatches,
+                    swap_every=swap_every,
+                    batch_size=cfg.batch_size,
+                    online=False,
+                )
+                replays[name] = (replay, source)
+                if repeat:
+                    seconds[name].append(time.perf_counter() - start)
+        swaps, waited = stream.position, stream.waited_s
+        stream.close()
+    updates = dispatches * swap_every
+    speed = {name: updates / float(np.median(times)) for name, times in seconds.items()}
+    return {
+        "env": cfg.env.name,
+        "batch_size": cfg.batch_size,
+        "hidden_dims": agent_cfg.get("hidden_dims"),
+        "shards": num_shards,
+        "steps_per_shard": shard_steps[0] * shard_steps[1],
+        "swap_every_updates": swap_every,
+        "updates_per_s_resident": round(speed["resident"], 2),
+        "updates_per_s_streamed": round(speed["streamed"], 2),
+        "streamed_over_resident": round(speed["streamed"] / speed["resident"], 3),
+        "swaps": swaps,
+        "seconds_swaps_waited_for_the_reader": round(waited, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,20 +348,32 @@ def main() -> None:
     )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
+        "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
+    )
+    parser.add_argument("--swap-every", type=int, default=10, help="updates between swaps with --stream")
+    parser.add_argument("--shards", type=int, default=8, help="synthetic shards with --stream")
+    parser.add_argument(
+        "--shard-size", default="10x101", help="episodes x steps per synthetic shard with --stream"
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides applied to every agent, e.g. batch_size=256"
     )
     args = parser.parse_args()
     device = jax.devices()[0]
-    report = {
-        "device": f"{device.platform}:{device.device_kind}",
-        "jax": jax.__version__,
-        "sampling": bench_sampling(args.sampling_transitions, 256, 5, 50),
-        "agents": [
-            bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs))
-            for name in args.agents.split(",")
-            for runs in args.runs.split(",")
-        ],
-    }
+    report = {"device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__}
+    if args.stream:
+        shard_steps = tuple(int(part) for part in args.shard_size.split("x"))
+        report["stream"] = bench_stream(
+            args.overrides, args.repeats, args.swap_every, args.shards, shard_steps
+        )
+        print(json.dumps(report, indent=2))
+        return
+    report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)
+    report["agents"] = [
+        bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs))
+        for name in args.agents.split(",")
+        for runs in args.runs.split(",")
+    ]
     if args.online_steps:
         with tempfile.TemporaryDirectory() as workdir:
             report["online"] = [

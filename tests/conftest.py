@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from omegaconf import OmegaConf
 
 from envs import generate_dataset
 
@@ -40,3 +41,25 @@ def tiny_dataset_dir(tmp_path_factory) -> Path:
         if not path.exists():
             generate_dataset(name, path, **params)
     return directory
+
+
+# A sharded set in the published layout: 4 shards of cube-quadruple, 2 episodes x 51 steps (100 transitions).
+TINY_SHARDS = dict(num_shards=4, num_episodes=2, max_episode_steps=51, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_shards_cfg(tmp_path_factory):
+    """configs/env/cube_quadruple_100m.yaml pointing at TINY_SHARDS, generated once by `generate_shards` (kept
+    in $CHUNKRL_TEST_DATA when that is set)."""
+    from envs.shards import generate_shards
+
+    cache = os.environ.get("CHUNKRL_TEST_DATA")
+    directory = Path(cache) if cache else tmp_path_factory.mktemp("ogbench-data")
+    root = OmegaConf.create(
+        {"env": OmegaConf.load(Path(__file__).parents[1] / "configs/env/cube_quadruple_100m.yaml")}
+    )
+    OmegaConf.update(root, "env.dataset_dir", str(directory))
+    for key in TINY_SHARDS:
+        OmegaConf.update(root, f"env.generate.{key}", TINY_SHARDS[key])
+    generate_shards(root.env, seed=0)
+    return root.env

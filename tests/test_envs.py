@@ -459,6 +459,14 @@ BAD_DATA = {
         lambda t: t["terminals"].__setitem__(-1, False),
         "expected 'terminals' to end an episode on the last step",
     ),
+    "NaN observation": (
+        lambda t: t["observations"].__setitem__((7, 3), np.nan),
+        r"'observations' holds a non-finite value \(NaN or inf\) first at row 7 ",
+    ),
+    "inf qvel": (
+        lambda t: t["qvel"].__setitem__((np.s_[12:15], 0), -np.inf),
+        r"'qvel' holds a non-finite value \(NaN or inf\) first at row 12 ",
+    ),
 }
 
 
@@ -477,6 +485,16 @@ def test_bad_data_is_caught_before_ogbench_loads_it(tiny_dataset_dir, tmp_path):
     train, val = load_pair(tiny_dataset_dir / f"{MAZE}.npz")
     path = write_pair(tmp_path / "bad.npz", {**train, "actions": train["actions"][:, :1]}, val)
     with pytest.raises(DatasetError, match=f"{path}: 'actions' have shape"):
+        make_env_and_datasets(env_cfg("pointmaze", dataset_path=str(path)), seed=0)
+
+
+def test_non_finite_data_stops_the_run_before_training(tiny_dataset_dir, tmp_path):
+    train, val = load_pair(tiny_dataset_dir / f"{MAZE}.npz")
+    train["actions"][30, 1] = np.nan
+    path = write_pair(tmp_path / "bad.npz", train, val)
+    with pytest.raises(
+        DatasetError, match=rf"{path}: 'actions' holds a non-finite value .* first at row 30 "
+    ):
         make_env_and_datasets(env_cfg("pointmaze", dataset_path=str(path)), seed=0)
 
 
