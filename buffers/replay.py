@@ -95,16 +95,35 @@ def make_replay(
     joined, firsts = concatenate(datasets)
     sizes = np.asarray([len(dataset["observations"]) for dataset in datasets], np.int32)
     dataset_index = np.asarray(dataset_index)
-    offline = store.from_dataset(joined)
-    online = store.empty(
-        joined["observations"].shape[-1],
-        joined["actions"].shape[-1],
-        online_capacity(buffer_size, online_steps),
+    return replay_over(
+        store.from_dataset(joined),
+        firsts[dataset_index],
+        sizes[dataset_index],
+        tasks,
+        buffer_size,
+        online_steps,
+        offline_ratio,
     )
-    num_runs = len(dataset_index)
+
+
+def replay_over(
+    offline: store.TransitionStore,
+    firsts: Sequence[int],
+    sizes: Sequence[int],
+    tasks: Sequence[int],
+    buffer_size: int,
+    online_steps: int,
+    offline_ratio: float | None,
+) -> Replay:
+    """The replay of a vector of runs over a shared offline store: run i samples its transitions
+    firsts[i] .. firsts[i] + sizes[i] - 1, rewarded by row tasks[i], and has an empty online store."""
+    online = store.empty(
+        offline.observations.shape[-1], offline.actions.shape[-1], online_capacity(buffer_size, online_steps)
+    )
+    num_runs = len(tasks)
     segment = Segment(
-        first=jnp.asarray(firsts[dataset_index], jnp.int32),
-        size=jnp.asarray(sizes[dataset_index], jnp.int32),
+        first=jnp.asarray(firsts, jnp.int32),
+        size=jnp.asarray(sizes, jnp.int32),
         task=jnp.asarray(tasks, jnp.int32),
     )
     online = jax.tree_util.tree_map(

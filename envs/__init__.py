@@ -4,7 +4,7 @@ robomimic's lift, can and square with their human demonstrations (envs/robomimic
 from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend before OGBench imports it)
 
 # isort: split
-from envs import goal_conditioned
+from envs import goal_conditioned, shards
 from envs.datasets import (
     ResolvedDataset,
     locate_dataset,
@@ -22,6 +22,7 @@ __all__ = [
     "ResolvedDataset",
     "dataset_file_name",
     "goal_conditioned",
+    "shards",
     "domain_of",
     "generate_dataset",
     "locate_dataset",

@@ -136,6 +136,7 @@ class Run:
         self.members = vector_members(cfg, run_dir)
         first = self.members[0].cfg
         self.agent_settings = settings.agent_settings(first, envs.domain_of(first.env.name))
+        self.stream = None  # the shard stream of a sharded (100M/1B) dataset
         self.build()
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
         self.offline_steps = cfg.offline_steps if self.agent_config.offline_pretraining else 0
@@ -167,6 +168,8 @@ class Run:
         """The runs' agents and their replay (sequence agents build theirs differently: sequence_run.py)."""
         if self.cfg.env.get("goal_conditioned"):
             self.replay, obs_dim, action_dim = self.goal_replay()
+        elif self.cfg.env.get("dataset_size"):
+            self.replay, obs_dim, action_dim = self.streamed_replay()
         else:
             datasets, dataset_index, task_rows = self.load_datasets()
             obs_dim = datasets[0]["observations"].shape[-1]
@@ -187,6 +190,49 @@ class Run:
             self.num_runs,
             buffers.nbytes(self.replay) / 2**20,
             jax.devices()[0].platform,
+        )
+
+    def streamed_replay(self) -> tuple:
+        """A replay whose offline store holds `env.shards_in_memory` shards of a sharded (100M/1B) set,
+        streamed by `self.stream` (envs/shards.py); the shards carry a reward row per task of the vector.
+
+        The runs of a vector share one stream, in the shard order of the vector's first seed.
+        """
+        cfg, first = self.cfg, self.members[0]
+        directories = {envs.shards.sharded_dir(member.cfg.env, member.seed) for member in self.members}
+        if len(directories) > 1:
+            raise ValueError(
+                f"the runs of a vector stream one sharded set, found {sorted(map(str, directories))}: "
+                "sets of a non-published size are per seed, so give one seed"
+            )
+        tasks = list(dict.fromkeys(member.task for member in self.members))
+        names = [next(m for m in self.members if m.task == task).env_cfg["name"] for task in tasks]
+        self.stream = envs.shards.open_stream(first.cfg.env, first.seed, names)
+        offline = self.stream.initial_store()
+        replay = buffers.replay.replay_over(
+            offline,
+            [0] * self.num_runs,
+            [offline.capacity] * self.num_runs,
+            [tasks.index(member.task) for member in self.members],
+            cfg.buffer_size,
+            cfg.online_steps,
+            cfg.offline_ratio,
+        )
+        log.info("shards: %d in the set, resident %s", len(self.stream.paths), self.resident_shards())
+        return replay, offline.observations.shape[-1], offline.actions.shape[-1]
+
+    def resident_shards(self) -> list[str]:
+        return [path.name for path in self.stream.resident()]
+
+    def swap_shard(self) -> None:
+        """The next shard of the stream over the oldest resident one (read ahead on a background thread)."""
+        self.replay = self.replay.replace(offline=self.stream.swap(self.replay.offline))
+        log.info(
+            "shard swap %d at step %d: resident %s (swaps waited %.2f s for the reader in all)",
+            self.stream.position,
+            self.global_step,
+            self.resident_shards(),
+            self.stream.waited_s,
         )
 
     def goal_replay(self) -> tuple:
@@ -284,6 +330,8 @@ class Run:
         state, self.counters = self.checkpointer.restore(self.state)
         self.agent, self.rng = state["agent"], state["rng"]
         self.replay = self.replay.with_run_part(state["replay"])
+        if self.stream is not None:
+            self.replay = self.replay.replace(offline=self.stream.restore(self.counters["stream"]))
         for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
             metrics = member.run_dir / METRICS_FILE
             if metrics.exists():
@@ -293,6 +341,8 @@ class Run:
 
     def save(self) -> None:
         self.counters["elapsed"] = self.loggers[0].elapsed
+        if self.stream is not None:
+            self.counters["stream"] = self.stream.state()
         self.checkpointer.save(self.global_step, self.state, self.counters)
 
     def log(self, metrics: list[dict], phase: str) -> None:
@@ -364,11 +414,12 @@ class Run:
         bar = tqdm(
             total=self.offline_steps, initial=self.counters["offline_step"], desc="offline", unit="upd"
         )
+        intervals = [cfg.log_interval, cfg.eval_interval, cfg.save_interval]
+        if self.stream is not None:
+            intervals.append(cfg.env.shard_interval)
         while self.counters["offline_step"] < self.offline_steps:
             step = self.counters["offline_step"]
-            boundary = min(
-                next_multiple(step, i) for i in (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
-            )
+            boundary = min(next_multiple(step, interval) for interval in intervals)
             num_updates = min(cfg.updates_per_dispatch, boundary - step, self.offline_steps - step)
             metrics = self.train([num_updates] * self.num_runs, online=False)
             self.counters["offline_step"] = step = step + num_updates
@@ -378,6 +429,8 @@ class Run:
                 self.log([{f"offline/{k}": v for k, v in run.items()} for run in metrics], "offline")
             if step % cfg.eval_interval == 0 or last:
                 bar.set_postfix(success=self.evaluate("offline"))
+            if self.stream is not None and step % cfg.env.shard_interval == 0:
+                self.swap_shard()
             if step % cfg.save_interval == 0 or last:
                 self.save()
         bar.close()
@@ -391,7 +444,9 @@ class Run:
         vector_env = self.vector_env("online")
         runs = OnlineRuns(self, vector_env)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
-        intervals = (cfg.log_interval, cfg.eval_interval, cfg.save_interval)
+        intervals = [cfg.log_interval, cfg.eval_interval, cfg.save_interval]
+        if self.stream is not None:  # a swap every shard_interval updates: utd_ratio per env step
+            intervals.append(max(1, cfg.env.shard_interval // cfg.utd_ratio))
         upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
         while True:
             step = counters["env_step"]
@@ -404,6 +459,8 @@ class Run:
                     self.log([{f"online/{k}": v for k, v in run.items()} for run in runs.metrics], "online")
                 if reached[1]:
                     bar.set_postfix(success=self.evaluate("online"))
+                if reached[3:] and reached[3] and not last:
+                    self.swap_shard()
                 if reached[2]:
                     counters["runs"] = runs.saved_counters()
                     self.save()
@@ -417,6 +474,8 @@ class Run:
         bar.close()
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
         for vector_env in self._vector_envs.values():
             vector_env.close()
         for logger in self.loggers:

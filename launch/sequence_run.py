@@ -122,6 +122,7 @@ class SequenceRun(Run):
             train_dataset["actions"].shape[-1],
         ).with_statistics(*trajectories.observation_statistics(train_dataset))
         self.agent = stack([agent])
+        self.slot_length = self.replay.online.max_length  # of the run's replay, before the run axis
         returns = trajectories.trajectory_returns(self.replay.offline)
         self.replay = stack([self.replay])
         low, high = np.quantile(returns, config.eval_target_quantiles)
@@ -216,7 +217,7 @@ class SequenceRun(Run):
                 cfg.online_steps - start,
             )
             trajectory = trajectories.pad_trajectory(
-                episode["observations"], episode["actions"], episode["rewards"], self.replay.online.max_length
+                episode["observations"], episode["actions"], episode["rewards"], self.slot_length
             )
             self.replay = insert(self.replay, stack([trajectory]))
             counters["env_step"] = step = start + len(episode["rewards"])

@@ -168,3 +168,49 @@ def test_execution_length_of_the_whole_chunk_is_todays_behaviour(tiny_dataset_di
     assert calls["queries"] == 2 * default_queries < 20 + 4 * 8  # chunks of 5 actions, not one per step
     assert untimed(rows(tmp_path / "explicit")) == untimed(rows(tmp_path / "default"))
     jax.tree_util.tree_map(np.testing.assert_array_equal, explicit.agent.params, default.agent.params)
+
+
+def shards_config(tiny_shards_cfg, *overrides):
+    generate = tiny_shards_cfg.generate
+    return compose_config(
+        "agent=qc_fql",
+        "env=cube_quadruple_100m",
+        f"env.dataset_dir={tiny_shards_cfg.dataset_dir}",
+        f"env.generate.num_episodes={generate.num_episodes}",
+        f"env.generate.max_episode_steps={generate.max_episode_steps}",
+        "env.shard_interval=5",
+        "logger.mode=disabled",
+        *TINY,
+        *overrides,
+    )
+
+
+def test_a_sharded_dataset_streams_through_training_and_resumes_exactly(
+    tiny_shards_cfg, tmp_path, monkeypatch, caplog
+):
+    """Offline and online through the stream, a swap every 5 updates (every 5 env steps online), killed
+    online and resumed: the same parameters, online replay and resident shards as the uninterrupted run."""
+    with caplog.at_level("INFO", logger="launch.run"):
+        full = train_module.train(shards_config(tiny_shards_cfg), tmp_path / "full")
+    swaps = [record.getMessage() for record in caplog.records if "shard swap" in record.getMessage()]
+    assert len(swaps) == 10 // 5 + 20 // 5 - 1  # offline at 5, 10; online at env steps 5, 10, 15
+    assert full.stream.position == len(swaps)
+
+    original = run_module.Run.train
+    calls = {"online": 0}
+
+    def interrupting_train(self, num_updates, online):
+        calls["online"] += online
+        if calls["online"] == 4:  # past the checkpoint at env step 10
+            raise Interrupt
+        return original(self, num_updates, online)
+
+    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
+    with pytest.raises(Interrupt):
+        train_module.train(shards_config(tiny_shards_cfg), tmp_path / "resumed")
+    monkeypatch.setattr(run_module.Run, "train", original)
+    resumed = train_module.train(shards_config(tiny_shards_cfg, "resume=true"), tmp_path / "resumed")
+    assert resumed.stream.state() == full.stream.state()
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay, full.replay)
+    assert untimed(rows(tmp_path / "resumed")) == untimed(rows(tmp_path / "full"))
