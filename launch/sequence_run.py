@@ -137,7 +137,7 @@ class SequenceRun(Run):
             len(returns),
             returns.min(),
             returns.max(),
-            self.replay.offline.max_length,
+            self.slot_length,
             np.round(self.targets, 1).tolist(),
             self.success_target,
             self.exploration_target,
