@@ -42,8 +42,12 @@ class Config(AgentConfig):
     diffusion_sampler: str = "ddpm"
 
     def __post_init__(self):
-        choices = {"behavior": bm.BEHAVIORS, "diffusion_schedule": bm.DIFFUSION_SCHEDULES,
-                   "diffusion_sampler": bm.DIFFUSION_SAMPLERS, "q_agg": ("mean", "min")}
+        choices = {
+            "behavior": bm.BEHAVIORS,
+            "diffusion_schedule": bm.DIFFUSION_SCHEDULES,
+            "diffusion_sampler": bm.DIFFUSION_SAMPLERS,
+            "q_agg": ("mean", "min"),
+        }
         for name, valid in choices.items():
             value = getattr(self, name)
             if value not in valid:
