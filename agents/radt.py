@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agents import step
 from agents.config import AgentConfig
 
 dense_init = nn.initializers.normal(stddev=0.02)
@@ -490,11 +491,7 @@ class Agent(flax.struct.PyTreeNode):
 
         batch: context windows from buffers.trajectories (observations (batch, steps, obs_dim), ...).
         """
-        rng, key = jax.random.split(self.rng)
-        noise = self.draw_noise(key, *batch["valid"].shape)
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        agent, grads, info = step.optimizer_step(self, batch, *batch["valid"].shape)
         transformer = {name: grad for name, grad in grads["model"]["params"].items() if name != "log_std"}
         info["grad/norm"] = optax.tree.norm(transformer)
-        params = optax.apply_updates(self.params, updates)
-        return self.replace(rng=rng, params=params, opt_state=opt_state), info
+        return agent, info
