@@ -25,6 +25,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from agents import step
@@ -39,7 +40,12 @@ ACTION_EPS = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/sequence_run.py."""
+    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/sequence_run.py.
+
+    learnable_timestep_embedding: False embeds timesteps as RADT's official code does by default (a fixed
+    sinusoidal table, then a linear layer); True learns a table, as DT's reference code does
+    (configs/agent/dt.yaml sets it).
+    """
 
     chunk_length: int = 1
     action_chunking: bool = False
@@ -56,6 +62,7 @@ class Config(AgentConfig):
     warmup_steps: int = 10000
     grad_clip: float = 0.25
     max_timestep: int = 1001
+    learnable_timestep_embedding: bool = False
     return_scale: float = 100.0
     log_std_min: float = -5.0
     log_std_max: float = 2.0
@@ -98,6 +105,8 @@ class Config(AgentConfig):
 
 class Attention(nn.Module):
     """Multi-head attention; q, k, v projections without bias, output projection with bias (as RADT).
+    Dropout on the attention weights draws one mask entry per window, head, query and key, as PyTorch's
+    dropout does (flax's default would share one mask across the windows and heads of a batch).
 
     mask: (batch, 1, queries, keys) bool, False hides a key from a query.
     """
@@ -116,6 +125,7 @@ class Attention(nn.Module):
             project(name="key")(keys),
             project(name="value")(values),
             mask=mask,
+            broadcast_dropout=False,
             dropout_rng=None if deterministic or not self.dropout else self.make_rng("dropout"),
             dropout_rate=self.dropout,
             deterministic=deterministic,
@@ -222,6 +232,14 @@ def attention_masks(valid, tokens_per_step: int):
     return self_mask, cross_mask
 
 
+def sinusoid_table(num_timesteps: int, dim: int) -> np.ndarray:
+    """The fixed timestep table of RADT (and of the Transformer's positions): (num_timesteps, dim) float32
+    with row t, column j = sin(t / 10000^(2 floor(j/2) / dim)) at even j and cos(...) at odd j. Built in
+    float64 so that the large angles of late timesteps keep their precision."""
+    angles = np.arange(num_timesteps)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)
+    return np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+
+
 class SequenceModel(nn.Module):
     """RADT (return_alignment) or DT: the pre-tanh action mean and the log-std at every state token."""
 
@@ -236,6 +254,7 @@ class SequenceModel(nn.Module):
     step_ra: bool
     log_std_min: float
     log_std_max: float
+    learnable_timestep_embedding: bool
 
     @nn.compact
     def __call__(
@@ -254,8 +273,13 @@ class SequenceModel(nn.Module):
         Returns mean, log_std: (batch, steps, action_dim); `detach_std` stops the log-std head's gradient into
         the transformer.
         """
-        embed = functools.partial(nn.Embed, self.max_timestep, self.embed_dim, embedding_init=dense_init)
-        time = embed(name="timestep")(jnp.clip(timesteps, 0, self.max_timestep - 1))
+        timesteps = jnp.clip(timesteps, 0, self.max_timestep - 1)
+        if self.learnable_timestep_embedding:  # DT's reference
+            embed = nn.Embed(self.max_timestep, self.embed_dim, embedding_init=dense_init, name="timestep")
+            time = embed(timesteps)
+        else:  # RADT's default: a fixed sinusoidal table, then a learned linear layer
+            table = jnp.asarray(sinusoid_table(self.max_timestep, self.embed_dim))
+            time = Dense(self.embed_dim, name="timestep")(table[timesteps])
         states = Dense(self.embed_dim, name="state")(observations) + time
         acts = Dense(self.embed_dim, name="action")(actions) + time
         returns = Dense(self.embed_dim, name="return")(returns_to_go[..., None])
@@ -369,6 +393,7 @@ class Agent(flax.struct.PyTreeNode):
             config.step_ra,
             config.log_std_min,
             config.log_std_max,
+            config.learnable_timestep_embedding,
         )
         rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
         steps = config.context_length
