@@ -83,7 +83,7 @@ class Agent(flax.struct.PyTreeNode):
             "critic": critic_net.init(critic_key, obs, act),
             "behavior": behavior.init(behavior_key, obs, act),
         }
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             params=params,

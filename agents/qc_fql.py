@@ -65,7 +65,7 @@ class Agent(flax.struct.PyTreeNode):
             "actor_bc_flow": flow_net.init(flow_key, obs, act, jnp.zeros((1, 1))),
             "actor_onestep_flow": onestep_net.init(onestep_key, obs, act),
         }
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             params=params,

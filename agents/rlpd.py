@@ -94,7 +94,7 @@ class Agent(flax.struct.PyTreeNode):
         critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
         actor_net = MLP((*config.hidden_dims, 2 * policy_dim), layer_norm=config.actor_layer_norm)
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
 
         @jax.jit  # one compilation instead of one per eager initialiser op: seconds saved on a CPU
         def initial_state(key):

@@ -15,6 +15,14 @@ import jax
 import optax
 
 
+@functools.cache
+def adam(lr: float) -> optax.GradientTransformation:
+    """optax.adam(lr), one instance per learning rate. Agents of equal configs then have equal static fields:
+    runs of several seeds stack into one pytree for jax.vmap, and a jitted update is not traced again for a
+    new agent (a resumed run)."""
+    return optax.adam(lr)
+
+
 def sum_losses(**named: tuple[jax.Array, dict]) -> tuple[jax.Array, dict]:
     """The sum of named (loss, info) pairs, and their infos in one dict with keys prefixed by the name
     (`critic/q_mean`), so that W&B groups the metrics of each loss."""

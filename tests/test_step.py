@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
+import agents
 from agents import step
 
 LR, TAU, BATCH, DIM = 0.1, 0.2, 5, 3
@@ -120,3 +122,13 @@ def test_vmapped_over_seeds_each_agent_takes_its_own_step():
             (alone, alone_info),
         )
     assert not np.allclose(together.params["actor"]["b"][0], together.params["actor"]["b"][1])
+
+
+@pytest.mark.parametrize("algorithm", ["qc_fql", "qc", "rlpd"])
+def test_agents_of_one_config_stack_into_a_batch_of_seeds(algorithm):
+    """Equal configs give equal static fields (one optimizer instance), so seeds stack for jax.vmap."""
+    config = dict(algorithm=algorithm, hidden_dims=[8, 8])
+    first, second = (agents.make_agent(config, seed, obs_dim=2, action_dim=2) for seed in (0, 1))
+    assert jax.tree_util.tree_structure(first) == jax.tree_util.tree_structure(second)
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), first, second)
+    assert stacked.rng.shape[0] == 2
