@@ -20,6 +20,7 @@ import optax
 from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
+from agents import step
 from agents.config import AgentConfig
 from agents.networks import Critic
 
@@ -83,7 +84,7 @@ class Agent(flax.struct.PyTreeNode):
             "critic": critic_net.init(critic_key, obs, act),
             "behavior": behavior.init(behavior_key, obs, act),
         }
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             params=params,
@@ -157,19 +158,10 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {f"bc_{self.config.behavior}_loss": loss}
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
-        critic_loss, critic_info = self.critic_loss(batch, params, noise)
-        behavior_loss, behavior_info = self.behavior_loss(batch, params, noise)
-        info = {f"critic/{k}": v for k, v in critic_info.items()}
-        info.update({f"actor/{k}": v for k, v in behavior_info.items()})
-        return critic_loss + behavior_loss, info
+        return step.sum_losses(
+            critic=self.critic_loss(batch, params, noise), actor=self.behavior_loss(batch, params, noise)
+        )
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
         """One Adam step on the summed critic and behaviour losses, then the Polyak target update."""
-        rng, key = jax.random.split(self.rng)
-        noise = self.draw_noise(key, batch["observations"].shape[0])
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        params = optax.apply_updates(self.params, updates)
-        target_critic = optax.incremental_update(params["critic"], self.target_critic, self.config.tau)
-        info["grad/norm"] = optax.tree.norm(grads)
-        return self.replace(rng=rng, params=params, target_critic=target_critic, opt_state=opt_state), info
+        return step.with_target_critic(self, batch)

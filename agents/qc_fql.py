@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import critic as td
+from agents import step
 from agents.config import AgentConfig
 from agents.flow import euler_sample, flow_matching_loss
 from agents.networks import Critic, VectorField
@@ -64,7 +65,7 @@ class Agent(flax.struct.PyTreeNode):
             "actor_bc_flow": flow_net.init(flow_key, obs, act, jnp.zeros((1, 1))),
             "actor_onestep_flow": onestep_net.init(onestep_key, obs, act),
         }
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             params=params,
@@ -156,19 +157,10 @@ class Agent(flax.struct.PyTreeNode):
         }
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
-        critic_loss, critic_info = self.critic_loss(batch, params, noise)
-        actor_loss, actor_info = self.actor_loss(batch, params, noise)
-        info = {f"critic/{k}": v for k, v in critic_info.items()}
-        info.update({f"actor/{k}": v for k, v in actor_info.items()})
-        return critic_loss + actor_loss, info
+        return step.sum_losses(
+            critic=self.critic_loss(batch, params, noise), actor=self.actor_loss(batch, params, noise)
+        )
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
         """One Adam step on the summed critic and actor losses, then the Polyak target update."""
-        rng, key = jax.random.split(self.rng)
-        noise = self.draw_noise(key, batch["observations"].shape[0])
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        params = optax.apply_updates(self.params, updates)
-        target_critic = optax.incremental_update(params["critic"], self.target_critic, self.config.tau)
-        info["grad/norm"] = optax.tree.norm(grads)
-        return self.replace(rng=rng, params=params, target_critic=target_critic, opt_state=opt_state), info
+        return step.with_target_critic(self, batch)

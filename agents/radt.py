@@ -25,8 +25,10 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from agents import step
 from agents.config import AgentConfig
 
 dense_init = nn.initializers.normal(stddev=0.02)
@@ -38,7 +40,12 @@ ACTION_EPS = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/sequence_run.py."""
+    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/sequence_run.py.
+
+    learnable_timestep_embedding: False embeds timesteps as RADT's official code does by default (a fixed
+    sinusoidal table, then a linear layer); True learns a table, as DT's reference code does
+    (configs/agent/dt.yaml sets it).
+    """
 
     chunk_length: int = 1
     action_chunking: bool = False
@@ -55,6 +62,7 @@ class Config(AgentConfig):
     warmup_steps: int = 10000
     grad_clip: float = 0.25
     max_timestep: int = 1001
+    learnable_timestep_embedding: bool = False
     return_scale: float = 100.0
     log_std_min: float = -5.0
     log_std_max: float = 2.0
@@ -76,8 +84,11 @@ class Config(AgentConfig):
 
         require(self.chunk_length == 1, "chunk_length", "1 (RADT and DT act one step at a time)")
         require(not self.action_chunking, "action_chunking", "false (RADT and DT act one step at a time)")
-        require(self.seq_ra or self.step_ra or not self.return_alignment, "return_alignment",
-                "false when seq_ra and step_ra are both off (RADT would then never see the returns)")
+        require(
+            self.seq_ra or self.step_ra or not self.return_alignment,
+            "return_alignment",
+            "false when seq_ra and step_ra are both off (RADT would then never see the returns)",
+        )
         require(self.embed_dim % self.num_heads == 0, "num_heads", f"a divisor of embed_dim={self.embed_dim}")
         require(self.warmup_steps >= 1, "warmup_steps", "an integer >= 1")
         require(self.context_length >= 1, "context_length", "an integer >= 1")
@@ -94,6 +105,8 @@ class Config(AgentConfig):
 
 class Attention(nn.Module):
     """Multi-head attention; q, k, v projections without bias, output projection with bias (as RADT).
+    Dropout on the attention weights draws one mask entry per window, head, query and key, as PyTorch's
+    dropout does (flax's default would share one mask across the windows and heads of a batch).
 
     mask: (batch, 1, queries, keys) bool, False hides a key from a query.
     """
@@ -104,13 +117,18 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, queries, keys, values, mask, deterministic: bool):
         dim = queries.shape[-1]
-        project = functools.partial(nn.DenseGeneral, (self.num_heads, dim // self.num_heads), use_bias=False,
-                                    kernel_init=dense_init)
+        project = functools.partial(
+            nn.DenseGeneral, (self.num_heads, dim // self.num_heads), use_bias=False, kernel_init=dense_init
+        )
         out = nn.dot_product_attention(
-            project(name="query")(queries), project(name="key")(keys), project(name="value")(values),
+            project(name="query")(queries),
+            project(name="key")(keys),
+            project(name="value")(values),
             mask=mask,
+            broadcast_dropout=False,
             dropout_rng=None if deterministic or not self.dropout else self.make_rng("dropout"),
-            dropout_rate=self.dropout, deterministic=deterministic,
+            dropout_rate=self.dropout,
+            deterministic=deterministic,
         )
         out = nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=dense_init, name="out")(out)
         return nn.Dropout(self.dropout)(out, deterministic)
@@ -145,8 +163,11 @@ class Block(nn.Module):
     def __call__(self, x, returns, time, self_mask, cross_mask, deterministic: bool):
         """returns (c), time (e): (batch, steps, dim); self_mask: (batch, 1, tokens, tokens);
         cross_mask: (batch, 1, tokens, steps)."""
-        stages = ("self_attention", "return_attention", "feed_forward") if self.seq_ra else (
-            "self_attention", "feed_forward")
+        stages = (
+            ("self_attention", "return_attention", "feed_forward")
+            if self.seq_ra
+            else ("self_attention", "feed_forward")
+        )
         if self.step_ra:
             modulation = ZeroDense(2 * len(stages) * x.shape[-1], name="modulation")(nn.silu(returns))
             modulation = jnp.repeat(modulation, x.shape[1] // returns.shape[1], axis=1)
@@ -211,6 +232,14 @@ def attention_masks(valid, tokens_per_step: int):
     return self_mask, cross_mask
 
 
+def sinusoid_table(num_timesteps: int, dim: int) -> np.ndarray:
+    """The fixed timestep table of RADT (and of the Transformer's positions): (num_timesteps, dim) float32
+    with row t, column j = sin(t / 10000^(2 floor(j/2) / dim)) at even j and cos(...) at odd j. Built in
+    float64 so that the large angles of late timesteps keep their precision."""
+    angles = np.arange(num_timesteps)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)
+    return np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+
+
 class SequenceModel(nn.Module):
     """RADT (return_alignment) or DT: the pre-tanh action mean and the log-std at every state token."""
 
@@ -225,18 +254,32 @@ class SequenceModel(nn.Module):
     step_ra: bool
     log_std_min: float
     log_std_max: float
+    learnable_timestep_embedding: bool
 
     @nn.compact
-    def __call__(self, observations, actions, returns_to_go, timesteps, valid, deterministic: bool = True,
-                 detach_std: bool = False):
+    def __call__(
+        self,
+        observations,
+        actions,
+        returns_to_go,
+        timesteps,
+        valid,
+        deterministic: bool = True,
+        detach_std: bool = False,
+    ):
         """observations: (batch, steps, obs_dim), normalised; actions: (batch, steps, action_dim);
         returns_to_go: (batch, steps), scaled; timesteps: (batch, steps) int; valid: (batch, steps) bool.
 
         Returns mean, log_std: (batch, steps, action_dim); `detach_std` stops the log-std head's gradient into
         the transformer.
         """
-        embed = functools.partial(nn.Embed, self.max_timestep, self.embed_dim, embedding_init=dense_init)
-        time = embed(name="timestep")(jnp.clip(timesteps, 0, self.max_timestep - 1))
+        timesteps = jnp.clip(timesteps, 0, self.max_timestep - 1)
+        if self.learnable_timestep_embedding:  # DT's reference
+            embed = nn.Embed(self.max_timestep, self.embed_dim, embedding_init=dense_init, name="timestep")
+            time = embed(timesteps)
+        else:  # RADT's default: a fixed sinusoidal table, then a learned linear layer
+            table = jnp.asarray(sinusoid_table(self.max_timestep, self.embed_dim))
+            time = Dense(self.embed_dim, name="timestep")(table[timesteps])
         states = Dense(self.embed_dim, name="state")(observations) + time
         acts = Dense(self.embed_dim, name="action")(actions) + time
         returns = Dense(self.embed_dim, name="return")(returns_to_go[..., None])
@@ -246,19 +289,22 @@ class SequenceModel(nn.Module):
             self_mask, cross_mask = attention_masks(valid, 2)
             for layer in range(self.num_layers):
                 tokens = block(self.seq_ra, self.step_ra, name=f"block_{layer}")(
-                    tokens, returns, time, self_mask, cross_mask, deterministic)
+                    tokens, returns, time, self_mask, cross_mask, deterministic
+                )
             features = tokens[:, 0::2]
         else:
             tokens = interleave(returns + time, states, acts)
             tokens = nn.Dropout(self.dropout)(nn.LayerNorm(name="embed_norm")(tokens), deterministic)
             self_mask, _ = attention_masks(valid, 3)
             for layer in range(self.num_layers):
-                tokens = block(False, False, name=f"block_{layer}")(tokens, None, None, self_mask, None,
-                                                                    deterministic)
+                tokens = block(False, False, name=f"block_{layer}")(
+                    tokens, None, None, self_mask, None, deterministic
+                )
             features = nn.LayerNorm(name="final_norm")(tokens)[:, 1::3]
         mean = Dense(self.action_dim, name="mean")(features)
         raw_log_std = Dense(self.action_dim, name="log_std")(
-            jax.lax.stop_gradient(features) if detach_std else features)
+            jax.lax.stop_gradient(features) if detach_std else features
+        )
         width = self.log_std_max - self.log_std_min
         log_std = self.log_std_min + 0.5 * width * (jnp.tanh(raw_log_std) + 1.0)
         return mean, log_std
@@ -298,15 +344,20 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     schedule = optax.linear_schedule(config.lr / config.warmup_steps, config.lr, config.warmup_steps - 1)
 
     def clipped_adamw():
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                           optax.adamw(schedule, weight_decay=config.weight_decay))
+        return optax.chain(
+            optax.clip_by_global_norm(config.grad_clip),
+            optax.adamw(schedule, weight_decay=config.weight_decay),
+        )
 
     def labels(params):
         model = {name: "log_std" if name == "log_std" else "model" for name in params["model"]["params"]}
         return {"model": {"params": model}, "log_temperature": "temperature"}
 
-    transforms = {"model": clipped_adamw(), "log_std": clipped_adamw(),
-                  "temperature": optax.adam(config.temperature_lr)}
+    transforms = {
+        "model": clipped_adamw(),
+        "log_std": clipped_adamw(),
+        "temperature": optax.adam(config.temperature_lr),
+    }
     return optax.multi_transform(transforms, labels)
 
 
@@ -331,35 +382,56 @@ class Agent(flax.struct.PyTreeNode):
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
         network = SequenceModel(
-            action_dim, config.embed_dim, config.num_layers, config.num_heads, config.dropout,
-            config.max_timestep, config.return_alignment, config.seq_ra, config.step_ra, config.log_std_min,
+            action_dim,
+            config.embed_dim,
+            config.num_layers,
+            config.num_heads,
+            config.dropout,
+            config.max_timestep,
+            config.return_alignment,
+            config.seq_ra,
+            config.step_ra,
+            config.log_std_min,
             config.log_std_max,
+            config.learnable_timestep_embedding,
         )
         rng, init_key = jax.random.split(jax.random.PRNGKey(seed))
         steps = config.context_length
         model_params = jax.jit(network.init)(  # one compilation instead of one per eager op
-            init_key, jnp.zeros((1, steps, obs_dim)), jnp.zeros((1, steps, action_dim)),
-            jnp.zeros((1, steps)), jnp.zeros((1, steps), jnp.int32), jnp.ones((1, steps), bool),
+            init_key,
+            jnp.zeros((1, steps, obs_dim)),
+            jnp.zeros((1, steps, action_dim)),
+            jnp.zeros((1, steps)),
+            jnp.zeros((1, steps), jnp.int32),
+            jnp.ones((1, steps), bool),
         )
         params = {"model": model_params, "log_temperature": jnp.log(jnp.float32(config.init_temperature))}
         optimizer = make_optimizer(config)
         return cls(
-            rng=rng, params=params, opt_state=jax.jit(optimizer.init)(params), obs_mean=jnp.zeros(obs_dim),
-            obs_std=jnp.ones(obs_dim), config=config, action_dim=action_dim, network=network,
+            rng=rng,
+            params=params,
+            opt_state=jax.jit(optimizer.init)(params),
+            obs_mean=jnp.zeros(obs_dim),
+            obs_std=jnp.ones(obs_dim),
+            config=config,
+            action_dim=action_dim,
+            network=network,
             optimizer=optimizer,
         )
 
     def with_statistics(self, obs_mean, obs_std) -> Agent:
         """The agent normalising states by the dataset's mean and std (obs_dim,)."""
-        return self.replace(obs_mean=jnp.asarray(obs_mean, jnp.float32),
-                            obs_std=jnp.asarray(obs_std, jnp.float32))
+        return self.replace(
+            obs_mean=jnp.asarray(obs_mean, jnp.float32), obs_std=jnp.asarray(obs_std, jnp.float32)
+        )
 
     @property
     def target_entropy(self) -> float:
         return -float(self.action_dim) if self.config.target_entropy is None else self.config.target_entropy
 
-    def forward(self, params: dict, context: dict, dropout_key: jax.Array | None = None,
-                detach_std: bool = False):
+    def forward(
+        self, params: dict, context: dict, dropout_key: jax.Array | None = None, detach_std: bool = False
+    ):
         """The model on a context window (raw states and returns): mean, log_std (batch, steps, action_dim).
 
         context: observations (batch, steps, obs_dim), actions (batch, steps, action_dim), returns_to_go,
@@ -410,8 +482,12 @@ class Agent(flax.struct.PyTreeNode):
         sample = mean + jnp.exp(log_std) * noise["entropy"]
         entropy = -masked_mean(tanh_gaussian_log_prob(sample, mean, log_std), valid)
         loss = -(log_likelihood + temperature * entropy)
-        return loss, {"policy_loss": loss, "log_likelihood": log_likelihood, "entropy": entropy,
-                      "std": masked_mean(jnp.exp(log_std).mean(-1), valid)}
+        return loss, {
+            "policy_loss": loss,
+            "log_likelihood": log_likelihood,
+            "entropy": entropy,
+            "std": masked_mean(jnp.exp(log_std).mean(-1), valid),
+        }
 
     def temperature_loss(self, log_temperature, entropy) -> tuple[jax.Array, dict]:
         """Raises the temperature while the entropy is below target, lowers it above (entropy held fixed)."""
@@ -427,8 +503,9 @@ class Agent(flax.struct.PyTreeNode):
         mse, info = self.action_loss(batch, mean)
         policy_mean = mean if self.online else jax.lax.stop_gradient(mean)
         policy_loss, policy_info = self.policy_loss(batch, policy_mean, log_std, temperature, noise)
-        temperature_loss, temperature_info = self.temperature_loss(params["log_temperature"],
-                                                                   policy_info["entropy"])
+        temperature_loss, temperature_info = self.temperature_loss(
+            params["log_temperature"], policy_info["entropy"]
+        )
         loss = (policy_loss if self.online else mse + policy_loss) + temperature_loss
         info.update(policy_info, **temperature_info, loss=loss)
         return loss, {f"actor/{k}": v for k, v in info.items()}
@@ -439,11 +516,7 @@ class Agent(flax.struct.PyTreeNode):
 
         batch: context windows from buffers.trajectories (observations (batch, steps, obs_dim), ...).
         """
-        rng, key = jax.random.split(self.rng)
-        noise = self.draw_noise(key, *batch["valid"].shape)
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        agent, grads, info = step.optimizer_step(self, batch, *batch["valid"].shape)
         transformer = {name: grad for name, grad in grads["model"]["params"].items() if name != "log_std"}
         info["grad/norm"] = optax.tree.norm(transformer)
-        params = optax.apply_updates(self.params, updates)
-        return self.replace(rng=rng, params=params, opt_state=opt_state), info
+        return agent, info

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import critic as td
+from agents import step
 from agents.config import AgentConfig
 from agents.networks import MLP, Critic
 
@@ -93,7 +94,7 @@ class Agent(flax.struct.PyTreeNode):
         critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
         actor_net = MLP((*config.hidden_dims, 2 * policy_dim), layer_norm=config.actor_layer_norm)
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
 
         @jax.jit  # one compilation instead of one per eager initialiser op: seconds saved on a CPU
         def initial_state(key):
@@ -218,21 +219,11 @@ class Agent(flax.struct.PyTreeNode):
         return loss, {"temperature_loss": loss, "temperature": temperature, "entropy_gap": gap}
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
-        critic_loss, critic_info = self.critic_loss(batch, params, noise)
-        actor_loss, actor_info = self.actor_loss(batch, params, noise)
-        temperature_loss, temperature_info = self.temperature_loss(params, actor_info["entropy"])
-        info = {f"critic/{k}": v for k, v in critic_info.items()}
-        info.update({f"actor/{k}": v for k, v in actor_info.items()})
-        info.update({f"temperature/{k}": v for k, v in temperature_info.items()})
-        return critic_loss + actor_loss + temperature_loss, info
+        critic = self.critic_loss(batch, params, noise)
+        actor = self.actor_loss(batch, params, noise)
+        temperature = self.temperature_loss(params, actor[1]["entropy"])
+        return step.sum_losses(critic=critic, actor=actor, temperature=temperature)
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
         """One Adam step on the summed critic, actor and temperature losses, then the Polyak target update."""
-        rng, key = jax.random.split(self.rng)
-        noise = self.draw_noise(key, batch["observations"].shape[0])
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        params = optax.apply_updates(self.params, updates)
-        target_critic = optax.incremental_update(params["critic"], self.target_critic, self.config.tau)
-        info["grad/norm"] = optax.tree.norm(grads)
-        return self.replace(rng=rng, params=params, target_critic=target_critic, opt_state=opt_state), info
+        return step.with_target_critic(self, batch)

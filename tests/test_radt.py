@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from omegaconf import OmegaConf
 from scipy import special, stats
 
 import agents
@@ -23,11 +24,16 @@ from tests import reference
 from tests.helpers import compose_config
 
 OBS_DIM, ACTION_DIM, STEPS = 3, 2, 6
+# each with its timestep embedding as configs/agent/{radt,dt}.yaml set it
 VARIANTS = {
-    "radt": dict(return_alignment=True, seq_ra=True, step_ra=True),
-    "radt_seq_ra_only": dict(return_alignment=True, seq_ra=True, step_ra=False),
-    "radt_step_ra_only": dict(return_alignment=True, seq_ra=False, step_ra=True),
-    "dt": dict(return_alignment=False, seq_ra=False, step_ra=False),
+    "radt": dict(return_alignment=True, seq_ra=True, step_ra=True, learnable_timestep_embedding=False),
+    "radt_seq_ra_only": dict(
+        return_alignment=True, seq_ra=True, step_ra=False, learnable_timestep_embedding=False
+    ),
+    "radt_step_ra_only": dict(
+        return_alignment=True, seq_ra=False, step_ra=True, learnable_timestep_embedding=False
+    ),
+    "dt": dict(return_alignment=False, seq_ra=False, step_ra=False, learnable_timestep_embedding=True),
 }
 
 
@@ -226,6 +232,144 @@ def test_zero_initialised_alignment_leaves_plain_residual_blocks(step_ra):
     opened = jax.tree_util.tree_map_with_path(open_gates, params)
     opened_out = np.asarray(block.apply(opened, x, returns, time, self_mask, cross_mask, True))
     assert np.abs(opened_out - out).max() > 1e-2  # the comparison above does see the gates
+
+
+# ---- the alignment modules opened -------------------------------------------------------------------------
+
+
+def np_block(p, x, returns, time, self_mask, cross_mask, seq_ra, step_ra):
+    """The block of spec radt.md written out. StepRA: post-norm; affine-free LayerNorms modulated by the six
+    (four without SeqRA) vectors of Linear(SiLU(c_t)), in the official code's chunk order (scale, shift) per
+    sub-layer, step t's vectors shared by s_t and a_t. Without StepRA: pre-norm with affine LayerNorms.
+    SeqRA: y = CrossAttn(x, LN_k(c + e), LN_v(c)), alpha = Linear([y, x]), x <- (1 + alpha) * y + x."""
+    stages = ["self_attention", *(["return_attention"] if seq_ra else []), "feed_forward"]
+    if step_ra:
+        silu = returns / (1.0 + np.exp(-returns))
+        modulation = silu @ p["modulation"]["kernel"] + p["modulation"]["bias"]
+        chunks = np.split(np.repeat(modulation, 2, axis=1), 2 * len(stages), axis=-1)
+        scale = {stage: chunks[2 * i] for i, stage in enumerate(stages)}
+        shift = {stage: chunks[2 * i + 1] for i, stage in enumerate(stages)}
+
+    def norm(h, stage):
+        if step_ra:
+            return np_norm(h) * (1.0 + scale[stage]) + shift[stage]
+        return np_norm(h, p[f"norm_{stage}"])
+
+    def gated_return_attention(queries, residual):
+        keys, values = np_norm(returns + time, p["norm_k"]), np_norm(returns, p["norm_v"])
+        y = np_attention(p["return_attention"], queries, keys, values, cross_mask)
+        alpha = np.concatenate([y, residual], -1) @ p["gate"]["kernel"] + p["gate"]["bias"]
+        return (1.0 + alpha) * y + residual
+
+    if step_ra:
+        x = norm(x + np_attention(p["self_attention"], x, x, x, self_mask), "self_attention")
+        if seq_ra:
+            x = norm(gated_return_attention(x, x), "return_attention")
+        return norm(x + np_feed_forward(p["feed_forward"], x), "feed_forward")
+    normed = norm(x, "self_attention")
+    x = x + np_attention(p["self_attention"], normed, normed, normed, self_mask)
+    if seq_ra:
+        x = gated_return_attention(norm(x, "return_attention"), x)
+    return x + np_feed_forward(p["feed_forward"], norm(x, "feed_forward"))
+
+
+@pytest.mark.parametrize(("seq_ra", "step_ra"), [(True, True), (False, True), (True, False)])
+def test_an_opened_block_matches_the_spec(seq_ra, step_ra):
+    """Every parameter drawn at random, the gate and the modulation included, dropout off: a swapped scale and
+    shift, a missing SiLU or the gate's inputs in the other order would each change the output."""
+    x, returns, time, self_mask, cross_mask = block_inputs()
+    block = radt.Block(num_heads=2, dropout=0.1, seq_ra=seq_ra, step_ra=step_ra)
+    shapes = jax.eval_shape(
+        lambda key: block.init(key, x, returns, time, self_mask, cross_mask, True), jax.random.PRNGKey(0)
+    )
+    rng = np.random.default_rng(3)
+    params = jax.tree_util.tree_map(lambda leaf: rng.normal(0.0, 0.3, leaf.shape).astype(np.float32), shapes)
+    opened = {"gate", "modulation"} & set(params["params"])
+    assert opened == {name for name, on in (("gate", seq_ra), ("modulation", step_ra)) if on}
+    out = np.asarray(block.apply(params, x, returns, time, self_mask, cross_mask, True))
+    p = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf, np.float64), params["params"])
+    expected = np_block(p, x, returns, time, self_mask, cross_mask, seq_ra, step_ra)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_dropout_masks_are_drawn_per_window_and_head():
+    """Two identical windows through two heads with identical projections: without dropout the four
+    (window, head) copies agree; with dropout each copy drops its own attention entries, so they disagree
+    even where the output dropout kept both (a mask shared by the batch and heads would leave those equal)."""
+    dim, heads, steps = 8, 2, 8
+    head_dim = dim // heads
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.normal(size=(1, steps, dim)), 2, axis=0).astype(np.float32)
+    mask = np.ones((2, 1, steps, steps), bool)
+
+    def same_for_every_head():
+        return np.repeat(rng.normal(size=(dim, 1, head_dim)), heads, axis=1).astype(np.float32)
+
+    out_kernel = np.zeros((heads, head_dim, dim), np.float32)  # head h -> output dims h*head_dim...
+    for h in range(heads):
+        out_kernel[h, :, h * head_dim : (h + 1) * head_dim] = np.eye(head_dim)
+    params = {
+        "params": {
+            **{name: {"kernel": same_for_every_head()} for name in ("query", "key", "value")},
+            "out": {"kernel": out_kernel, "bias": np.zeros(dim, np.float32)},
+        }
+    }
+    attention = radt.Attention(num_heads=heads, dropout=0.3)
+
+    def copies(out):
+        out = np.asarray(out).reshape(2, steps, heads, head_dim)
+        return [out[window, :, head] for window in range(2) for head in range(heads)]
+
+    evaluated = copies(attention.apply(params, x, x, x, mask, True))
+    for copy in evaluated[1:]:
+        np.testing.assert_allclose(copy, evaluated[0], rtol=1e-6)
+    trained = copies(attention.apply(params, x, x, x, mask, False, rngs={"dropout": jax.random.PRNGKey(0)}))
+    for i in range(len(trained)):
+        for j in range(i + 1, len(trained)):
+            kept = (trained[i] != 0) & (trained[j] != 0)
+            assert kept.sum() >= 5, (i, j)
+            assert not np.allclose(trained[i][kept], trained[j][kept], rtol=1e-3), (i, j)
+
+
+# ---- timestep embeddings ----------------------------------------------------------------------------------
+
+
+def test_sinusoid_table_matches_the_formula():
+    for dim in (6, 7):
+        table = radt.sinusoid_table(1001, dim)
+        assert table.shape == (1001, dim) and table.dtype == np.float32
+        for t in (0, 1, 37, 1000):
+            for j in range(dim):
+                angle = t / 10000.0 ** (2 * (j // 2) / dim)
+                expected = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+                assert table[t, j] == pytest.approx(expected, abs=1e-6), (t, j)
+
+
+def test_radt_embeds_timesteps_by_the_fixed_table_and_a_linear_layer():
+    model = tiny_model("radt")
+    inputs = random_inputs()
+    inputs["timesteps"][0, -1] = 70  # past max_timestep=50: clipped to the last row
+    params = initialised(model, inputs)
+    _, state = model.apply(params, *(inputs[key] for key in INPUT_ORDER), capture_intermediates=True)
+    time = np.asarray(state["intermediates"]["timestep"]["__call__"][0])
+    layer = params["params"]["timestep"]
+    table = radt.sinusoid_table(50, 16)[np.minimum(inputs["timesteps"], 49)]
+    np.testing.assert_allclose(time, table @ layer["kernel"] + layer["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_radt_defaults_to_the_sinusoidal_table_and_dt_to_a_learned_one():
+    defaults = {}
+    for name in ("radt", "dt"):
+        agent_cfg = compose_config(f"agent={name}", "~env").agent
+        defaults[name] = agent_cfg.learnable_timestep_embedding
+        small = {**OmegaConf.to_container(agent_cfg), "num_layers": 1, "embed_dim": 8, "context_length": 2}
+        agent = agents.make_agent(small, 0, OBS_DIM, ACTION_DIM)
+        embedding = agent.params["model"]["params"]["timestep"]
+        shapes = {key: value.shape for key, value in embedding.items()}
+        expected = {"embedding": (1001, 8)} if name == "dt" else {"kernel": (8, 8), "bias": (8,)}
+        assert shapes == expected, name
+    assert defaults == {"radt": False, "dt": True}
+    assert radt.Config().learnable_timestep_embedding is False
 
 
 # ---- trajectories and windows -----------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""One update step, the part every agent shares; each agent's losses stay in its own file.
+
+An agent brings `draw_noise(key, *shape) -> noise`, `total_loss(params, batch, noise) -> (loss, info)`, an
+optax `optimizer` and the state fields `rng`, `params`, `opt_state` (and `target_critic`, `config.tau` for
+`with_target_critic`). All randomness of the update comes from a split of the agent's own rng, so a step is a
+pure function of (agent, batch) that can be jitted, scanned over updates or vmapped over seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import jax
+import optax
+
+
+@functools.cache
+def adam(lr: float) -> optax.GradientTransformation:
+    """optax.adam(lr), one instance per learning rate. Agents of equal configs then have equal static fields:
+    runs of several seeds stack into one pytree for jax.vmap, and a jitted update is not traced again for a
+    new agent (a resumed run)."""
+    return optax.adam(lr)
+
+
+def sum_losses(**named: tuple[jax.Array, dict]) -> tuple[jax.Array, dict]:
+    """The sum of named (loss, info) pairs, and their infos in one dict with keys prefixed by the name
+    (`critic/q_mean`), so that W&B groups the metrics of each loss."""
+    total = functools.reduce(operator.add, (loss for loss, _ in named.values()))
+    info = {f"{name}/{key}": value for name, (_, part) in named.items() for key, value in part.items()}
+    return total, info
+
+
+def optimizer_step(agent, batch: dict, *noise_shape: int):
+    """Draws the update's noise, takes the gradient of `agent.total_loss` and one optimizer step.
+
+    noise_shape: the arguments of `agent.draw_noise` after the key. Returns the agent with its rng, params and
+    optimizer state stepped, the gradients (for metrics) and the losses' info.
+    """
+    rng, key = jax.random.split(agent.rng)
+    noise = agent.draw_noise(key, *noise_shape)
+    grads, info = jax.grad(agent.total_loss, has_aux=True)(agent.params, batch, noise)
+    updates, opt_state = agent.optimizer.update(grads, agent.opt_state, agent.params)
+    params = optax.apply_updates(agent.params, updates)
+    return agent.replace(rng=rng, params=params, opt_state=opt_state), grads, info
+
+
+def with_target_critic(agent, batch: dict):
+    """The TD agents' update: one optimizer step on the summed losses of a batch of chunks, then the Polyak
+    average target <- tau * critic + (1 - tau) * target. info gains `grad/norm`, the global norm of all
+    gradients."""
+    agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
+    target_critic = optax.incremental_update(agent.params["critic"], agent.target_critic, agent.config.tau)
+    info["grad/norm"] = optax.tree.norm(grads)
+    return agent.replace(target_critic=target_critic), info
