@@ -58,8 +58,14 @@ class Flow:
             "times": jax.random.uniform(times_key, (batch_size, 1)),
         }
 
-    def loss(self, params: dict, observations: jax.Array, actions: jax.Array, noise: dict,
-             weights: jax.Array | None) -> jax.Array:
+    def loss(
+        self,
+        params: dict,
+        observations: jax.Array,
+        actions: jax.Array,
+        noise: dict,
+        weights: jax.Array | None,
+    ) -> jax.Array:
         """actions: (batch, steps, action_dim); weights: (batch, steps) or None."""
 
         def velocity(obs, x, u):
@@ -128,8 +134,14 @@ class Diffusion:
             "steps": jax.random.randint(step_key, (batch_size,), 0, self.steps),
         }
 
-    def loss(self, params: dict, observations: jax.Array, actions: jax.Array, noise: dict,
-             weights: jax.Array | None) -> jax.Array:
+    def loss(
+        self,
+        params: dict,
+        observations: jax.Array,
+        actions: jax.Array,
+        noise: dict,
+        weights: jax.Array | None,
+    ) -> jax.Array:
         """||eps(s, x_t, (t+1)/T) - eps||^2; the time input is the normalised step.
 
         actions: (batch, steps, action_dim); weights: (batch, steps) or None.

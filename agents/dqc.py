@@ -35,6 +35,7 @@ import optax
 from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
+from agents import step
 from agents.config import AgentConfig
 from agents.networks import Critic, VectorField
 
@@ -158,7 +159,7 @@ class Agent(flax.struct.PyTreeNode):
 
     rng: jax.Array
     params: dict
-    target_action_critic: Any
+    target_critic: Any
     opt_state: Any
     config: Config = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
@@ -192,11 +193,11 @@ class Agent(flax.struct.PyTreeNode):
             params["chunk_critic"] = critic.init(
                 keys[3], obs, jnp.zeros((1, config.chunk_length * action_dim))
             )
-        optimizer = optax.adam(config.lr)
+        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             params=params,
-            target_action_critic=jax.tree_util.tree_map(jnp.copy, params["action_critic"]),
+            target_critic=jax.tree_util.tree_map(jnp.copy, params["action_critic"]),
             opt_state=optimizer.init(params),
             config=config,
             action_dim=action_dim,
@@ -307,7 +308,7 @@ class Agent(flax.struct.PyTreeNode):
         cfg = self.config
         observations = batch["observations"]
         target_qs = self.action_critic_net.apply(
-            self.target_action_critic, observations, self.policy_chunk(batch["actions"])
+            self.target_critic, observations, self.policy_chunk(batch["actions"])
         )
         q = td.aggregate(values_of(target_qs, cfg.value_type), cfg.q_agg)
         outputs = self.value(params["value"], observations)
@@ -332,28 +333,19 @@ class Agent(flax.struct.PyTreeNode):
         )
         return loss, {"bc_flow_loss": loss}
 
+    def draw_noise(self, key: jax.Array, batch_size: int) -> dict:
+        return self.behavior.draw_noise(key, batch_size)
+
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
-        info = {}
-        total = 0.0
-        parts = [
-            ("action_critic", self.action_critic_loss(batch, params)),
-            ("value", self.value_loss(batch, params)),
-            ("actor", self.behavior_loss(batch, params, noise)),
-        ]
+        losses = {
+            "action_critic": self.action_critic_loss(batch, params),
+            "value": self.value_loss(batch, params),
+            "actor": self.behavior_loss(batch, params, noise),
+        }
         if self.config.use_chunk_critic:
-            parts.append(("chunk_critic", self.chunk_critic_loss(batch, params)))
-        for prefix, (loss, part_info) in parts:
-            total = total + loss
-            info.update({f"{prefix}/{k}": v for k, v in part_info.items()})
-        return total, info
+            losses["chunk_critic"] = self.chunk_critic_loss(batch, params)
+        return step.sum_losses(**losses)
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
         """One Adam step on the summed losses, then the Polyak update of the target action critic."""
-        rng, key = jax.random.split(self.rng)
-        noise = self.behavior.draw_noise(key, batch["observations"].shape[0])
-        grads, info = jax.grad(self.total_loss, has_aux=True)(self.params, batch, noise)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        params = optax.apply_updates(self.params, updates)
-        target = optax.incremental_update(params["action_critic"], self.target_action_critic, self.config.tau)
-        info["grad/norm"] = optax.tree.norm(grads)
-        return self.replace(rng=rng, params=params, target_action_critic=target, opt_state=opt_state), info
+        return step.with_target_critic(self, batch, "action_critic")

@@ -45,11 +45,11 @@ def optimizer_step(agent, batch: dict, *noise_shape: int):
     return agent.replace(rng=rng, params=params, opt_state=opt_state), grads, info
 
 
-def with_target_critic(agent, batch: dict):
+def with_target_critic(agent, batch: dict, critic: str = "critic"):
     """The TD agents' update: one optimizer step on the summed losses of a batch of chunks, then the Polyak
-    average target <- tau * critic + (1 - tau) * target. info gains `grad/norm`, the global norm of all
-    gradients."""
+    average target_critic <- tau * params[critic] + (1 - tau) * target_critic. info gains `grad/norm`, the
+    global norm of all gradients."""
     agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
-    target_critic = optax.incremental_update(agent.params["critic"], agent.target_critic, agent.config.tau)
+    target_critic = optax.incremental_update(agent.params[critic], agent.target_critic, agent.config.tau)
     info["grad/norm"] = optax.tree.norm(grads)
     return agent.replace(target_critic=target_critic), info

@@ -52,6 +52,12 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg[key] >= 1, key, "an integer >= 1", cfg[key])
     if cfg.env.get("goal_conditioned"):  # the goal-conditioned setting (DQC's) is offline only
         _require(cfg.online_steps == 0, "online_steps", "0 for a goal-conditioned env", cfg.online_steps)
+        _require(
+            cfg.env.get("dataset_size") is None,
+            "env.dataset_size",
+            "null for a goal-conditioned env (it reads the standard play dataset)",
+            cfg.env.get("dataset_size"),
+        )
     execution_length = cfg.agent.get("execution_length")
     _require(
         execution_length is None or execution_length >= 1,

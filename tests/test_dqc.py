@@ -30,8 +30,8 @@ def make(value_type="reach", **overrides):
     )
     config.update(overrides)
     agent = agents.make_agent(config, seed=0, obs_dim=STATE_DIM + goal_dim, action_dim=ACTION_DIM)
-    target = jax.tree_util.tree_map(lambda x: x + 0.1, agent.target_action_critic)
-    return agent.replace(target_action_critic=target)
+    target = jax.tree_util.tree_map(lambda x: x + 0.1, agent.target_critic)
+    return agent.replace(target_critic=target)
 
 
 def reach_batch():
@@ -136,7 +136,7 @@ def test_implicit_value_backup_matches_numpy(value_type, method, q_agg):
     loss, info = jax.jit(agent.value_loss)(batch, agent.params)
 
     obs = batch["observations"]
-    target_qs = reference.critic(agent.target_action_critic, obs, flat(batch["actions"], H_A))
+    target_qs = reference.critic(agent.target_critic, obs, flat(batch["actions"], H_A))
     target_qs = reference.sigmoid(target_qs) if value_type == "reach" else target_qs
     q = target_qs.mean(0) if q_agg == "mean" else target_qs.min(0)
     outputs = reference.value(agent.params["value"], obs)
@@ -218,11 +218,11 @@ def test_updates_run_finite_and_polyak_average_the_target(
     new, info = update(agent, batch)
     tau = agent.config.tau
     expected = jax.tree_util.tree_map(
-        lambda p, t: tau * p + (1 - tau) * t, new.params["action_critic"], agent.target_action_critic
+        lambda p, t: tau * p + (1 - tau) * t, new.params["action_critic"], agent.target_critic
     )
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-        new.target_action_critic,
+        new.target_critic,
         expected,
     )
     for name in new.params:
