@@ -20,7 +20,11 @@ def env_cfg(name="cube-double-play-oraclerep-v0", task=None, **overrides):
         dataset_path=None,
         dataset_dir="/nonexistent",
         download=False,
-        generate=dict(num_episodes=None, max_episode_steps=None, workers=1),
+        success_timing=None,
+        dataset_size=None,
+        shards_in_memory=1,
+        shard_interval=1000,
+        generate=dict(num_episodes=None, max_episode_steps=None, workers=1, num_shards=None),
     )
     cfg.update(overrides)
     return cfg

@@ -173,7 +173,7 @@ def test_unknown_agent_setting_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown agent setting 'chunk_lenght'.*'chunk_length'"):
         agents.make_config({"algorithm": "qc_fql", "chunk_lenght": 3})
     with pytest.raises(
-        ValueError, match=r"unknown agent algorithm 'nope'; valid: \['qc', 'qc_fql', 'radt', 'rlpd'\]"
+        ValueError, match=r"unknown agent algorithm 'nope'; valid: \['dqc', 'qc', 'qc_fql', 'radt', 'rlpd'\]"
     ):
         agents.make_config({"algorithm": "nope"})
 
@@ -183,6 +183,7 @@ def test_invalid_run_settings_fail_naming_the_setting(monkeypatch):
     base = OmegaConf.create(
         {
             "agent": {"algorithm": "qc_fql", "chunk_length": 5},
+            "env": {},
             "batch_size": 256,
             "offline_ratio": None,
             "eval_episodes": 50,
