@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from launch import run as run_module
 from launch import train as train_module
-from tests.helpers import compose_config
+from tests.helpers import compose_config, train_interrupted
 
 TINY = [
     "agent.hidden_dims=[16,16]",
@@ -108,27 +108,18 @@ def test_each_run_of_a_vector_equals_the_run_alone(tiny_dataset_dir, tmp_path, a
         )
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_path, monkeypatch):
     """The kill-and-resume test on a vector of two runs, interrupted mid-episode online."""
     overrides = ("seed=[0,1]", "env.task=3")
     full = train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", *overrides), tmp_path / "full")
-    original = run_module.Run.train
-    calls = {"online": 0}
-
-    def interrupting_train(self, num_updates, online):
-        calls["online"] += online
-        if calls["online"] == 4:  # past the checkpoint at env step 10, with an episode open since step 8
-            raise Interrupt
-        return original(self, num_updates, online)
-
-    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
-    with pytest.raises(Interrupt):
-        train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", *overrides), tmp_path / "resumed")
-    monkeypatch.setattr(run_module.Run, "train", original)
+    # killed at the 4th online dispatch: past the checkpoint at env step 10, with an episode open since step 8
+    train_interrupted(
+        train_module.train,
+        tiny_config(tiny_dataset_dir, "qc_fql", *overrides),
+        tmp_path / "resumed",
+        monkeypatch,
+        4,
+    )
     resumed = train_module.train(
         tiny_config(tiny_dataset_dir, "qc_fql", *overrides, "resume=true"), tmp_path / "resumed"
     )
@@ -196,19 +187,10 @@ def test_a_sharded_dataset_streams_through_training_and_resumes_exactly(
     assert len(swaps) == 10 // 5 + 20 // 5 - 1  # offline at 5, 10; online at env steps 5, 10, 15
     assert full.stream.position == len(swaps)
 
-    original = run_module.Run.train
-    calls = {"online": 0}
-
-    def interrupting_train(self, num_updates, online):
-        calls["online"] += online
-        if calls["online"] == 4:  # past the checkpoint at env step 10
-            raise Interrupt
-        return original(self, num_updates, online)
-
-    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
-    with pytest.raises(Interrupt):
-        train_module.train(shards_config(tiny_shards_cfg), tmp_path / "resumed")
-    monkeypatch.setattr(run_module.Run, "train", original)
+    # killed at the 4th online dispatch: past the checkpoint at env step 10
+    train_interrupted(
+        train_module.train, shards_config(tiny_shards_cfg), tmp_path / "resumed", monkeypatch, 4
+    )
     resumed = train_module.train(shards_config(tiny_shards_cfg, "resume=true"), tmp_path / "resumed")
     assert resumed.stream.state() == full.stream.state()
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)

@@ -15,7 +15,7 @@ import buffers
 from launch import run as run_module
 from launch import train as train_module
 from launch.fused import fused_updates
-from tests.helpers import compose_config
+from tests.helpers import compose_config, train_interrupted
 from tests.test_buffers import hand_built
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,27 +68,11 @@ def test_offline_to_online_run_writes_metrics_wandb_and_checkpoints(tiny_dataset
     assert set(run.counters["runs"][0]["success"]) == {"offline", "online"}
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resumed_run_reaches_the_same_final_state(tiny_dataset_dir, tmp_path, monkeypatch):
     full = train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "full")
 
-    original_step = run_module.Run.train
-    calls = {"online": 0}
-
-    def interrupting_train(self, num_updates, online):
-        if online:
-            calls["online"] += 1
-            if calls["online"] == 5:  # env step 25: after the checkpoint at env step 20, mid-episode
-                raise Interrupt
-        return original_step(self, num_updates, online)
-
-    monkeypatch.setattr(run_module.Run, "train", interrupting_train)
-    with pytest.raises(Interrupt):
-        train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "resumed")
-    monkeypatch.setattr(run_module.Run, "train", original_step)
+    # killed at env step 25: after the checkpoint at env step 20, mid-episode
+    train_interrupted(train_module.train, tiny_config(tiny_dataset_dir), tmp_path / "resumed", monkeypatch, 5)
     with pytest.raises(FileExistsError, match="pass resume=true"):
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "resumed")
     resumed = train_module.train(tiny_config(tiny_dataset_dir, "resume=true"), tmp_path / "resumed")
