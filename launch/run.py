@@ -459,7 +459,7 @@ class Run:
                     self.log([{f"online/{k}": v for k, v in run.items()} for run in runs.metrics], "online")
                 if reached[1]:
                     bar.set_postfix(success=self.evaluate("online"))
-                if reached[3:] and reached[3] and not last:
+                if self.stream is not None and reached[3] and not last:
                     self.swap_shard()
                 if reached[2]:
                     counters["runs"] = runs.saved_counters()
