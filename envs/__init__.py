@@ -7,6 +7,7 @@ from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend befor
 from envs import goal_conditioned, shards
 from envs.datasets import (
     ResolvedDataset,
+    load_tasks,
     locate_dataset,
     make_env_and_datasets,
     resolve_dataset,
@@ -25,6 +26,7 @@ __all__ = [
     "shards",
     "domain_of",
     "generate_dataset",
+    "load_tasks",
     "locate_dataset",
     "make_env",
     "make_env_and_datasets",

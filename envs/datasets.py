@@ -258,6 +258,25 @@ def load_relabelled(path: Path, name: str, task_envs: Sequence[gymnasium.Env], s
     return {key: np.asarray(dataset[key], np.float32) for key in DATASET_KEYS}
 
 
+def load_tasks(env_cfgs: Sequence, seed: int) -> dict:
+    """The train dataset that `env_cfgs` (tasks of one domain, read from one file) share, loaded and checked
+    once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`."""
+    first = env_cfgs[0]
+    if robomimic.is_robomimic(cfg_value(first, "name")):  # a robomimic file holds one task
+        env, eval_env, train, _ = robomimic.make_env_and_datasets(first, seed)
+        env.close()
+        eval_env.close()
+        return {**train, "rewards": train["rewards"][None], "masks": train["masks"][None]}
+    cfg = EnvConfig.from_cfg(first)
+    task_envs = [make_env(env_cfg) for env_cfg in env_cfgs]
+    path = resolve_dataset(first, seed)
+    validate_dataset(path, task_envs[0], cfg.name)
+    train = load_relabelled(path, cfg.name, task_envs, cfg.sparse)
+    for env in task_envs:
+        env.close()
+    return train
+
+
 def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict | None]:
     """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
 

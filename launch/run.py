@@ -251,27 +251,23 @@ class Run:
         return buffers.make_goal_replay(train), obs_dim, train["actions"].shape[-1]
 
     def load_datasets(self) -> tuple[list[dict], list[int], list[int]]:
-        """Each distinct dataset file of the runs once, with a reward and mask row per task of the vector
-        (OGBench's single-task relabelling; rows of tasks that no run pairs with the file stay 0 and are
-        never read); which dataset and row each run uses."""
+        """Each distinct dataset file of the runs, read once, with a reward and mask row per task of the
+        vector (OGBench's single-task relabelling; rows of tasks that no run pairs with the file stay 0 and
+        are never read); which dataset and row each run uses."""
         tasks = list(dict.fromkeys(member.task for member in self.members))
         paths = [envs.resolve_dataset(member.cfg.env, member.seed) for member in self.members]
         files = list(dict.fromkeys(paths))
         datasets = []
         for path in files:
-            labelled = {}
+            on_file: dict = {}  # the first run of each task that reads this file
             for member, member_path in zip(self.members, paths, strict=True):
-                if member_path == path and member.task not in labelled:
-                    env, eval_env, labelled[member.task], _ = envs.make_env_and_datasets(
-                        member.env_cfg, member.seed
-                    )
-                    env.close()
-                    eval_env.close()
-            dataset = next(iter(labelled.values()))
-            rows = np.zeros((2, len(tasks), len(dataset["rewards"])), np.float32)
-            for task, train in labelled.items():
-                rows[:, tasks.index(task)] = train["rewards"], train["masks"]
-            datasets.append({**dataset, "rewards": rows[0], "masks": rows[1]})
+                if member_path == path:
+                    on_file.setdefault(member.task, member)
+            runs = list(on_file.values())
+            train = envs.load_tasks([member.env_cfg for member in runs], runs[0].seed)
+            rows = np.zeros((2, len(tasks), len(train["rewards"][0])), np.float32)
+            rows[:, [tasks.index(task) for task in on_file]] = train["rewards"], train["masks"]
+            datasets.append({**train, "rewards": rows[0], "masks": rows[1]})
         sizes = {(d["observations"].shape[-1], d["actions"].shape[-1]) for d in datasets}
         if len(sizes) > 1:
             raise ValueError(
