@@ -78,8 +78,13 @@ def test_reset_is_deterministic_in_the_seed_for_a_task():
     first.reset(seed=5)
     b, _ = second.reset(seed=11)
     c, _ = first.reset(seed=11)
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a, c)
+    goal_dim = first.goal_dim
+    np.testing.assert_array_equal(a[:-goal_dim], b[:-goal_dim])  # the state: bit for bit
+    np.testing.assert_array_equal(a[:-goal_dim], c[:-goal_dim])
+    # The goal: OGBench settles the goal scene after placing it, which in one CI run of many moved a goal
+    # coordinate by one float64 ulp (2.8e-17) between two envs; it is the same goal to that precision.
+    np.testing.assert_allclose(a[-goal_dim:], b[-goal_dim:], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a[-goal_dim:], c[-goal_dim:], rtol=0, atol=1e-12)
     assert info["task_id"] == 3
     d, info = first.reset(seed=11, options={"task_id": 4})
     assert info["task_id"] == 4 and not np.allclose(a[-6:], d[-6:])
