@@ -119,3 +119,22 @@ def to_run_steps(step_millions: np.ndarray, offline_steps: int, online_steps: in
     offline = np.minimum(step_millions, 1.0) * offline_steps
     online = np.maximum(step_millions - 1.0, 0.0) * online_steps
     return offline + online
+
+
+def covering_aggregate(
+    curves: dict[tuple[str, str, str], PaperCurve], members: list[PaperCurve]
+) -> tuple[PaperCurve, str] | None:
+    """The paper's aggregate curve over the OGBench domains of `members` (one method's task curves) and what
+    it averages: the domain's 5 tasks when they all lie in one domain, else all 5 domains. None for robomimic
+    or mixed methods (the paper publishes no aggregate there)."""
+    methods = {curve.method for curve in members}
+    if len(methods) != 1 or {curve.benchmark for curve in members} != {"ogbench"}:
+        return None
+    domains = sorted({curve.task.rsplit("-play-", 1)[0] for curve in members})
+    (method,) = methods
+    if len(domains) == 1:
+        key, covers = domains[0], f"{domains[0]}'s 5 tasks"
+    else:
+        key, covers = "all", f"all {len(OGBENCH_DOMAINS)} OGBench domains"
+    curve = curves.get(("ogbench-aggregate", key, method))
+    return None if curve is None else (curve, covers)

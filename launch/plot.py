@@ -38,7 +38,7 @@ from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from omegaconf import Container, DictConfig, OmegaConf
 
-from launch import paper
+from launch import aggregate, paper
 from launch.logger import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,27 +217,30 @@ def align(curves: list[RunCurve]) -> tuple[np.ndarray, np.ndarray]:
     return grid, values
 
 
-def bootstrap_ci(
-    values: np.ndarray, rng: np.random.Generator, resamples: int = 2000, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of values (n,): resample runs with replacement."""
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    tail = 50 * (1 - confidence)
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean of values (n,) with rliable (runs resampled with
+    replacement), seeded from rng."""
+    _, low, high = aggregate.interval(values[:, None], lambda scores: scores.mean(axis=0), rng, resamples)
+    return float(low[0]), float(high[0])
 
 
 def summarize(
     grid: np.ndarray, values: np.ndarray, rng: np.random.Generator, resamples: int = 2000
 ) -> Summary:
-    """Mean and bootstrap band of values (num_runs, num_points) per column, over the runs present there."""
+    """Mean and bootstrap band of values (num_runs, num_points) per column, over the runs present there.
+
+    Columns with the same runs present are one rliable bootstrap (it resamples each column on its own).
+    """
     mean, low, high = (np.full(len(grid), np.nan) for _ in range(3))
     present = ~np.isnan(values)
-    for column in range(len(grid)):
-        column_values = values[present[:, column], column]
-        if len(column_values):
-            mean[column] = column_values.mean()
-            low[column], high[column] = bootstrap_ci(column_values, rng, resamples)
+    for pattern in np.unique(present.T, axis=0):
+        columns = (pattern == present.T).all(axis=1)
+        if pattern.any():
+            scores = values[pattern][:, columns]
+            mean[columns] = scores.mean(axis=0)
+            _, low[columns], high[columns] = aggregate.interval(
+                scores, lambda scores: scores.mean(axis=0), rng, resamples
+            )
     return Summary(grid, mean, low, high, present.sum(axis=0))
 
 
@@ -364,6 +367,15 @@ def boundaries_of(curves: list[RunCurve], x_key: str) -> list[float]:
     return [float(np.mean(times))] if times else []
 
 
+def overlay_of(
+    label: str, curve: paper.PaperCurve, members: set, offline_steps: int, online_steps: int
+) -> Overlay:
+    """A paper curve on the x of runs with this budget."""
+    keep = curve.step_millions >= (1.0 if offline_steps == 0 else 0.0)  # no offline phase to map onto
+    x = paper.to_run_steps(curve.step_millions[keep], offline_steps, online_steps)
+    return Overlay(label, curve, frozenset(members), x, curve.mean[keep], curve.low[keep], curve.high[keep])
+
+
 def paper_overlays(
     runs: list[tuple[RunCurve, DictConfig]], curves: dict[tuple[str, str, str], paper.PaperCurve]
 ) -> tuple[list[Overlay], list[str]]:
@@ -405,13 +417,7 @@ def paper_overlays(
                 (f"paper: {method} {task}", curve, values[(method, task)]) for task, curve in matched.items()
             ]
         for label, curve, members in chosen:
-            keep = curve.step_millions >= (1.0 if offline_steps == 0 else 0.0)  # no offline phase to map onto
-            x = paper.to_run_steps(curve.step_millions[keep], offline_steps, online_steps)
-            overlays.append(
-                Overlay(
-                    label, curve, frozenset(members), x, curve.mean[keep], curve.low[keep], curve.high[keep]
-                )
-            )
+            overlays.append(overlay_of(label, curve, members, offline_steps, online_steps))
             online_only = curve.step_millions[0] >= 1.0
             if online_steps != paper.PAPER_BUDGET[1] or (
                 offline_steps != paper.PAPER_BUDGET[0] and not online_only
@@ -420,7 +426,15 @@ def paper_overlays(
                     f"{label}: the paper's 1M offline steps are mapped onto [0, {offline_steps}] and "
                     f"its 1M online steps onto ({offline_steps}, {offline_steps + online_steps}]"
                 )
-    if any(task.startswith("cube-quadruple") for matched in tasks.values() for task in matched):
+    notes |= setup_notes([curve for matched in tasks.values() for curve in matched.values()], timings)
+    return overlays, sorted(notes)
+
+
+def setup_notes(matched: list[paper.PaperCurve], timings: set) -> set[str]:
+    """How the setup of runs beside these paper curves differs from the paper's; timings: the runs'
+    env.success_timing on OGBench."""
+    notes = set()
+    if any(curve.task.startswith("cube-quadruple") for curve in matched):
         notes.add("the paper's cube-quadruple curves were trained on the 100M-transition dataset")
     if timings - {"post"}:
         used = ", ".join(sorted("null" if timing is None else timing for timing in timings))
@@ -428,7 +442,146 @@ def paper_overlays(
             "the paper ran OGBench 1.1.2, whose single-task envs judge success after each step "
             f"(env.success_timing=post); these runs used {used}"
         )
-    return overlays, sorted(notes)
+    return notes
+
+
+def by_method_and_task(loaded: list[tuple[RunCurve, DictConfig]]) -> dict[object, dict[str, list]]:
+    """The runs with a curve by value of the swept key (values in order), then by task (env name)."""
+    found: dict[object, dict[str, list]] = {}
+    for curve, config in loaded:
+        if len(curve.x):
+            found.setdefault(curve.value, {}).setdefault(config.env.name, []).append((curve, config))
+    return {value: dict(sorted(found[value].items())) for value in sort_values(set(found))}
+
+
+def rectangle(value: object, columns: dict[str, list], what: str, notes: list[str]) -> list[list]:
+    """rliable's scores are (num_runs, num_tasks): the first n entries of each task's column, n the fewest
+    any task has (noted when that leaves some out)."""
+    counts = {task: len(column) for task, column in columns.items()}
+    fewest = min(counts.values())
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{task}: {count}" for task, count in counts.items())
+        notes.append(f"{value}: {what} per task differ ({listed}); the first {fewest} of each are used")
+    return [column[:fewest] for column in columns.values()]
+
+
+def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -> dict[object, Overlay]:
+    """The paper's aggregate curve beside each method whose runs the paper has, on the runs' x."""
+    curves, overlays, timings, matched = paper.load_curves(), {}, set(), []
+    for value, by_task in methods.items():
+        runs = [run for column in by_task.values() for run in column]
+        members = [
+            paper.match_curve(curves, column[0][1].agent.name, task) for task, column in by_task.items()
+        ]
+        if None in members:
+            notes.append(f"{value}: no paper curve for some of its tasks, so no paper aggregate")
+            continue
+        found = paper.covering_aggregate(curves, members)
+        if found is None:
+            notes.append(f"{value}: the paper publishes no aggregate for {members[0].benchmark}")
+            continue
+        curve, covers = found
+        (offline_steps, online_steps), _ = Counter(
+            (run.offline_steps, config.online_steps) for run, config in runs
+        ).most_common(1)[0]
+        label = f"paper: {curve.method} (mean of {covers})"
+        overlays[value] = overlay_of(label, curve, {value}, offline_steps, online_steps)
+        notes.append(
+            f"{label}: beside {value}'s {len(by_task)} task(s); the paper's steps mapped onto "
+            f"{offline_steps} offline + {online_steps} online"
+        )
+        matched += members
+        timings |= {config.env.get("success_timing") for _, config in runs}
+    notes += sorted(setup_notes(matched, timings))
+    return overlays
+
+
+def aggregate_report(
+    loaded: list[tuple[RunCurve, DictConfig]],
+    by: str,
+    metric: str,
+    rng: np.random.Generator,
+    resamples: int,
+    with_paper: bool,
+) -> tuple[list[str], dict[str, Figure]]:
+    """The rliable aggregates of the runs' final metric per phase over runs x tasks, IQM and mean curves,
+    probability of improvement and performance profiles: Markdown lines and figures by file suffix."""
+    methods, notes = by_method_and_task(loaded), []
+    colors = aggregate.colors_of(list(methods))
+    scores: dict[str, dict[object, np.ndarray]] = {phase: {} for phase in PHASES}
+    for phase, value in ((phase, value) for phase in PHASES for value in methods):
+        columns = {
+            task: [run.final[phase] for run, _ in column if phase in run.final]
+            for task, column in methods[value].items()
+        }
+        if all(columns.values()):
+            scores[phase][value] = np.array(rectangle(value, columns, f"runs that ended {phase}", notes)).T
+    scores = {phase: by_value for phase, by_value in scores.items() if by_value}
+    if not scores:
+        raise ValueError(
+            f"--aggregate: no method has a run that ended a phase on each of its tasks ({metric})"
+        )
+    overlays = paper_aggregates(methods, notes) if with_paper else {}
+    results = {
+        phase: {value: aggregate.aggregates(values, rng, resamples) for value, values in by_value.items()}
+        for phase, by_value in scores.items()
+    }
+    lines = [
+        f"Final {metric} over runs x tasks: rliable's aggregates with 95% stratified bootstrap CIs "
+        f"({resamples} resamples)."
+    ]
+    for phase, by_value in results.items():
+        paper_cells = {value: paper_cell([overlays[value]], phase) for value in by_value if value in overlays}
+        shapes = {value: scores[phase][value].shape for value in by_value}
+        lines += ["", f"### End of {phase}", "", aggregate.aggregate_table(by, by_value, shapes, paper_cells)]
+
+    curves = {}
+    for value, by_task in methods.items():
+        runs = np.array(rectangle(value, {t: [run for run, _ in c] for t, c in by_task.items()}, "runs", []))
+        grid, values = align(list(runs.ravel()))
+        values = values.reshape(*runs.shape, -1).transpose(1, 0, 2)  # (num_runs, num_tasks, num_points)
+        common = ~np.isnan(values).any(axis=(0, 1))
+        if common.any():
+            curves[value] = (grid[common], aggregate.curves(values[..., common], rng, resamples))
+    boundaries = sorted({float(run.offline_steps) for run, _ in loaded if run.offline_steps > 0})
+
+    last = list(scores)[-1]
+    pairs, shared = {}, {}
+    for x, y in ((x, y) for x in scores[last] for y in scores[last] if x != y):
+        common = [task for task in methods[x] if task in methods[y]]
+        if not common:
+            notes.append(f"{x} and {y} share no task: no probability of improvement")
+            continue
+        columns = [[list(methods[value]).index(task) for task in common] for value in (x, y)]
+        pairs[(x, y)] = aggregate.improvement(
+            scores[last][x][:, columns[0]], scores[last][y][:, columns[1]], rng, resamples
+        )
+        shared[(x, y)] = len(common)
+    if pairs:
+        lines += [
+            "",
+            f"### Probability of improvement (end of {last})",
+            "",
+            aggregate.improvement_table(by, pairs, shared),
+        ]
+    profiles = {
+        phase: {value: aggregate.profile(values, rng, resamples) for value, values in by_value.items()}
+        for phase, by_value in scores.items()
+    }
+    for phase, by_value in profiles.items():
+        lines += ["", f"### Performance profile (end of {phase})", "", aggregate.profile_table(by, by_value)]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+
+    title = f"{metric} by {by}"
+    figures = {
+        "": aggregate.aggregate_figure(by, results, colors, title),
+        "_curves": aggregate.curves_figure(by, curves, colors, boundaries, list(overlays.values()), title),
+        "_profile": aggregate.profile_figure(by, profiles, colors),
+    }
+    if pairs:
+        figures["_improvement"] = aggregate.improvement_figure(by, pairs, colors, last)
+    return lines, figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,9 +598,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="draw the paper's curves for the runs' agents and tasks (--x step only)",
     )
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="rliable aggregates over runs x tasks (IQM, mean, median, optimality gap, IQM curves, "
+        "probability of improvement, performance profile) instead of one curve per value (--x step only)",
+    )
     args = parser.parse_args(argv)
-    if args.paper and args.x != "step":
-        raise ValueError(f"--paper: expected --x step (the paper's x is steps), found --x {args.x}")
+    for flag in ("paper", "aggregate"):
+        if getattr(args, flag) and args.x != "step":
+            raise ValueError(f"--{flag}: expected --x step (the paper's x is steps), found --x {args.x}")
 
     dirs = ", ".join(map(str, args.dirs))
     runs = find_runs(args.dirs)
@@ -472,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     if not groups:
         raise ValueError(f"no run under {dirs} logged {args.metric}; " + "; ".join(problems))
     rng = np.random.default_rng(args.seed)
+    if args.aggregate:
+        return write_aggregate(args, loaded, rng, problems)
     summaries = {value: summarize(*align(members), rng, args.resamples) for value, members in groups.items()}
     overlays, notes = paper_overlays(loaded, paper.load_curves()) if args.paper else (None, [])
     table = final_table(groups, args.by, args.metric, rng, args.resamples, overlays)
@@ -514,6 +676,32 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths.values())))
+    return 0
+
+
+def write_aggregate(
+    args: argparse.Namespace, loaded: list[tuple[RunCurve, DictConfig]], rng: np.random.Generator, problems
+) -> int:
+    """plot.py --aggregate: OUT.md and the figures OUT.png/pdf (aggregates), OUT_curves, OUT_improvement
+    (two methods or more) and OUT_profile."""
+    lines, figures = aggregate_report(loaded, args.by, args.metric, rng, args.resamples, args.paper)
+    envs = sorted({config.env.name for _, config in loaded})
+    report = [f"## Aggregates by {args.by} over {len(envs)} task(s): {', '.join(envs)}", "", *lines]
+    if problems:
+        report += ["", "Missing or incomplete runs (counted only in the phases they finished):", ""]
+        report += [f"- {problem}" for problem in problems]
+    out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_aggregate_by_{args.by}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.parent / f"{out.name}.md"]
+    paths[0].write_text("\n".join(report) + "\n")
+    for suffix, figure in figures.items():
+        for kind in ("png", "pdf"):
+            paths.append(out.parent / f"{out.name}{suffix}.{kind}")
+            figure.savefig(paths[-1], dpi=150)
+    print("\n".join(report))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
