@@ -573,7 +573,7 @@ def aggregate_report(
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
 
-    title = f"{metric} by {by}"
+    title = f"{metric} over {len({task for by_task in methods.values() for task in by_task})} task(s)"
     figures = {
         "": aggregate.aggregate_figure(by, results, colors, title),
         "_curves": aggregate.curves_figure(by, curves, colors, boundaries, list(overlays.values()), title),
