@@ -166,9 +166,8 @@ def colors_of(methods: list) -> dict:
 def aggregate_figure(by: str, results: dict[str, dict[object, dict]], colors: dict, title: str) -> Figure:
     """results: phase -> method -> aggregate -> (value, low, high). One row per phase, one panel per
     aggregate: each method's value and interval, as rliable's plot_interval_estimates draws them."""
-    figure = Figure(
-        figsize=(3.0 * len(AGGREGATES), 0.6 + 0.45 * len(colors) * len(results)), layout="constrained"
-    )
+    height = 1.2 + (0.6 + 0.35 * len(colors)) * len(results)
+    figure = Figure(figsize=(3.0 * len(AGGREGATES), height), layout="constrained")
     panels = figure.subplots(len(results), len(AGGREGATES), squeeze=False)
     for row, (phase, by_method) in zip(panels, results.items(), strict=True):
         methods = list(by_method)
