@@ -177,6 +177,7 @@ def aggregate_figure(by: str, results: dict[str, dict[object, dict]], colors: di
                 axes.barh(index, high - low, left=low, height=0.6, color=colors[method], alpha=0.75)
                 axes.vlines(value, index - 0.3, index + 0.3, color="black", linewidth=1.5)
             axes.set_yticks(range(len(methods)), [str(method) for method in methods] if name == "IQM" else [])
+            axes.invert_yaxis()
             axes.set_title(f"{name} ({phase})", fontsize="medium")
             axes.grid(axis="x", alpha=0.3)
     figure.supxlabel("final success (optimality gap: 1 - mean of min(score, 1); lower is better)")
@@ -233,10 +234,11 @@ def improvement_figure(by: str, pairs: dict[tuple, tuple], colors: dict, phase: 
     axes = figure.add_subplot()
     for index, ((x, _), (value, low, high)) in enumerate(pairs.items()):
         axes.barh(index, high - low, left=low, height=0.6, color=colors[x], alpha=0.75)
-        axes.vlines(value, index - 0.3, index + 0.3, color="black", linewidth=1.5)
+        axes.plot(value, index, "o", color="black", markersize=4)  # visible at 0 and 1 too
     axes.set_yticks(range(len(pairs)), [f"{x} > {y}" for x, y in pairs])
+    axes.invert_yaxis()  # the table's order, top down
     axes.axvline(0.5, color="gray", linestyle="--", linewidth=1)
-    axes.set_xlim(0, 1)
+    axes.set_xlim(-0.03, 1.03)
     axes.set_xlabel(f"probability of improvement, end of {phase} (95% CI)")
     axes.set_title(f"P(X > Y) by {by}")
     axes.grid(axis="x", alpha=0.3)

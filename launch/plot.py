@@ -2,6 +2,7 @@
 
     python launch/plot.py sweeps/2025-06-01_12-00-00 [more sweep or run dirs] --by agent.chunk_length
     python launch/plot.py sweeps/cube-double --by agent.name --paper   # beside the paper's curves
+    python launch/plot.py sweeps/cube-double --by agent.name --aggregate   # rliable's IQM, P(X > Y), ...
 
 Every dir under the given ones that holds `.hydra/config.yaml` is a run, except a dir that holds runs below
 it: a vector of runs (one process training several seeds or tasks) keeps one member dir per run, and the
@@ -20,6 +21,12 @@ runs that reached the end of that phase; the others are listed as missing or inc
 paper has: dashed, with its 95% band, labelled "paper: <method>" (the paper's own 5-task mean when the runs
 cover a whole OGBench domain, one curve per task for other mixes), and the table gains its value at the end
 of each phase. Runs the paper has no curve for plot as without it.
+
+--aggregate writes instead rliable's aggregates over runs x tasks (launch/aggregate.py; a run's task is its
+env.name): OUT.md with IQM, mean, median and optimality gap of the final metric per phase, probability of
+improvement and performance profiles, with 95% stratified bootstrap CIs, and the figures OUT (aggregates),
+OUT_curves (IQM and mean over steps), OUT_improvement and OUT_profile (.png and .pdf). With --paper the
+paper's aggregate (its ogbench-aggregate curves) stands beside each method it has.
 """
 
 from __future__ import annotations
@@ -496,6 +503,61 @@ def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -
     return overlays
 
 
+def final_scores(
+    methods: dict[object, dict[str, list]], notes: list[str]
+) -> dict[str, dict[object, np.ndarray]]:
+    """Per phase and method, the final metric of the runs that ended the phase: (num_runs, num_tasks); a
+    method without such a run on one of its tasks has none for that phase."""
+    scores: dict[str, dict[object, np.ndarray]] = {phase: {} for phase in PHASES}
+    for phase, value in ((phase, value) for phase in PHASES for value in methods):
+        columns = {
+            task: [run.final[phase] for run, _ in column if phase in run.final]
+            for task, column in methods[value].items()
+        }
+        if all(columns.values()):
+            scores[phase][value] = np.array(rectangle(value, columns, f"runs that ended {phase}", notes)).T
+    return {phase: by_value for phase, by_value in scores.items() if by_value}
+
+
+def aggregate_curves(
+    methods: dict[object, dict[str, list]], rng: np.random.Generator, resamples: int
+) -> dict:
+    """Per method: the steps every run has a value at, and the IQM and mean curves there with their bands."""
+    curves = {}
+    for value, by_task in methods.items():
+        columns = {task: [run for run, _ in column] for task, column in by_task.items()}
+        runs = np.array(rectangle(value, columns, "runs", []))
+        grid, values = align(list(runs.ravel()))
+        values = values.reshape(*runs.shape, -1).transpose(1, 0, 2)  # (num_runs, num_tasks, num_points)
+        common = ~np.isnan(values).any(axis=(0, 1))
+        if common.any():
+            curves[value] = (grid[common], aggregate.curves(values[..., common], rng, resamples))
+    return curves
+
+
+def improvements(
+    methods: dict[object, dict[str, list]],
+    scores: dict[object, np.ndarray],
+    rng: np.random.Generator,
+    resamples: int,
+    notes: list[str],
+) -> tuple[dict[tuple, tuple], dict[tuple, int]]:
+    """P(X > Y) [95% CI] for each ordered pair of methods with scores, over the tasks both have, and how
+    many tasks those are."""
+    pairs, shared = {}, {}
+    for x, y in ((x, y) for x in scores for y in scores if x != y):
+        common = [task for task in methods[x] if task in methods[y]]
+        if not common:
+            notes.append(f"{x} and {y} share no task: no probability of improvement")
+            continue
+        columns = [[list(methods[value]).index(task) for task in common] for value in (x, y)]
+        pairs[(x, y)] = aggregate.improvement(
+            scores[x][:, columns[0]], scores[y][:, columns[1]], rng, resamples
+        )
+        shared[(x, y)] = len(common)
+    return pairs, shared
+
+
 def aggregate_report(
     loaded: list[tuple[RunCurve, DictConfig]],
     by: str,
@@ -507,16 +569,7 @@ def aggregate_report(
     """The rliable aggregates of the runs' final metric per phase over runs x tasks, IQM and mean curves,
     probability of improvement and performance profiles: Markdown lines and figures by file suffix."""
     methods, notes = by_method_and_task(loaded), []
-    colors = aggregate.colors_of(list(methods))
-    scores: dict[str, dict[object, np.ndarray]] = {phase: {} for phase in PHASES}
-    for phase, value in ((phase, value) for phase in PHASES for value in methods):
-        columns = {
-            task: [run.final[phase] for run, _ in column if phase in run.final]
-            for task, column in methods[value].items()
-        }
-        if all(columns.values()):
-            scores[phase][value] = np.array(rectangle(value, columns, f"runs that ended {phase}", notes)).T
-    scores = {phase: by_value for phase, by_value in scores.items() if by_value}
+    scores = final_scores(methods, notes)
     if not scores:
         raise ValueError(
             f"--aggregate: no method has a run that ended a phase on each of its tasks ({metric})"
@@ -534,36 +587,11 @@ def aggregate_report(
         paper_cells = {value: paper_cell([overlays[value]], phase) for value in by_value if value in overlays}
         shapes = {value: scores[phase][value].shape for value in by_value}
         lines += ["", f"### End of {phase}", "", aggregate.aggregate_table(by, by_value, shapes, paper_cells)]
-
-    curves = {}
-    for value, by_task in methods.items():
-        runs = np.array(rectangle(value, {t: [run for run, _ in c] for t, c in by_task.items()}, "runs", []))
-        grid, values = align(list(runs.ravel()))
-        values = values.reshape(*runs.shape, -1).transpose(1, 0, 2)  # (num_runs, num_tasks, num_points)
-        common = ~np.isnan(values).any(axis=(0, 1))
-        if common.any():
-            curves[value] = (grid[common], aggregate.curves(values[..., common], rng, resamples))
-    boundaries = sorted({float(run.offline_steps) for run, _ in loaded if run.offline_steps > 0})
-
     last = list(scores)[-1]
-    pairs, shared = {}, {}
-    for x, y in ((x, y) for x in scores[last] for y in scores[last] if x != y):
-        common = [task for task in methods[x] if task in methods[y]]
-        if not common:
-            notes.append(f"{x} and {y} share no task: no probability of improvement")
-            continue
-        columns = [[list(methods[value]).index(task) for task in common] for value in (x, y)]
-        pairs[(x, y)] = aggregate.improvement(
-            scores[last][x][:, columns[0]], scores[last][y][:, columns[1]], rng, resamples
-        )
-        shared[(x, y)] = len(common)
+    pairs, shared = improvements(methods, scores[last], rng, resamples, notes)
     if pairs:
-        lines += [
-            "",
-            f"### Probability of improvement (end of {last})",
-            "",
-            aggregate.improvement_table(by, pairs, shared),
-        ]
+        table = aggregate.improvement_table(by, pairs, shared)
+        lines += ["", f"### Probability of improvement (end of {last})", "", table]
     profiles = {
         phase: {value: aggregate.profile(values, rng, resamples) for value, values in by_value.items()}
         for phase, by_value in scores.items()
@@ -573,7 +601,10 @@ def aggregate_report(
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
 
+    colors = aggregate.colors_of(list(methods))
     title = f"{metric} over {len({task for by_task in methods.values() for task in by_task})} task(s)"
+    boundaries = sorted({float(run.offline_steps) for run, _ in loaded if run.offline_steps > 0})
+    curves = aggregate_curves(methods, rng, resamples)
     figures = {
         "": aggregate.aggregate_figure(by, results, colors, title),
         "_curves": aggregate.curves_figure(by, curves, colors, boundaries, list(overlays.values()), title),
@@ -605,9 +636,10 @@ def main(argv: list[str] | None = None) -> int:
         "probability of improvement, performance profile) instead of one curve per value (--x step only)",
     )
     args = parser.parse_args(argv)
-    for flag in ("paper", "aggregate"):
-        if getattr(args, flag) and args.x != "step":
-            raise ValueError(f"--{flag}: expected --x step (the paper's x is steps), found --x {args.x}")
+    if args.paper and args.x != "step":
+        raise ValueError(f"--paper: expected --x step (the paper's x is steps), found --x {args.x}")
+    if args.aggregate and args.x != "step":
+        raise ValueError(f"--aggregate: expected --x step (curves over steps), found --x {args.x}")
 
     dirs = ", ".join(map(str, args.dirs))
     runs = find_runs(args.dirs)
