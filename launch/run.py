@@ -441,7 +441,10 @@ class Run:
         runs = OnlineRuns(self, vector_env)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
         intervals = [cfg.log_interval, cfg.eval_interval, cfg.save_interval]
-        if self.stream is not None:  # a swap every shard_interval updates: utd_ratio per env step
+        # The reference (ColinQiyangLi/qc main.py) swaps offline only: online, the last shard stays resident
+        # beside the online data unless env.swap_online; then a swap every shard_interval updates.
+        swapping = self.stream is not None and cfg.env.swap_online
+        if swapping:
             intervals.append(max(1, cfg.env.shard_interval // cfg.utd_ratio))
         upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
         while True:
@@ -455,7 +458,7 @@ class Run:
                     self.log([{f"online/{k}": v for k, v in run.items()} for run in runs.metrics], "online")
                 if reached[1]:
                     bar.set_postfix(success=self.evaluate("online"))
-                if self.stream is not None and reached[3] and not last:
+                if swapping and reached[3] and not last:
                     self.swap_shard()
                 if reached[2]:
                     counters["runs"] = runs.saved_counters()

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from launch import paper, plot
+from tests import wandb_records
 from tests.helpers import CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -449,29 +450,6 @@ TINY_SWEEP = [
 ]
 
 
-def wandb_run_record(run_dir: Path):
-    """The run record of the offline W&B run in run_dir (wandb's LevelDB-style log: 7-byte file header,
-    32 KiB blocks of records, each with a 7-byte header: crc, length, type)."""
-    from wandb.proto import wandb_internal_pb2
-
-    block, header = 32768, 7
-    data = next(run_dir.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
-    offset, payload = header, b""
-    while offset + header <= len(data):
-        if block - offset % block < header:
-            offset += block - offset % block
-            continue
-        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
-        payload += data[offset + header : offset + header + length]
-        offset += header + length
-        if kind in (1, 4):  # a whole record, or the last fragment of one
-            record = wandb_internal_pb2.Record.FromString(payload)
-            if record.HasField("run"):
-                return record.run
-            payload = b""
-    raise AssertionError(f"no run record in the W&B files of {run_dir}")
-
-
 def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     sweep = tmp_path / "chunk-sweep"
     command = [
@@ -491,7 +469,8 @@ def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     names = [run_dir.name for run_dir in run_dirs]
     assert names == ["0_chunk_length=1,seed=0", "1_chunk_length=2,seed=0"]
     for chunk_length, run_dir in enumerate(run_dirs, start=1):
-        run = wandb_run_record(run_dir)
+        (path,) = wandb_records.run_files(run_dir)
+        run = wandb_records.run_record(path)
         assert run.run_group == "chunk-sweep"
         assert {f"chunk_length={chunk_length}", "seed=0", "qc_fql"} <= set(run.tags)
 

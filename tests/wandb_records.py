@@ -46,9 +46,14 @@ def run_record(path: Path):
     raise AssertionError(f"no run record in {path}")
 
 
+def _key(item) -> str:
+    """An item's key: `key`, or its `nested_key` parts joined with '/' (wandb's core writes the latter)."""
+    return item.key or "/".join(item.nested_key)
+
+
 def run_config(run) -> dict:
-    """A run record's config as plain values (wandb stores each top-level key as {"value": ...} JSON)."""
-    return {item.key: json.loads(item.value_json)["value"] for item in run.config.update}
+    """A run record's config, its top-level keys to their values."""
+    return {_key(item): json.loads(item.value_json) for item in run.config.update}
 
 
 def history(path: Path) -> list[dict]:
@@ -57,9 +62,6 @@ def history(path: Path) -> list[dict]:
     rows = []
     for record in records(path):
         if record.HasField("history"):
-            row = {
-                "/".join([item.key, *item.nested_key]): json.loads(item.value_json)
-                for item in record.history.item
-            }
+            row = {_key(item): json.loads(item.value_json) for item in record.history.item}
             rows.append({key: value for key, value in row.items() if key not in ("_runtime", "_timestamp")})
     return rows
