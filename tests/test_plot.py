@@ -28,6 +28,7 @@ def write_run(
     online_steps: int = 100,
     agent: str = "qc_fql",
     env: str = "pointmaze-medium-navigate-v0",
+    dataset_source: str = "downloaded",
 ) -> Path:
     """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
 
@@ -37,7 +38,7 @@ def write_run(
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
         f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
-        f"env:\n  name: {env}\n  success_timing: null\n"
+        f"env:\n  name: {env}\n  success_timing: null\ndataset:\n  source: {dataset_source}\n"
     )
     rows = []
     for step, phase, success in evals:
@@ -336,6 +337,19 @@ def test_paper_overlay_on_a_cube_double_sweep(tmp_path, monkeypatch):
     assert rows["dt"][3::2] == ["n/a", "n/a"]
     assert f"- no paper curve for dt on {CUBE2}" in report
     assert "mapped onto [0, 100]" in report and "env.success_timing=post" in report
+    assert "generated" not in report and figures[0].get_suptitle() == ""
+
+
+def test_paper_comparison_warns_of_runs_on_generated_data(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    full_run(sweep / "s0", 0.2, 0.6, env=CUBE2, seed=0)
+    full_run(sweep / "s1", 0.4, 0.8, env=CUBE2, seed=1, dataset_source="generated")
+    figures = drawn_figure(monkeypatch)
+    assert plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "vs")]) == 0
+    warning = "1 of 2 runs trained on locally generated data, not the published dataset the paper used"
+    assert figures[0].get_suptitle() == f"warning: {warning}"
+    assert f"- **warning: {warning}**" in (tmp_path / "vs.md").read_text().splitlines()
+    assert f"warning: {warning}" in capsys.readouterr().err
 
 
 def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missing: tuple = ()) -> Path:
