@@ -25,7 +25,9 @@ def test_each_member_of_a_vector_is_its_own_wandb_run(tiny_dataset_dir, tmp_path
         assert record.run_id == (member.run_dir / "wandb_id.txt").read_text()
         assert record.run_group == "vector" and record.display_name == member.run_dir.name
         assert f"seed={member.seed}" in record.tags
-        assert wandb_records.run_config(record)["seed"] == member.seed
+        config = wandb_records.run_config(record)
+        assert config["seed"] == member.seed and config["dataset"] == run.dataset_records[0]
+        assert config["dataset"]["source"] == "generated"  # tests/conftest.py's tiny datasets
         logged = rows(member.run_dir)
         assert {row["phase"] for row in logged} == {"offline", "online"}
         history = wandb_records.history(path)
