@@ -2,6 +2,8 @@
 
 A tanh-squashed diagonal Gaussian policy over the whole flat chunk, a critic ensemble trained with the
 chunk-level n-step target (mean over the K target critics) and a temperature tuned towards a target entropy.
+The networks are the reference's: ReLU, the critic's LayerNorm before each activation, separate mean and
+log-std heads.
 chunk_length = 1 is RLPD; chunk_length = 5 is RLPD-AC; adding `bc_alpha` * (-log pi(dataset chunk | s)) is
 QC-RLPD. The 50/50 batches come from the replay (top-level `offline_ratio`), not from the agent.
 """
