@@ -75,3 +75,11 @@ def test_the_resolved_default_is_the_tables(row):
             assert row["setting"] in run_cfg, f"{row['setting']} is neither an agent nor a run setting"
             value = run_cfg[row["setting"]]
         assert value == expected, f"agent={row['agent']} env={env}: {row['setting']}={value!r}"
+
+
+@pytest.mark.parametrize("agent", ["dqc", "dqc_qc", "dqc_ns", "dqc_os"])
+def test_a_dqc_batch_size_set_by_the_user_wins_over_the_agents_4096(agent):
+    assert compose_config(f"agent={agent}").batch_size == 4096
+    assert compose_config(f"agent={agent}", "batch_size=512").batch_size == 512
+    assert compose_config(f"agent={agent}", "preset=debug").batch_size == 32
+    assert compose_config("agent=qc_fql").batch_size == 256
