@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -11,19 +11,27 @@ default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 
 
 class MLP(nn.Module):
-    """Dense layers with GELU; LayerNorm after each hidden activation when `layer_norm`."""
+    """Dense layers with GELU and, when `layer_norm`, a LayerNorm after each hidden activation (FQL's MLP).
+
+    `rlpd_style`: ReLU with the LayerNorm before it, Dense -> LayerNorm -> ReLU, as the RLPD reference's
+    networks (ColinQiyangLi/qc rlpd_networks/mlp.py).
+    """
 
     hidden_dims: Sequence[int]
     activate_final: bool = False
     layer_norm: bool = False
+    rlpd_style: bool = False
 
     @nn.compact
     def __call__(self, x):
+        activation: Callable = nn.relu if self.rlpd_style else nn.gelu
         for i, size in enumerate(self.hidden_dims):
             x = nn.Dense(size, kernel_init=default_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
-                x = nn.gelu(x)
-                if self.layer_norm:
+                if self.layer_norm and self.rlpd_style:
+                    x = nn.LayerNorm()(x)
+                x = activation(x)
+                if self.layer_norm and not self.rlpd_style:
                     x = nn.LayerNorm()(x)
         return x
 
@@ -37,6 +45,7 @@ class Critic(nn.Module):
     hidden_dims: Sequence[int]
     num_qs: int = 2
     layer_norm: bool = True
+    rlpd_style: bool = False  # MLP.rlpd_style
 
     @nn.compact
     def __call__(self, observations, actions):
@@ -49,7 +58,9 @@ class Critic(nn.Module):
             axis_size=self.num_qs,
         )
         inputs = jnp.concatenate([observations, actions], axis=-1)
-        return ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm)(inputs).squeeze(-1)
+        return ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm, rlpd_style=self.rlpd_style)(
+            inputs
+        ).squeeze(-1)
 
 
 class VectorField(nn.Module):

@@ -2,6 +2,8 @@
 
 A tanh-squashed diagonal Gaussian policy over the whole flat chunk, a critic ensemble trained with the
 chunk-level n-step target (mean over the K target critics) and a temperature tuned towards a target entropy.
+The networks are the reference's: ReLU, the critic's LayerNorm before each activation, separate mean and
+log-std heads.
 chunk_length = 1 is RLPD; chunk_length = 5 is RLPD-AC; adding `bc_alpha` * (-log pi(dataset chunk | s)) is
 QC-RLPD. The 50/50 batches come from the replay (top-level `offline_ratio`), not from the agent.
 """
@@ -12,6 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -20,9 +23,10 @@ import optax
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig
-from agents.networks import MLP, Critic
+from agents.networks import MLP, Critic, default_init
 
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# ColinQiyangLi/qc rlpd_distributions/tanh_normal.py
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 # Dataset actions sit on the +-1 boundary, where atanh is infinite.
 ATANH_CLIP = 1e-5
 
@@ -37,6 +41,23 @@ def tanh_normal_log_prob(pre_tanh: jax.Array, means: jax.Array, log_stds: jax.Ar
     gaussian = -0.5 * jnp.square(standardised) - log_stds - 0.5 * math.log(2 * math.pi)
     log_jacobian = 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
     return gaussian - log_jacobian
+
+
+class GaussianActor(nn.Module):
+    """The reference's TanhNormal actor (rlpd_distributions/tanh_normal.py): a ReLU trunk with its last hidden
+    layer activated and separate Dense heads for the means and the (unclipped) log-stds, each (batch, dim)."""
+
+    hidden_dims: tuple[int, ...]
+    output_dim: int
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, observations):
+        x = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, rlpd_style=True)(
+            observations
+        )
+        means = nn.Dense(self.output_dim, kernel_init=default_init, name="mean")(x)
+        return means, nn.Dense(self.output_dim, kernel_init=default_init, name="log_std")(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +96,7 @@ class Config(AgentConfig):
 class Agent(flax.struct.PyTreeNode):
     """Immutable agent state; `update` and `sample_actions` are pure and jittable.
 
-    params: critic, actor (an MLP giving means and log-stds), log_temperature (a scalar).
+    params: critic, actor (a GaussianActor), log_temperature (a scalar).
     """
 
     rng: jax.Array
@@ -85,14 +106,14 @@ class Agent(flax.struct.PyTreeNode):
     config: Config = flax.struct.field(pytree_node=False)
     action_dim: int = flax.struct.field(pytree_node=False)
     critic_net: Critic = flax.struct.field(pytree_node=False)
-    actor_net: MLP = flax.struct.field(pytree_node=False)
+    actor_net: GaussianActor = flax.struct.field(pytree_node=False)
     optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
         policy_dim = config.policy_dim(action_dim)
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
-        actor_net = MLP((*config.hidden_dims, 2 * policy_dim), layer_norm=config.actor_layer_norm)
+        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm, rlpd_style=True)
+        actor_net = GaussianActor(config.hidden_dims, policy_dim, config.actor_layer_norm)
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
         optimizer = step.adam(config.lr)
 
@@ -127,7 +148,7 @@ class Agent(flax.struct.PyTreeNode):
 
     def _distribution(self, actor_params: dict, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, policy_dim)."""
-        means, log_stds = jnp.split(self.actor_net.apply(actor_params, observations), 2, axis=-1)
+        means, log_stds = self.actor_net.apply(actor_params, observations)
         return means, jnp.clip(log_stds, LOG_STD_MIN, LOG_STD_MAX)
 
     def _sample(self, actor_params: dict, observations: jax.Array, noise: jax.Array) -> tuple[jax.Array, ...]:

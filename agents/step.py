@@ -46,10 +46,11 @@ def optimizer_step(agent, batch: dict, *noise_shape: int):
 
 
 def with_target_critic(agent, batch: dict, critic: str = "critic"):
-    """The TD agents' update: one optimizer step on the summed losses of a batch of chunks, then the Polyak
-    average target_critic <- tau * params[critic] + (1 - tau) * target_critic. info gains `grad/norm`, the
-    global norm of all gradients."""
-    agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
+    """The TD agents' update: one optimizer step on the summed losses of a batch of chunks, and the Polyak
+    average target_critic <- tau * params[critic] + (1 - tau) * target_critic with the critic's params from
+    before the step, as the reference does (ColinQiyangLi/qc agents/acfql.py `target_update` reads
+    `self.network.params`). info gains `grad/norm`, the global norm of all gradients."""
     target_critic = optax.incremental_update(agent.params[critic], agent.target_critic, agent.config.tau)
+    agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
     info["grad/norm"] = optax.tree.norm(grads)
     return agent.replace(target_critic=target_critic), info

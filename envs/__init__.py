@@ -4,9 +4,10 @@ robomimic's lift, can and square with their human demonstrations (envs/robomimic
 from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend before OGBench imports it)
 
 # isort: split
-from envs import goal_conditioned, shards
+from envs import goal_conditioned, provenance, shards
 from envs.datasets import (
     ResolvedDataset,
+    describe_dataset,
     load_tasks,
     locate_dataset,
     make_env_and_datasets,
@@ -22,6 +23,7 @@ __all__ = [
     "DatasetError",
     "ResolvedDataset",
     "dataset_file_name",
+    "describe_dataset",
     "goal_conditioned",
     "shards",
     "domain_of",
@@ -31,6 +33,7 @@ __all__ = [
     "make_env",
     "make_env_and_datasets",
     "make_vector_env",
+    "provenance",
     "reset_runs",
     "resolve_dataset",
     "sparse_rewards",

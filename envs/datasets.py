@@ -2,15 +2,17 @@
 
 The train file (its '-val.npz' file beside it) is resolved in this order, and the source used is logged:
   1. `env.dataset_path`, when set; it must exist.
-  2. `<env.dataset_dir>/<file>`, when it exists; used as is.
-  3. OGBench's own download, only for the published size and when `env.download`, with a bounded socket
-     timeout; on any network failure the partial files are removed and resolution goes on.
-  4. Generation with OGBench's scripted oracles (envs/generate.py) into `<env.dataset_dir>/<file>`.
+  2. `<env.dataset_dir>/<published file>`, when it exists; used as is (the published data is preferred).
+  3. `<env.dataset_dir>/<generated file>`, when it exists; used as is.
+  4. OGBench's own download into the published file, only for the published size and when `env.download`,
+     with a bounded socket timeout; on any network failure the partial files are removed.
+  5. Generation with OGBench's scripted oracles (envs/generate.py) into the generated file.
 
-`<file>` is OGBench's published name (e.g. 'cube-double-play-v0.npz') only when `env.generate.num_episodes`
-and `env.generate.max_episode_steps` are both null. Any other size gets a name that encodes the size and the
-seed, e.g. 'cube-double-play-v0-ep20-s0.npz' or 'cube-double-play-v0-ep4-len201-s0.npz', so that a small
-dataset is never taken for the published one, never replaces it, and is never downloaded.
+The published file is OGBench's name (e.g. 'cube-double-play-v0.npz'), for the published size only (both
+`env.generate.num_episodes` and `env.generate.max_episode_steps` null). A generated file never takes it: at
+the published size it is 'cube-double-play-v0-generated-s0.npz' (s: the seed); any other size encodes the
+size, e.g. 'cube-double-play-v0-ep20-s0.npz' or 'cube-double-play-v0-ep4-len201-s0.npz'. Every generated
+file also carries a sidecar record (envs/provenance.py), so a run can tell, and record, which data it saw.
 
 A file is checked against its env before OGBench's loader sees it, so bad data (a NaN or inf anywhere
 included) fails with one DatasetError naming the file and the mismatch. Rewards and masks are OGBench's own
@@ -34,7 +36,7 @@ import ogbench
 import ogbench.relabel_utils
 import ogbench.utils
 
-from envs import robomimic
+from envs import provenance, robomimic
 from envs.config import EnvConfig, cfg_value
 from envs.errors import DatasetError
 from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
@@ -66,6 +68,11 @@ def sized_file_name(name: str, num_episodes: int | None, max_episode_steps: int 
     return f"{dataset_name_of(name)}{size_suffix(num_episodes, max_episode_steps, seed)}.npz"
 
 
+def generated_file_name(name: str, seed: int) -> str:
+    """The file of a generated dataset of the published size, e.g. 'cube-double-play-v0-generated-s0.npz'."""
+    return f"{dataset_name_of(name)}-generated-s{seed}.npz"
+
+
 @contextlib.contextmanager
 def _exclusive(path: Path):
     """A lock beside `path`, so runs launched together generate a missing dataset once, not once each."""
@@ -94,10 +101,11 @@ def _download(dataset_name: str, path: Path) -> bool:
         socket.setdefaulttimeout(timeout)
 
 
-def _download_or_generate(cfg: EnvConfig, path: Path, seed: int) -> ResolvedDataset:
-    if cfg.official_size and cfg.download and _download(dataset_name_of(cfg.name), path):
-        logger.info("dataset: downloaded from OGBench's server -> %s", path)
-        return ResolvedDataset(path, "downloaded", None)
+def _download_or_generate(cfg: EnvConfig, published: Path | None, path: Path, seed: int) -> ResolvedDataset:
+    """Downloads into `published` (None: not the published size), else generates into `path`."""
+    if published is not None and cfg.download and _download(dataset_name_of(cfg.name), published):
+        logger.info("dataset: downloaded from OGBench's server -> %s", published)
+        return ResolvedDataset(published, "downloaded", None)
     logger.info(
         "dataset: generating %s locally with OGBench's scripted oracles into %s (workers=%d; "
         "env.generate.workers=N uses N processes)",
@@ -138,19 +146,39 @@ def locate_dataset(env_cfg, seed: int) -> ResolvedDataset:
         logger.info("dataset: explicit env.dataset_path -> %s", path)
         return ResolvedDataset(path, "explicit", None)
 
+    directory = Path(cfg.dataset_dir).expanduser()
     if cfg.official_size:
-        file_name = dataset_file_name(cfg.name)
+        published = directory / dataset_file_name(cfg.name)
+        path = directory / generated_file_name(cfg.name, seed)
+        check_npz_path(published)
     else:
-        file_name = sized_file_name(cfg.name, cfg.num_episodes, cfg.generate_max_episode_steps, seed)
-    path = Path(cfg.dataset_dir).expanduser() / file_name
+        published = None
+        path = directory / sized_file_name(cfg.name, cfg.num_episodes, cfg.generate_max_episode_steps, seed)
     check_npz_path(path)
-    if not path.is_file():  # an existing file needs no lock, so a read-only dataset_dir works
-        path.parent.mkdir(parents=True, exist_ok=True)
+    candidates = [file for file in (published, path) if file is not None]
+    if not any(file.is_file() for file in candidates):  # an existing file needs no lock (read-only dirs)
+        directory.mkdir(parents=True, exist_ok=True)
         with _exclusive(path):
-            if not path.is_file():  # another run may have made it while this one waited
-                return _download_or_generate(cfg, path, seed)
-    logger.info("dataset: existing file, used as is -> %s", path)
-    return ResolvedDataset(path, "existing", None)
+            if not any(file.is_file() for file in candidates):  # another run may have made it meanwhile
+                return _download_or_generate(cfg, published, path, seed)
+    existing = next(file for file in candidates if file.is_file())
+    if existing == path and published is not None:
+        logger.warning(
+            "dataset: %s was generated locally, not OGBench's published data; put the published file at %s "
+            "to train on it",
+            path,
+            published,
+        )
+    logger.info("dataset: existing file, used as is -> %s", existing)
+    return ResolvedDataset(existing, "existing", None)
+
+
+def describe_dataset(env_cfg, path: Path, transitions: int) -> dict:
+    """What a run records of the dataset it trains on (envs/provenance.py `describe`): a file without a
+    generation record under its publisher's name (OGBench's, or robomimic's) counts as downloaded."""
+    name = cfg_value(env_cfg, "name")
+    published = robomimic.is_robomimic(name) or Path(path).name == dataset_file_name(name)
+    return provenance.describe(Path(path), transitions, published)
 
 
 def resolve_dataset(env_cfg, seed: int) -> Path:

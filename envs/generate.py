@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from envs import provenance
 from envs.errors import DatasetError
 from envs.file_format import check_npz_path, val_path_of
 from envs.oracles import OFFICIAL_EPISODE_STEPS, OFFICIAL_EPISODES, make_collector
@@ -120,7 +121,7 @@ def generate_dataset(
     split = num_episodes * max_episode_steps
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_pair(path, {k: v[:split] for k, v in arrays.items()}, {k: v[split:] for k, v in arrays.items()})
-    return dict(
+    stats = dict(
         path=path,
         val_path=val_path_of(path),
         episodes=num_episodes,
@@ -131,3 +132,5 @@ def generate_dataset(
         steps_per_second=total * max_episode_steps / seconds,
         workers=workers,
     )
+    provenance.mark_generated(path, dataset_name, seed, stats)
+    return stats

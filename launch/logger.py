@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import time
 from pathlib import Path
@@ -26,7 +27,9 @@ class Logger:
     """Writes rows {step, phase, time, metric...} to metrics.jsonl and the same metrics to W&B.
 
     `elapsed_offset` carries the wall time of earlier sessions of a resumed run, so `time` is the run's
-    total training time, comparable across runs (the x-axis of `launch/plot.py --x time`).
+    total training time, comparable across runs (the x-axis of `launch/plot.py --x time`). Each Logger owns
+    its W&B run (`reinit="create_new"`), so the members of a vector, logging in one process, are one W&B run
+    each; the id kept in `wandb_id.txt` makes a resumed run continue its own.
     """
 
     def __init__(
@@ -37,6 +40,8 @@ class Logger:
         self.start = time.perf_counter() - elapsed_offset
         self.wandb_run = None
         if logger_cfg.mode != "disabled":
+            # wandb takes the `agents` package for the LLM library of that name and advertises Weave at init.
+            os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
             import wandb
 
             id_file = self.run_dir / "wandb_id.txt"
@@ -53,6 +58,7 @@ class Logger:
                 mode=logger_cfg.mode,
                 id=run_id,
                 resume="allow",
+                reinit="create_new",
             )
 
     @property

@@ -615,6 +615,18 @@ def aggregate_report(
     return lines, figures
 
 
+def generated_data_warning(configs: list[DictConfig]) -> str | None:
+    """A warning when runs compared with the paper trained on locally generated data (their config's
+    `dataset.source`, launch/run.py), which is not the data the paper's curves were trained on."""
+    generated = [config for config in configs if OmegaConf.select(config, "dataset.source") == "generated"]
+    if not generated:
+        return None
+    return (
+        f"{len(generated)} of {len(configs)} runs trained on locally generated data, not the published "
+        "dataset the paper used"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_DIR", help="sweep dirs or run dirs")
@@ -668,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         return write_aggregate(args, loaded, rng, problems)
     summaries = {value: summarize(*align(members), rng, args.resamples) for value, members in groups.items()}
     overlays, notes = paper_overlays(loaded, paper.load_curves()) if args.paper else (None, [])
+    data_warning = generated_data_warning([config for _, config in loaded]) if args.paper else None
     table = final_table(groups, args.by, args.metric, rng, args.resamples, overlays)
     title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
     figure = plot(
@@ -682,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         any("mapped onto [0" in note for note in notes),
     )
 
+    if data_warning:
+        figure.suptitle(f"warning: {data_warning}", color="tab:red", fontsize=8)
     out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = {suffix: out.parent / f"{out.name}.{suffix}" for suffix in ("png", "pdf", "md")}
@@ -693,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         report += [
             "",
             f"Paper: the authors' published curves ({source}), mean and 95% CI over their seeds.",
+            *([f"- **warning: {data_warning}**"] if data_warning else []),
             *(f"- {note}" for note in notes),
         ]
     if problems:
@@ -705,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     paths["md"].write_text("\n".join(report) + "\n")
     print("\n".join(report))
-    for problem in problems:
+    for problem in problems + ([data_warning] if data_warning else []):
         print(f"warning: {problem}", file=sys.stderr)
     print("wrote " + ", ".join(map(str, paths.values())))
     return 0

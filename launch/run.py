@@ -137,6 +137,7 @@ class Run:
         first = self.members[0].cfg
         self.agent_settings = settings.agent_settings(first, envs.domain_of(first.env.name))
         self.stream = None  # the shard stream of a sharded (100M/1B) dataset
+        self.dataset_records: list[dict] = []  # each run's dataset provenance (envs/provenance.py)
         self.build()
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
         self.offline_steps = cfg.offline_steps if self.agent_config.offline_pretraining else 0
@@ -152,7 +153,9 @@ class Run:
         self.checkpointer = Checkpointer(run_dir)
         self._vector_envs: dict = {}
         self._resume_or_refuse()
-        self.loggers = [self._logger(member) for member in self.members]
+        self.loggers = [
+            self._logger(m, record) for m, record in zip(self.members, self.dataset_records, strict=True)
+        ]
 
     @property
     def num_runs(self) -> int:
@@ -219,6 +222,13 @@ class Run:
             cfg.offline_ratio,
         )
         log.info("shards: %d in the set, resident %s", len(self.stream.paths), self.resident_shards())
+        per_shard = offline.capacity // cfg.env.shards_in_memory
+        record = envs.provenance.describe_shards(
+            envs.shards.sharded_dir(first.cfg.env, first.seed),
+            self.stream.paths,
+            per_shard * len(self.stream.paths),
+        )
+        self.dataset_records = [record] * self.num_runs
         return replay, offline.observations.shape[-1], offline.actions.shape[-1]
 
     def resident_shards(self) -> list[str]:
@@ -247,6 +257,8 @@ class Run:
         env, eval_env, train, _ = envs.goal_conditioned.make_env_and_datasets(member.env_cfg, member.seed)
         env.close()
         eval_env.close()
+        record = envs.describe_dataset(member.cfg.env, paths.pop(), len(train["actions"]))
+        self.dataset_records = [record] * self.num_runs
         obs_dim = train["observations"].shape[-1] + train["oracle_reps"].shape[-1]
         return buffers.make_goal_replay(train), obs_dim, train["actions"].shape[-1]
 
@@ -257,7 +269,7 @@ class Run:
         tasks = list(dict.fromkeys(member.task for member in self.members))
         paths = [envs.resolve_dataset(member.cfg.env, member.seed) for member in self.members]
         files = list(dict.fromkeys(paths))
-        datasets = []
+        datasets, records = [], []
         for path in files:
             on_file: dict = {}  # the first run of each task that reads this file
             for member, member_path in zip(self.members, paths, strict=True):
@@ -268,23 +280,37 @@ class Run:
             rows = np.zeros((2, len(tasks), len(train["rewards"][0])), np.float32)
             rows[:, [tasks.index(task) for task in on_file]] = train["rewards"], train["masks"]
             datasets.append({**train, "rewards": rows[0], "masks": rows[1]})
+            records.append(envs.describe_dataset(runs[0].cfg.env, path, rows.shape[-1]))
         sizes = {(d["observations"].shape[-1], d["actions"].shape[-1]) for d in datasets}
         if len(sizes) > 1:
             raise ValueError(
                 f"the runs of a vector must share observation and action sizes, found {sorted(sizes)}"
             )
         dataset_index = [files.index(path) for path in paths]
+        self.dataset_records = [records[index] for index in dataset_index]
         return datasets, dataset_index, [tasks.index(member.task) for member in self.members]
 
-    def _logger(self, member: Member) -> Logger:
+    def _logger(self, member: Member, dataset: dict) -> Logger:
+        """The run's logger; its config (.hydra/config.yaml and W&B) gains `dataset`: the provenance of the
+        data it trains on (path, transitions, sha256, source)."""
         (member.run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         logger_cfg = member.cfg.logger
         if self.num_runs > 1 and logger_cfg.group is None:  # a vector's runs share one W&B group
             logger_cfg = OmegaConf.merge(logger_cfg, {"group": self.run_dir.name})
-        if member.run_dir != self.run_dir:  # Hydra writes the config of a single run; a member's is here
-            OmegaConf.save(member.cfg, member.run_dir / ".hydra" / "config.yaml", resolve=True)
+        saved_path = member.run_dir / ".hydra" / "config.yaml"
+        # Hydra writes the config of a single run (kept as written); a member's is written here
+        hydra_written = member.run_dir == self.run_dir and saved_path.exists()
+        saved = (
+            OmegaConf.load(saved_path)
+            if hydra_written
+            else OmegaConf.create(OmegaConf.to_container(member.cfg, resolve=True))
+        )
+        with open_dict(saved):
+            saved.dataset = dataset
+        OmegaConf.save(saved, saved_path)
         config = OmegaConf.to_container(member.cfg, resolve=True)
         config["agent"] = self.agent_settings
+        config["dataset"] = dataset
         return Logger(
             member.run_dir,
             config,
@@ -441,7 +467,10 @@ class Run:
         runs = OnlineRuns(self, vector_env)
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
         intervals = [cfg.log_interval, cfg.eval_interval, cfg.save_interval]
-        if self.stream is not None:  # a swap every shard_interval updates: utd_ratio per env step
+        # The reference (ColinQiyangLi/qc main.py) swaps offline only: online, the last shard stays resident
+        # beside the online data unless env.swap_online; then a swap every shard_interval updates.
+        swapping = self.stream is not None and cfg.env.swap_online
+        if swapping:
             intervals.append(max(1, cfg.env.shard_interval // cfg.utd_ratio))
         upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
         while True:
@@ -455,7 +484,7 @@ class Run:
                     self.log([{f"online/{k}": v for k, v in run.items()} for run in runs.metrics], "online")
                 if reached[1]:
                     bar.set_postfix(success=self.evaluate("online"))
-                if self.stream is not None and reached[3] and not last:
+                if swapping and reached[3] and not last:
                     self.swap_shard()
                 if reached[2]:
                     counters["runs"] = runs.saved_counters()

@@ -104,6 +104,8 @@ class SequenceRun(Run):
         of evaluation and exploration; a vector of one run (the agent and replay carry a run axis of 1)."""
         member = self.members[0]
         self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(member.cfg.env, member.seed)
+        path = envs.resolve_dataset(member.cfg.env, member.seed)
+        self.dataset_records = [envs.describe_dataset(member.cfg.env, path, len(train_dataset["actions"]))]
         config = agents.make_config(self.agent_settings)
         episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
         self.replay = trajectories.make_trajectory_replay(

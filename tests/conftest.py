@@ -8,7 +8,7 @@ import jax
 import pytest
 from omegaconf import OmegaConf
 
-from envs import generate_dataset
+from envs import generate_dataset, provenance
 
 # Many tests compile the same update; JAX's persistent cache turns every compile after the first into a load.
 # Subprocess tests inherit it through the environment variable.
@@ -17,7 +17,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-# Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them.
+# Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them; their
+# provenance records (envs/provenance.py) still tell that they were generated.
 # Each has 4 train episodes and 1 validation episode of 201 steps (200 transitions each).
 TINY_DATASETS = {
     "cube-double-play-v0": dict(num_episodes=4, max_episode_steps=201, workers=2, seed=0),
@@ -38,7 +39,7 @@ def tiny_dataset_dir(tmp_path_factory) -> Path:
     directory = Path(cache) if cache else tmp_path_factory.mktemp("ogbench-data")
     for name, params in TINY_DATASETS.items():
         path = directory / f"{name}.npz"
-        if not path.exists():
+        if not path.exists() or provenance.generation(path) is None:  # a cache from before the records
             generate_dataset(name, path, **params)
     return directory
 

@@ -47,23 +47,23 @@ def layer_norm(x, scale, bias, eps=1e-6):
     return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
-def mlp(params: dict, x: np.ndarray) -> np.ndarray:
-    """agents.networks.MLP from its parameter dict (Dense_i, optional LayerNorm_i)."""
+def mlp(params: dict, x: np.ndarray, rlpd_style: bool = False, activate_final: bool = False) -> np.ndarray:
+    """agents.networks.MLP from its parameter dict (Dense_i, optional LayerNorm_i): GELU then LayerNorm, or
+    with `rlpd_style` LayerNorm then ReLU."""
     num_layers = len([name for name in params if name.startswith("Dense_")])
     for i in range(num_layers):
         x = x @ np.asarray(params[f"Dense_{i}"]["kernel"]) + np.asarray(params[f"Dense_{i}"]["bias"])
-        if i + 1 < num_layers:
-            x = gelu(x)
-            if f"LayerNorm_{i}" in params:
-                x = layer_norm(
-                    x,
-                    np.asarray(params[f"LayerNorm_{i}"]["scale"]),
-                    np.asarray(params[f"LayerNorm_{i}"]["bias"]),
-                )
+        if i + 1 < num_layers or activate_final:
+            norm = f"LayerNorm_{i}" in params
+            scale_bias = [np.asarray(params[f"LayerNorm_{i}"][k]) for k in ("scale", "bias")] if norm else []
+            if rlpd_style:
+                x = np.maximum(layer_norm(x, *scale_bias) if norm else x, 0.0)
+            else:
+                x = layer_norm(gelu(x), *scale_bias) if norm else gelu(x)
     return x
 
 
-def critic(params: dict, observations, actions) -> np.ndarray:
+def critic(params: dict, observations, actions, rlpd_style: bool = False) -> np.ndarray:
     """(num_qs, batch) values of agents.networks.Critic."""
     ensemble = params["params"]["VmapMLP_0"]
     num_qs = ensemble["Dense_0"]["kernel"].shape[0]
@@ -72,7 +72,7 @@ def critic(params: dict, observations, actions) -> np.ndarray:
         {name: {k: np.asarray(v)[i] for k, v in layer.items()} for name, layer in ensemble.items()}
         for i in range(num_qs)
     ]
-    return np.stack([mlp(member, inputs)[:, 0] for member in members])
+    return np.stack([mlp(member, inputs, rlpd_style)[:, 0] for member in members])
 
 
 def vector_field(params: dict, *inputs) -> np.ndarray:

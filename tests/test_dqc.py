@@ -218,7 +218,7 @@ def test_updates_run_finite_and_polyak_average_the_target(
     new, info = update(agent, batch)
     tau = agent.config.tau
     expected = jax.tree_util.tree_map(
-        lambda p, t: tau * p + (1 - tau) * t, new.params["action_critic"], agent.target_critic
+        lambda p, t: tau * p + (1 - tau) * t, agent.params["action_critic"], agent.target_critic
     )
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),

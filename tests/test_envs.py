@@ -404,12 +404,14 @@ def test_failed_download_removes_partial_files_and_generates(tmp_path, monkeypat
     monkeypatch.setattr(generate_module, "OFFICIAL_EPISODE_STEPS", 30)
     with caplog.at_level(logging.INFO, logger="envs.datasets"):
         resolved = locate_dataset(env_cfg("pointmaze", dataset_dir=str(tmp_path)), seed=0)
-    assert (resolved.path, resolved.source) == (tmp_path / f"{MAZE}.npz", "generated")
+    generated = f"{MAZE}-generated-s0"  # never the published name, which a download may take later
+    assert (resolved.path, resolved.source) == (tmp_path / f"{generated}.npz", "generated")
     assert "downloading pointmaze-medium-navigate-v0 failed (<urlopen error no network>)" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f".{MAZE}.npz.lock",
-        f"{MAZE}-val.npz",
-        f"{MAZE}.npz",
+        f".{generated}.npz.lock",
+        f"{generated}-val.npz",
+        f"{generated}.npz",
+        f"{generated}.npz.provenance.json",
     ]
     train, val = load_pair(resolved.path)
     assert len(train["terminals"]) == 2 * 30 and len(val["terminals"]) == 30

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from launch import paper, plot
 from launch.aggregate import curves_figure
+from tests import wandb_records
 from tests.helpers import CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ def write_run(
     online_steps: int = 100,
     agent: str = "qc_fql",
     env: str = "pointmaze-medium-navigate-v0",
+    dataset_source: str = "downloaded",
 ) -> Path:
     """A run dir as train.py leaves it: .hydra/config.yaml and metrics.jsonl with eval and training rows.
 
@@ -38,7 +40,7 @@ def write_run(
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
         f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
-        f"env:\n  name: {env}\n  success_timing: null\n"
+        f"env:\n  name: {env}\n  success_timing: null\ndataset:\n  source: {dataset_source}\n"
     )
     rows = []
     for step, phase, success in evals:
@@ -337,6 +339,19 @@ def test_paper_overlay_on_a_cube_double_sweep(tmp_path, monkeypatch):
     assert rows["dt"][3::2] == ["n/a", "n/a"]
     assert f"- no paper curve for dt on {CUBE2}" in report
     assert "mapped onto [0, 100]" in report and "env.success_timing=post" in report
+    assert "generated" not in report and figures[0].get_suptitle() == ""
+
+
+def test_paper_comparison_warns_of_runs_on_generated_data(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    full_run(sweep / "s0", 0.2, 0.6, env=CUBE2, seed=0)
+    full_run(sweep / "s1", 0.4, 0.8, env=CUBE2, seed=1, dataset_source="generated")
+    figures = drawn_figure(monkeypatch)
+    assert plot.main([str(sweep), "--by", "agent.name", "--paper", "--out", str(tmp_path / "vs")]) == 0
+    warning = "1 of 2 runs trained on locally generated data, not the published dataset the paper used"
+    assert figures[0].get_suptitle() == f"warning: {warning}"
+    assert f"- **warning: {warning}**" in (tmp_path / "vs.md").read_text().splitlines()
+    assert f"warning: {warning}" in capsys.readouterr().err
 
 
 def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missing: tuple = ()) -> Path:
@@ -451,29 +466,6 @@ TINY_SWEEP = [
 ]
 
 
-def wandb_run_record(run_dir: Path):
-    """The run record of the offline W&B run in run_dir (wandb's LevelDB-style log: 7-byte file header,
-    32 KiB blocks of records, each with a 7-byte header: crc, length, type)."""
-    from wandb.proto import wandb_internal_pb2
-
-    block, header = 32768, 7
-    data = next(run_dir.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
-    offset, payload = header, b""
-    while offset + header <= len(data):
-        if block - offset % block < header:
-            offset += block - offset % block
-            continue
-        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
-        payload += data[offset + header : offset + header + length]
-        offset += header + length
-        if kind in (1, 4):  # a whole record, or the last fragment of one
-            record = wandb_internal_pb2.Record.FromString(payload)
-            if record.HasField("run"):
-                return record.run
-            payload = b""
-    raise AssertionError(f"no run record in the W&B files of {run_dir}")
-
-
 def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     sweep = tmp_path / "chunk-sweep"
     command = [
@@ -493,7 +485,8 @@ def test_multirun_then_plot(tiny_dataset_dir, tmp_path):
     names = [run_dir.name for run_dir in run_dirs]
     assert names == ["0_chunk_length=1,seed=0", "1_chunk_length=2,seed=0"]
     for chunk_length, run_dir in enumerate(run_dirs, start=1):
-        run = wandb_run_record(run_dir)
+        (path,) = wandb_records.run_files(run_dir)
+        run = wandb_records.run_record(path)
         assert run.run_group == "chunk-sweep"
         assert {f"chunk_length={chunk_length}", "seed=0", "qc_fql"} <= set(run.tags)
 

@@ -68,7 +68,7 @@ def np_losses_and_grads(w, b, obs, targets, shift):
     return losses, grads
 
 
-def test_step_is_adam_on_the_summed_losses_then_polyak_with_the_agents_own_noise():
+def test_step_is_adam_on_the_summed_losses_and_polyak_from_the_params_before_it():
     agent = ToyAgent.create(seed=1)
     batch = toy_batch()
     update = jax.jit(step.with_target_critic)
@@ -83,13 +83,13 @@ def test_step_is_adam_on_the_summed_losses_then_polyak_with_the_agents_own_noise
         shift = np.asarray(jax.random.normal(key, (BATCH,)), np.float64)
         losses, grads = np_losses_and_grads(params["w"], params["b"], *batch.values(), shift)
         agent, info = update(agent, batch)
+        target = TAU * params["w"] + (1 - TAU) * target  # the critic's params from before the step
         for name, grad in grads.items():
             first, second = moments[name]
             first, second = b1 * first + (1 - b1) * grad, b2 * second + (1 - b2) * grad**2
             moments[name] = first, second
             corrected = first / (1 - b1**count), second / (1 - b2**count)
             params[name] = params[name] - LR * corrected[0] / (np.sqrt(corrected[1]) + eps)
-        target = TAU * params["w"] + (1 - TAU) * target
 
         np.testing.assert_array_equal(jax.random.key_data(agent.rng), jax.random.key_data(rng))
         np.testing.assert_allclose(agent.params["critic"]["w"], params["w"], rtol=1e-5, atol=1e-6)

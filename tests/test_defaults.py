@@ -1,0 +1,85 @@
+"""docs/defaults.md against the configs: every row's value is what `agent=<agent> env=<an env of the domain>`
+resolves to, so the table of sources and the code cannot drift apart."""
+
+import functools
+from pathlib import Path
+
+import pytest
+import yaml
+
+import envs
+from launch import settings
+from tests.helpers import CONFIGS, compose_config
+
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "defaults.md"
+HEADER = "| agent | domain | setting | value | source |"
+# The env groups of each domain (robomimic: each of its tasks); `all` stands for every one of them.
+DOMAIN_ENVS = {
+    "cube-double": ["cube"],
+    "cube-triple": ["cube_triple"],
+    "cube-quadruple": ["cube_quadruple"],
+    "scene": ["scene"],
+    "puzzle-3x3": ["puzzle_3x3"],
+    "robomimic": ["lift", "can", "square"],
+}
+
+
+def table_rows() -> list[dict]:
+    """The rows of the one table in docs/defaults.md, each {agent, domain, setting, value, source}."""
+    lines = TABLE.read_text().splitlines()
+    start = lines.index(HEADER)
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == 5 and all(cells), f"{TABLE}: expected 5 non-empty cells, found {line!r}"
+        rows.append(dict(zip(("agent", "domain", "setting", "value", "source"), cells, strict=True)))
+    return rows
+
+
+@functools.cache
+def resolved(agent: str, env: str) -> tuple[dict, dict]:
+    """The run config and the agent's settings with its per-domain defaults filled in."""
+    cfg = compose_config(f"agent={agent}", f"env={env}")
+    return dict(cfg), settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
+
+
+ROWS = table_rows()
+
+
+def test_the_table_covers_every_agent_and_only_known_domains():
+    agents = {path.stem for path in (CONFIGS / "agent").glob("*.yaml")}
+    assert {row["agent"] for row in ROWS} == agents
+    assert {row["domain"] for row in ROWS} <= {*DOMAIN_ENVS, "all"}
+    keys = [(row["agent"], row["domain"], row["setting"]) for row in ROWS]
+    assert len(keys) == len(set(keys)), "a setting listed twice for one agent and domain"
+
+
+@pytest.mark.parametrize("env", [env for group in DOMAIN_ENVS.values() for env in group])
+def test_each_env_is_of_its_domain(env):
+    domain = next(domain for domain, group in DOMAIN_ENVS.items() if env in group)
+    name = compose_config(f"env={env}").env.name
+    assert envs.domain_of(name) == (env if domain == "robomimic" else domain)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: f"{row['agent']}-{row['domain']}-{row['setting']}")
+def test_the_resolved_default_is_the_tables(row):
+    expected = yaml.safe_load(row["value"])
+    domain_envs = [e for group in DOMAIN_ENVS.values() for e in group] if row["domain"] == "all" else None
+    for env in domain_envs or DOMAIN_ENVS[row["domain"]]:
+        run_cfg, agent_settings = resolved(row["agent"], env)
+        if row["setting"] in agent_settings:
+            value = agent_settings[row["setting"]]
+        else:
+            assert row["setting"] in run_cfg, f"{row['setting']} is neither an agent nor a run setting"
+            value = run_cfg[row["setting"]]
+        assert value == expected, f"agent={row['agent']} env={env}: {row['setting']}={value!r}"
+
+
+@pytest.mark.parametrize("agent", ["dqc", "dqc_qc", "dqc_ns", "dqc_os"])
+def test_a_dqc_batch_size_set_by_the_user_wins_over_the_agents_4096(agent):
+    assert compose_config(f"agent={agent}").batch_size == 4096
+    assert compose_config(f"agent={agent}", "batch_size=512").batch_size == 512
+    assert compose_config(f"agent={agent}", "preset=debug").batch_size == 32
+    assert compose_config("agent=qc_fql").batch_size == 256
