@@ -9,7 +9,8 @@ import pytest
 import agents
 from agents import critic as td
 from agents import iql
-from launch import settings
+from launch import fused, settings
+from launch import run as run_module
 from launch import train as train_module
 from tests import reference
 from tests.helpers import compose_config
@@ -133,6 +134,16 @@ def test_exploration_adds_unit_noise_and_evaluation_takes_the_mean():
     evaluated = np.asarray(agent.eval_actions(jnp.asarray(observations), key))
     np.testing.assert_allclose(evaluated[:, 0], np.clip(means, -1, 1), rtol=1e-5, atol=1e-6)
     assert sampled.shape == evaluated.shape == (5, 1, 2)
+
+
+def test_evaluation_queries_the_evaluation_policy_where_an_agent_has_one():
+    observations, keys = jnp.ones((2, 2)), jax.random.split(jax.random.PRNGKey(0), 2)
+    for agent, policy in ((make(), "eval_actions"), (make("qc_fql", alpha=1.0), "sample_actions")):
+        stacked = run_module.stack([agent, agent])
+        expected = np.stack([getattr(agent, policy)(observations[i : i + 1], keys[i])[0] for i in range(2)])
+        np.testing.assert_allclose(fused.eval_runs(stacked, observations, keys), expected, atol=1e-6)
+        exploring = fused.act_runs(stacked, observations, keys)
+        assert np.allclose(exploring, expected, atol=1e-6) == (policy == "sample_actions")
 
 
 @pytest.mark.parametrize(
