@@ -80,12 +80,11 @@ def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
 
 @jax.jit
 def eval_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
-    """`act_runs` with each agent's evaluation policy: its `eval_actions` where it has one (FQL evaluates IQL
-    and ReBRAC at temperature 0, without exploration noise), else `sample_actions`."""
+    """`act_runs` with the agents' evaluation policy `eval_actions`, for agents whose evaluation differs from
+    their exploration (FQL evaluates IQL and ReBRAC at temperature 0, without exploration noise)."""
 
     def one_run(agent, observation, key):
-        policy = getattr(agent, "eval_actions", agent.sample_actions)
-        return policy(observation[None], key)[0]
+        return agent.eval_actions(observation[None], key)[0]
 
     return jax.vmap(one_run)(agents, observations, keys)
 

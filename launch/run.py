@@ -380,7 +380,7 @@ class Run:
         """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
         round_index = self.counters["eval_round"]
         results, videos = evaluate_runs(
-            eval_runs,
+            eval_runs if hasattr(self.agent, "eval_actions") else act_runs,
             self.agent,
             self.vector_env("eval"),
             [member.seed for member in self.members],

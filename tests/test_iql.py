@@ -136,14 +136,13 @@ def test_exploration_adds_unit_noise_and_evaluation_takes_the_mean():
     assert sampled.shape == evaluated.shape == (5, 1, 2)
 
 
-def test_evaluation_queries_the_evaluation_policy_where_an_agent_has_one():
+def test_eval_runs_queries_the_evaluation_policy():
+    agent = make()
     observations, keys = jnp.ones((2, 2)), jax.random.split(jax.random.PRNGKey(0), 2)
-    for agent, policy in ((make(), "eval_actions"), (make("qc_fql", alpha=1.0), "sample_actions")):
-        stacked = run_module.stack([agent, agent])
-        expected = np.stack([getattr(agent, policy)(observations[i : i + 1], keys[i])[0] for i in range(2)])
-        np.testing.assert_allclose(fused.eval_runs(stacked, observations, keys), expected, atol=1e-6)
-        exploring = fused.act_runs(stacked, observations, keys)
-        assert np.allclose(exploring, expected, atol=1e-6) == (policy == "sample_actions")
+    stacked = run_module.stack([agent, agent])
+    expected = np.stack([agent.eval_actions(observations[i : i + 1], keys[i])[0] for i in range(2)])
+    np.testing.assert_allclose(fused.eval_runs(stacked, observations, keys), expected, atol=1e-6)
+    assert not np.allclose(fused.act_runs(stacked, observations, keys), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +164,7 @@ def test_awr_alpha_follows_the_paper_per_domain(domain, alpha):
 
 
 @pytest.mark.parametrize("agent_name", ["iql", "rebrac", "ifql", "ifql_n", "qc_ifql"])
-def test_offline_to_online_vector_of_two_seeds(tiny_dataset_dir, tmp_path, agent_name):
+def test_offline_to_online_vector_of_two_seeds(tiny_dataset_dir, tmp_path, monkeypatch, agent_name):
     overrides = [
         f"agent={agent_name}",
         "agent.num_samples=4",
@@ -179,7 +178,17 @@ def test_offline_to_online_vector_of_two_seeds(tiny_dataset_dir, tmp_path, agent
     ]
     if agent_name in ("iql", "rebrac"):  # no flow
         overrides = [o for o in overrides if not o.startswith(("agent.num_samples", "agent.flow_steps"))]
+    evaluations = {"queries": 0}
+    original = run_module.eval_runs
+
+    def counting(*args):
+        evaluations["queries"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(run_module, "eval_runs", counting)
     run = train_module.train(compose_config(*overrides), tmp_path)
+    # IQL and ReBRAC evaluate without exploration noise; IFQL's best-of-N is its evaluation policy too
+    assert (evaluations["queries"] > 0) == (agent_name in ("iql", "rebrac"))
     loss = "actor/bc_flow_loss" if "ifql" in agent_name else "actor/actor_loss"
     assert [member.seed for member in run.members] == [0, 1]
     for member in run.members:
