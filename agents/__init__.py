@@ -4,6 +4,7 @@ Every agent is an immutable pytree with
   create(seed, obs_dim, action_dim, config) -> agent
   update(batch) -> (agent, info)          # pure; batch from buffers.gather_chunks
   sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
+  eval_actions(observations, key)    # optional: the evaluation policy where it differs (temperature 0)
 and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml.
 """
 
@@ -20,6 +21,9 @@ ALGORITHMS = {
     "rlpd": "agents.rlpd",  # RLPD, RLPD-AC, QC-RLPD
     "radt": "agents.radt",  # RADT, DT
     "dqc": "agents.dqc",  # DQC and its ablations QC, NS, OS (goal-conditioned reach or reward returns)
+    "iql": "agents.iql",  # IQL (AWR policy)
+    "rebrac": "agents.rebrac",  # ReBRAC
+    "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
 }
 
 

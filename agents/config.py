@@ -30,6 +30,12 @@ class AgentConfig:
         """Size of one flat policy output: a whole chunk, or one action without chunking."""
         return action_dim * (self.chunk_length if self.action_chunking else 1)
 
+    @property
+    def sample_length(self) -> int:
+        """Transitions per sampled chunk: the chunk itself; an agent that also needs the dataset's next action
+        (ReBRAC) samples one more."""
+        return self.chunk_length
+
     @classmethod
     def from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
         """Build from a Hydra agent group; an unknown key fails with the list of valid ones."""

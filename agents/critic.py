@@ -41,3 +41,12 @@ def critic_loss(qs: jax.Array, target: jax.Array, valid: jax.Array) -> jax.Array
     qs: (num_qs, batch); target: (batch,); valid: (batch, chunk_length)
     """
     return (jnp.square(qs - jax.lax.stop_gradient(target)) * valid[:, -1]).mean()
+
+
+def expectile_loss(diff: jax.Array, expectile: float, weights: jax.Array) -> jax.Array:
+    """IQL's asymmetric square, mean over the batch of |expectile - 1(diff < 0)| * diff^2 * weights.
+
+    diff: (batch,) target - prediction; weights: (batch,).
+    """
+    weight = jnp.where(diff >= 0, expectile, 1.0 - expectile)
+    return (weight * jnp.square(diff) * weights).mean()

@@ -63,6 +63,33 @@ class Critic(nn.Module):
         ).squeeze(-1)
 
 
+class Value(nn.Module):
+    """V(s): one MLP on the observation, (batch,) values."""
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, observations):
+        return MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm)(observations).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """The mean (or pre-tanh mode) of a Gaussian policy with a fixed std: hidden layers, then a Dense head
+    initialised `final_init_scale` times smaller, so the first policy sits near 0 (FQL's Actor)."""
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+    final_init_scale: float = 0.01
+
+    @nn.compact
+    def __call__(self, observations):
+        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(observations)
+        head_init = nn.initializers.variance_scaling(self.final_init_scale, "fan_avg", "uniform")
+        return nn.Dense(self.output_dim, kernel_init=head_init)(features)
+
+
 class VectorField(nn.Module):
     """v(s, x, u) for flow matching, or mu(s, z) for a one-step policy when called without `times`."""
 

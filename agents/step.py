@@ -12,6 +12,7 @@ import functools
 import operator
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -54,3 +55,26 @@ def with_target_critic(agent, batch: dict, critic: str = "critic"):
     agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
     info["grad/norm"] = optax.tree.norm(grads)
     return agent.replace(target_critic=target_critic), info
+
+
+def is_delayed_step(step, period) -> jax.Array:
+    """Whether update number `step` (0-based) is one of TD3's delayed ones: the period-th, 2*period-th, ...
+    update, as FQL's loop counts `i % actor_freq == 0` from i = 1. A traced value, so it can sit inside
+    jit."""
+    return (step + 1) % period == 0
+
+
+def with_delayed_targets(agent, batch: dict, period, targets: tuple[str, ...] = ("critic", "actor")):
+    """TD3's update: one optimizer step on the summed losses (the agent zeroes its actor loss off the delayed
+    steps itself), then the Polyak average target_<name> <- tau * params[name] + (1 - tau) * target_<name>
+    for each of `targets`, only on a delayed step (`is_delayed_step(agent.step, period)`). The agent brings an
+    integer `step` field, counted here. info gains `grad/norm`."""
+    delayed = is_delayed_step(agent.step, period)
+    agent, grads, info = optimizer_step(agent, batch, batch["observations"].shape[0])
+    updated = {}
+    for name in targets:
+        old = getattr(agent, f"target_{name}")
+        new = optax.incremental_update(agent.params[name], old, agent.config.tau)
+        updated[f"target_{name}"] = jax.tree_util.tree_map(lambda n, o: jnp.where(delayed, n, o), new, old)
+    info["grad/norm"] = optax.tree.norm(grads)
+    return agent.replace(step=agent.step + 1, **updated), info

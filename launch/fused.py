@@ -20,7 +20,7 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     config = agent.config
 
     def one_update(agent, key):
-        batch = replay.sample(key, batch_size, config.chunk_length, config.discount, online)
+        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online)
         return agent.update(batch)
 
     info_shapes = jax.eval_shape(one_update, agent, rng)[1]
@@ -74,6 +74,17 @@ def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
 
     def one_run(agent, observation, key):
         return agent.sample_actions(observation[None], key)[0]
+
+    return jax.vmap(one_run)(agents, observations, keys)
+
+
+@jax.jit
+def eval_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
+    """`act_runs` with the agents' evaluation policy `eval_actions`, for agents whose evaluation differs from
+    their exploration (FQL evaluates IQL and ReBRAC at temperature 0, without exploration noise)."""
+
+    def one_run(agent, observation, key):
+        return agent.eval_actions(observation[None], key)[0]
 
     return jax.vmap(one_run)(agents, observations, keys)
 

@@ -29,6 +29,11 @@ METHODS = {
     "fql_n": "FQL-n",
     "rlpd": "RLPD",
     "rlpd_ac": "RLPD-AC",
+    "iql": "IQL",
+    "rebrac": "ReBRAC",
+    "ifql": "IFQL",
+    "ifql_n": "IFQL-n",
+    "qc_ifql": "QC-IFQL",
 }
 OGBENCH_DOMAINS = ("cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3")
 PAPER_BUDGET = (1_000_000, 1_000_000)  # offline updates, online environment steps

@@ -35,7 +35,7 @@ import envs
 from launch import settings
 from launch.checkpoints import Checkpointer
 from launch.evaluation import episode_seed, evaluate_runs
-from launch.fused import act_runs, env_transitions, fused_updates, insert
+from launch.fused import act_runs, env_transitions, eval_runs, fused_updates, insert
 from launch.logger import METRICS_FILE, Logger
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ class Run:
         """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
         round_index = self.counters["eval_round"]
         results, videos = evaluate_runs(
-            act_runs,
+            eval_runs if hasattr(self.agent, "eval_actions") else act_runs,
             self.agent,
             self.vector_env("eval"),
             [member.seed for member in self.members],

@@ -354,6 +354,26 @@ def test_paper_comparison_warns_of_runs_on_generated_data(tmp_path, monkeypatch,
     assert f"warning: {warning}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("agent", "method"),
+    [("iql", "IQL"), ("rebrac", "ReBRAC"), ("ifql", "IFQL"), ("ifql_n", "IFQL-n"), ("qc_ifql", "QC-IFQL")],
+)
+def test_paper_overlay_draws_each_offline_to_online_baseline(tmp_path, monkeypatch, agent, method):
+    full_run(tmp_path / "sweep" / agent, 0.2, 0.6, agent=agent, env=CUBE2)
+    figures = drawn_figure(monkeypatch)
+    assert (
+        plot.main([str(tmp_path / "sweep"), "--by", "agent.name", "--paper", "--out", str(tmp_path / "o")])
+        == 0
+    )
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
+    published = csv_rows("cube-double-play-task2", method)
+    steps = np.array(sorted(published))
+    assert len(steps) > 2
+    line = lines[f"paper: {method}"]
+    np.testing.assert_allclose(line.get_xdata(), paper.to_run_steps(steps, 100, 100))
+    np.testing.assert_allclose(line.get_ydata(), [published[step][0] for step in steps])
+
+
 def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missing: tuple = ()) -> Path:
     """A vector of runs as train.py leaves it: the parent's config with lists, one member dir per run."""
     (run_dir / ".hydra").mkdir(parents=True)

@@ -173,7 +173,9 @@ def test_unknown_agent_setting_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown agent setting 'chunk_lenght'.*'chunk_length'"):
         agents.make_config({"algorithm": "qc_fql", "chunk_lenght": 3})
     with pytest.raises(
-        ValueError, match=r"unknown agent algorithm 'nope'; valid: \['dqc', 'qc', 'qc_fql', 'radt', 'rlpd'\]"
+        ValueError,
+        match=r"unknown agent algorithm 'nope'; valid: "
+        r"\['dqc', 'ifql', 'iql', 'qc', 'qc_fql', 'radt', 'rebrac', 'rlpd'\]",
     ):
         agents.make_config({"algorithm": "nope"})
 

@@ -1,0 +1,193 @@
+"""ReBRAC: TD3+BC with layer-normed critics and separate actor and critic penalties (Tarasov et al. 2023;
+Park et al. 2025's agents/rebrac.py).
+
+A deterministic tanh policy maximises min_k Q_k(s, pi(s)) / stopgrad(mean |Q|) - alpha_actor *
+||pi(s) - a||^2.
+The critic bootstraps from the target actor's smoothed action a' = clip(pi_bar(s') + clip(N(0, 0.2^2), +-0.5),
++-1) and pays alpha_critic * ||a' - a'_data||^2, a'_data being the dataset's next action. The actor loss and
+both target networks update on every second step only (TD3's delay, agents/step.py). The dataset's next
+action comes from the shared chunk sampler: ReBRAC samples chunk_length + 1 transitions
+(`Config.sample_length`) and the last one's action is a'_data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import critic as td
+from agents import step
+from agents.config import AgentConfig
+from agents.networks import Actor, Critic
+
+# keys of a chunk batch with a time axis after the batch axis (buffers/chunks.py)
+TIME_KEYS = ("actions", "rewards", "masks", "terminals", "valid", "next_observations")
+
+
+def split_next_actions(batch: dict) -> tuple[dict, jax.Array, jax.Array]:
+    """A batch of chunk_length + 1 transitions -> the chunk of its first chunk_length, the dataset's action
+    at s_{t+h} (batch, action_dim) and whether that action belongs to the chunk's episode (batch,)."""
+    chunk = {key: value[:, :-1] if key in TIME_KEYS else value for key, value in batch.items()}
+    return chunk, batch["actions"][:, -1], batch["valid"][:, -1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(AgentConfig):
+    """Defaults of FQL's agents/rebrac.py get_config (spec, "ReBRAC"); the paper's coefficient 0.1 sets
+    alpha_actor (configs/agent/rebrac.yaml says why). q_agg reduces the ensemble for the target and the actor
+    (FQL: min)."""
+
+    chunk_length: int = 1
+    lr: float = 3e-4
+    tau: float = 0.005
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    num_qs: int = 2
+    q_agg: str = "min"
+    critic_layer_norm: bool = True
+    actor_layer_norm: bool = False
+    actor_final_init_scale: float = 0.01
+    alpha_actor: float = 0.1
+    alpha_critic: float = 0.0
+    actor_freq: int = 2
+    actor_noise: float = 0.2
+    actor_noise_clip: float = 0.5
+
+    def __post_init__(self):
+        if self.action_chunking and self.chunk_length > 1:
+            raise ValueError(
+                f"invalid agent settings action_chunking=true with chunk_length={self.chunk_length}: "
+                "ReBRAC's critic penalty needs the dataset's next chunk, which the sampler does not give; "
+                "expected chunk_length=1 or action_chunking=false (the n-step return)"
+            )
+
+    @property
+    def sample_length(self) -> int:
+        return self.chunk_length + 1
+
+
+class Agent(flax.struct.PyTreeNode):
+    """Immutable agent state; `update` and `sample_actions` are pure and jittable. step: updates so far."""
+
+    rng: jax.Array
+    step: jax.Array
+    params: dict
+    target_critic: Any
+    target_actor: Any
+    opt_state: Any
+    config: Config = flax.struct.field(pytree_node=False)
+    action_dim: int = flax.struct.field(pytree_node=False)
+    critic_net: Critic = flax.struct.field(pytree_node=False)
+    actor_net: Actor = flax.struct.field(pytree_node=False)
+    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+        actor_net = Actor(
+            config.hidden_dims, action_dim, config.actor_layer_norm, config.actor_final_init_scale
+        )
+        rng, critic_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        obs = jnp.zeros((1, obs_dim))
+        params = {
+            "critic": critic_net.init(critic_key, obs, jnp.zeros((1, action_dim))),
+            "actor": actor_net.init(actor_key, obs),
+        }
+        optimizer = step.adam(config.lr)
+        return cls(
+            rng=rng,
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
+            target_actor=jax.tree_util.tree_map(jnp.copy, params["actor"]),
+            opt_state=optimizer.init(params),
+            config=config,
+            action_dim=action_dim,
+            critic_net=critic_net,
+            actor_net=actor_net,
+            optimizer=optimizer,
+        )
+
+    def policy(self, actor_params: dict, observations: jax.Array) -> jax.Array:
+        """tanh of the actor's output (the mode of FQL's tanh-Gaussian): (batch, action_dim)."""
+        return jnp.tanh(self.actor_net.apply(actor_params, observations))
+
+    def smoothed(self, actions: jax.Array, noise: jax.Array, scale) -> jax.Array:
+        """clip(actions + clip(scale * noise, +-actor_noise_clip), +-1), noise ~ N(0, I)."""
+        cfg = self.config
+        return jnp.clip(actions + jnp.clip(scale * noise, -cfg.actor_noise_clip, cfg.actor_noise_clip), -1, 1)
+
+    def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """Exploration (temperature 1): the mode plus clipped N(0, actor_noise^2): (batch, 1, action_dim)."""
+        modes = self.policy(self.params["actor"], observations)
+        actions = self.smoothed(modes, jax.random.normal(key, modes.shape), self.config.actor_noise)
+        return actions[:, None]
+
+    def eval_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
+        """Evaluation (temperature 0): the mode."""
+        return self.policy(self.params["actor"], observations)[:, None]
+
+    def draw_noise(self, key: jax.Array, batch_size: int) -> jax.Array:
+        """The target-policy smoothing noise of one update, N(0, I): (batch, action_dim)."""
+        return jax.random.normal(key, (batch_size, self.action_dim))
+
+    def critic_loss(self, batch: dict, params: dict, noise: jax.Array) -> tuple[jax.Array, dict]:
+        """TD loss towards rewards[h-1] + gamma^h * masks[h-1] * (Q_bar(s', a') - alpha_critic * ||a' -
+        a'_data||^2) with a' the target actor's smoothed action; the penalty counts only where a'_data is of
+        the chunk's episode. `batch` holds chunk_length + 1 transitions."""
+        cfg = self.config
+        chunk, data_next_actions, next_valid = split_next_actions(batch)
+        next_observations = chunk["next_observations"][:, -1]
+        next_actions = self.smoothed(
+            self.policy(self.target_actor, next_observations), noise, cfg.actor_noise
+        )
+        next_q = td.aggregate(
+            self.critic_net.apply(self.target_critic, next_observations, next_actions), cfg.q_agg
+        )
+        penalty = jnp.square(next_actions - data_next_actions).sum(-1) * next_valid
+        target = td.chunk_target(chunk, next_q - cfg.alpha_critic * penalty, cfg.discount)
+        actions = td.critic_actions(chunk["actions"], cfg.action_chunking)
+        qs = self.critic_net.apply(params["critic"], chunk["observations"], actions)
+        loss = td.critic_loss(qs, target, chunk["valid"])
+        return loss, {
+            "critic_loss": loss,
+            "q_mean": qs.mean(),
+            "q_max": qs.max(),
+            "q_min": qs.min(),
+            "next_action_mse": penalty.mean(),
+        }
+
+    def actor_loss(self, batch: dict, params: dict) -> tuple[jax.Array, dict]:
+        """-Q(s, pi(s)) / stopgrad(mean |Q|) + alpha_actor * ||pi(s) - a||^2, both means over the batch."""
+        observations = batch["observations"]
+        actions = self.policy(params["actor"], observations)
+        qs = self.critic_net.apply(jax.lax.stop_gradient(params["critic"]), observations, actions)
+        q = td.aggregate(qs, self.config.q_agg)
+        q_loss = -(q / jax.lax.stop_gradient(jnp.abs(q).mean())).mean()
+        mse = jnp.square(actions - batch["actions"][:, 0]).sum(-1)
+        bc_loss = self.config.alpha_actor * mse.mean()
+        loss = q_loss + bc_loss
+        return loss, {
+            "actor_loss": loss,
+            "q_loss": q_loss,
+            "bc_loss": bc_loss,
+            "q": q.mean(),
+            "mse": mse.mean(),
+        }
+
+    def total_loss(self, params: dict, batch: dict, noise: jax.Array) -> tuple[jax.Array, dict]:
+        """Critic loss, plus the actor loss on TD3's delayed steps only (a zero gradient elsewhere, as in FQL,
+        where the skipped steps still step Adam's moments)."""
+        actor, actor_info = self.actor_loss(batch, params)
+        delayed = step.is_delayed_step(self.step, self.config.actor_freq)
+        return step.sum_losses(
+            critic=self.critic_loss(batch, params, noise), actor=(jnp.where(delayed, actor, 0.0), actor_info)
+        )
+
+    def update(self, batch: dict) -> tuple[Agent, dict]:
+        """One Adam step, then the Polyak update of both targets on the delayed steps (agents/step.py)."""
+        return step.with_delayed_targets(self, batch, self.config.actor_freq)
