@@ -67,9 +67,9 @@ def is_delayed_step(step, period) -> jax.Array:
 def with_delayed_targets(agent, batch: dict, period, targets: tuple[str, ...] = ("critic", "actor")):
     """TD3's update: one optimizer step on the summed losses (the agent zeroes its actor loss off the delayed
     steps itself), then the Polyak average target_<name> <- tau * params[name] + (1 - tau) * target_<name>
-    for each of `targets`, only on a delayed step (`is_delayed_step(agent.step, period)`), with the params from
-    before the step as in `with_target_critic` (FQL's `target_update` reads `self.network.params`). The agent
-    brings an integer `step` field, counted here. info gains `grad/norm`."""
+    for each of `targets`, only on a delayed step (`is_delayed_step(agent.step, period)`), with the params
+    from before the step as in `with_target_critic` (FQL's `target_update` reads `self.network.params`).
+    The agent brings an integer `step` field, counted here. info gains `grad/norm`."""
     delayed = is_delayed_step(agent.step, period)
     updated = {}
     for name in targets:
