@@ -117,7 +117,9 @@ def test_actor_and_targets_update_on_every_second_step_only():
         for name in ("critic", "actor"):
             old_target, new_target = getattr(agent, f"target_{name}"), getattr(new, f"target_{name}")
             averaged = jax.tree_util.tree_map(
-                lambda p, t: tau * p + (1 - tau) * t, agent.params[name], old_target  # params before the step
+                lambda p, t: tau * p + (1 - tau) * t,
+                agent.params[name],
+                old_target,  # params before the step
             )
             jax.tree_util.tree_map(
                 lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
