@@ -381,6 +381,7 @@ class Run:
         return {**state, "replay": (saved, self.replay.segment)}
 
     def save(self) -> None:
+        preemption.pause_for_tests("save", self.global_step)
         self.counters["elapsed"] = self.loggers[0].elapsed
         if self.stream is not None:
             self.counters["stream"] = self.stream.state()

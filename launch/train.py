@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from launch import preemption, settings
+from launch import lock, preemption, settings
 from launch.logger import METRICS_FILE
 from launch.run import Run, is_vector, vector_members
 from launch.sequence_run import SequenceRun
@@ -32,7 +32,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Run:
             f"agent.algorithm=radt trains one run per process: give a single seed and env.task (found "
             f"seed={cfg.seed}, env.task={cfg.env.get('task')}), or launch several with -m"
         )
-    with preemption.handling():
+    with lock.held(run_dir), preemption.handling():
         run = (SequenceRun if sequence else Run)(cfg, run_dir)
         try:
             if run.counters["phase"] == "offline":
