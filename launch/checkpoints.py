@@ -59,8 +59,10 @@ class Checkpointer:
             self.manager.wait_until_finished()
         except OSError as error:
             previous = self.latest_step()
-            kept = f"; step {previous} is intact" if previous is not None else ""
-            raise write_failed(self.directory, f"checkpoint step {step}{kept}", error) from error
+            kept = (
+                f"; step {previous} is intact (resume=true continues from it)" if previous is not None else ""
+            )
+            raise write_failed(self.directory, f"checkpoint step {step}", error, kept) from error
 
     def restore(self, template_for: Callable[[dict, dict], Any]) -> tuple[int, Any, dict]:
         """The latest readable checkpoint: its step, state and counters. The state is restored into the
