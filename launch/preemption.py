@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry" (here: resume=true)
 INTERRUPTED_EXIT_CODE = 75
-# For tests, a comma-separated list of points to wait at until a new signal arrives, so that a test signals
-# a run at a known point without timing it: "step:N" the check after global step N, "eval:N" the start of
-# the evaluation at step N, "save:N" the start of the checkpoint of step N.
+# For tests, a comma-separated list of points where the run waits, the k-th until k signals have arrived, so
+# that a test signals a run at a known point without timing it: "step:N" the check after global step N,
+# "eval:N" the start of the evaluation at step N, "save:N" the start of the checkpoint of step N.
 PAUSE_ENV = "CHUNKRL_PAUSE_AT"
 
 _received: list[int] = []
@@ -73,10 +73,11 @@ def hand_over(signum: int) -> None:
 
 
 def pause_for_tests(where: str, step: int) -> None:
-    """Wait for a new signal here if PAUSE_ENV names this point (`where`:`step`)."""
-    if f"{where}:{step}" not in os.environ.get(PAUSE_ENV, "").split(","):
+    """Wait here if PAUSE_ENV names this point (`where`:`step`), the k-th, until k signals have arrived."""
+    points = os.environ.get(PAUSE_ENV, "").split(",")
+    if f"{where}:{step}" not in points:
         return
-    seen = len(_received)
-    log.info("paused at %s:%d until a signal (%s)", where, step, PAUSE_ENV)
-    while len(_received) == seen:
+    signals = points.index(f"{where}:{step}") + 1
+    log.info("paused at %s:%d until signal %d (%s)", where, step, signals, PAUSE_ENV)
+    while len(_received) < signals:
         time.sleep(0.02)

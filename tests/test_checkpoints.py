@@ -174,7 +174,7 @@ def test_a_run_extended_with_more_online_steps_is_the_longer_run(tiny_dataset_di
             "agent.hidden_dims=[16, 16], this run sets [32, 32]",
         ),
         (
-            "agent.algorithm=qc",
+            "agent=qc",
             "cannot change agent.algorithm: the checkpoint was trained with "
             "agent.algorithm=qc_fql, this run sets qc",
         ),

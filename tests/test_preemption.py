@@ -15,6 +15,7 @@ import pytest
 
 from launch import train as train_module
 from launch.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from tests.helpers import compose_config
 from tests.test_train import TINY, rows, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,3 +116,38 @@ def test_a_run_resumed_after_a_signal_equals_the_uninterrupted_run(
     expected_rows, expected_params = uninterrupted
     assert untimed(rows(tmp_path)) == expected_rows
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, expected_params)
+
+
+def test_a_submitit_multirun_is_requeued_at_its_time_limit_and_resumes(tiny_dataset_dir, tmp_path):
+    """`-m launcher=submitit_local seed=0,1` with a one-minute limit: submitit's local executor signals each
+    job (USR2) 30 s after its start while it waits after offline step 10; the job checkpoints, submitit
+    requeues it, and the restarted job resumes and finishes with the uninterrupted run's metrics."""
+    overrides = [
+        "agent=qc_fql",
+        "env=pointmaze",
+        "logger.mode=disabled",
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "env.download=false",
+        *TINY,
+        "offline_steps=20",
+        "online_steps=0",
+    ]
+    env = {
+        **os.environ,
+        PAUSE_ENV: "step:10",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "launch/train.py", "-m", "launcher=submitit_local", "seed=0,1", *overrides]
+    command += ["hydra.launcher.timeout_min=1", "hydra.launcher.gpus_per_node=0", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    job_logs = "".join(path.read_text() for path in sweep.glob(".submitit/*/*_log.*"))
+    assert result.returncode == 0, result.stderr[-2000:] + job_logs[-4000:]
+    assert job_logs.count("interrupted by SIGUSR2 at step 10: checkpoint saved") == 2, job_logs[-4000:]
+    assert job_logs.count("Requeued job") == 2
+    uninterrupted = tmp_path / "uninterrupted"
+    train_module.train(compose_config(*overrides, "seed=0"), uninterrupted)
+    (seed0,) = sweep.glob("*/*/0_*seed=0/metrics.jsonl")
+    (seed1,) = sweep.glob("*/*/1_*seed=1/metrics.jsonl")
+    assert untimed(rows(seed0.parent)) == untimed(rows(uninterrupted))
+    assert [row["step"] for row in rows(seed1.parent)] == [row["step"] for row in rows(uninterrupted)]
