@@ -341,16 +341,10 @@ class Run:
             )
         step, state, self.counters = self.checkpointer.restore(self.resume_template)
         self.agent, self.rng = state["agent"], state["rng"]
-        online, segment = state["replay"]
-        new_shape = self.replay.online.actions.shape
-        if isinstance(self.replay, buffers.replay.Replay) and online.actions.shape != new_shape:
-            log.info(
-                "online_steps grew: each online replay grows from %d to %d transitions",
-                online.actions.shape[1],
-                new_shape[1],
-            )
-            online = jax.vmap(buffers.store.grow)(online, self.replay.online)
-        self.replay = self.replay.with_run_part((online, segment))
+        part = state["replay"]
+        if isinstance(self.replay, buffers.replay.Replay):
+            part = self._grown(*part)
+        self.replay = self.replay.with_run_part(part)
         if self.stream is not None:
             self.replay = self.replay.replace(offline=self.stream.restore(self.counters["stream"]))
         for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
@@ -360,6 +354,14 @@ class Run:
                 metrics.write_text("".join(row + "\n" for row in rows))
         self.start_step = self.saved_step = step
         log.info("resumed from step %d (%s phase)", step, self.counters["phase"])
+
+    def _grown(self, online, segment) -> tuple:
+        """A restored run part with the online replay grown to this run's size (online_steps grew)."""
+        size = self.replay.online.actions.shape[1]
+        if online.actions.shape[1] == size:
+            return online, segment
+        log.info("online_steps grew: each online replay grows from %d to %d", online.actions.shape[1], size)
+        return jax.vmap(buffers.store.grow)(online, self.replay.online), segment
 
     @property
     def resolved_config(self) -> dict:
