@@ -203,3 +203,31 @@ def _drop_overwritten(store: TransitionStore) -> TransitionStore:
 def insert_many(store: TransitionStore, transitions: dict) -> TransitionStore:
     """Append transitions with a leading time axis, in order (jittable)."""
     return jax.lax.scan(lambda s, tr: (insert(s, tr), None), store, transitions)[0]
+
+
+def grow(store: TransitionStore, larger: TransitionStore) -> TransitionStore:
+    """`store`'s live transitions and state rows moved into the empty, larger store `larger`, each at the
+    slot of its global index there, so that sampling and inserting go on as if `larger` had been used from
+    the start (a resumed run whose online_steps grew; jittable)."""
+    index = store.count - store.capacity + jnp.arange(store.capacity)  # the slots' global indices
+    into = jnp.where(index >= store.oldest, larger.slot(index), larger.capacity)  # out of range: dropped
+    row = store.rows_written - store.obs_capacity + jnp.arange(store.obs_capacity)
+    row_into = jnp.where(row >= 0, row % larger.obs_capacity, larger.obs_capacity)
+    slot, row_slot = store.slot(index), row % store.obs_capacity
+
+    def moved(new, old, axis: int = 0):
+        if axis:
+            return new.at[:, into].set(old[:, slot], mode="drop")
+        return new.at[into].set(old[slot], mode="drop")
+
+    return larger.replace(
+        observations=larger.observations.at[row_into].set(store.observations[row_slot], mode="drop"),
+        obs_rows=moved(larger.obs_rows, store.obs_rows),
+        actions=moved(larger.actions, store.actions),
+        rewards=moved(larger.rewards, store.rewards, axis=1),
+        masks=moved(larger.masks, store.masks, axis=1),
+        terminals=moved(larger.terminals, store.terminals),
+        count=store.count,
+        oldest=store.oldest,
+        rows_written=store.rows_written,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import signal
 from collections.abc import Sequence
 
 import gymnasium
@@ -42,15 +43,24 @@ def _make_replayable(env_cfg: dict) -> gymnasium.Env:
     return ReplayOnReset(make_env(env_cfg))
 
 
+def _make_in_worker(env_cfg: dict) -> gymnasium.Env:
+    """In a worker process: the trainer alone answers the cluster's stop signals (it checkpoints, then
+    closes its envs: launch/preemption.py); a worker they killed would take the env down first."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+    return _make_replayable(env_cfg)
+
+
 def make_vector_env(env_cfgs: Sequence[dict]) -> gymnasium.vector.VectorEnv:
     """A vector of one env per config (plain dicts of configs/env keys), in worker processes when more
     than one (a single env needs no process of its own)."""
-    env_fns = [functools.partial(_make_replayable, dict(env_cfg)) for env_cfg in env_cfgs]
-    if len(env_fns) == 1:
-        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.DISABLED)
+    if len(env_cfgs) == 1:
+        return SyncVectorEnv(
+            [functools.partial(_make_replayable, dict(env_cfgs[0]))], autoreset_mode=AutoresetMode.DISABLED
+        )
     # forkserver: a clean process to fork workers from (forking the trainer would copy JAX's threads)
     return AsyncVectorEnv(
-        env_fns,
+        [functools.partial(_make_in_worker, dict(env_cfg)) for env_cfg in env_cfgs],
         autoreset_mode=AutoresetMode.DISABLED,
         context="forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn",
     )

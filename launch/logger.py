@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from launch.disk import write_failed
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -68,8 +70,11 @@ class Logger:
     def log(self, metrics: dict[str, Any], step: int, phase: str) -> None:
         row = {"step": int(step), "phase": phase, "time": round(self.elapsed, 3)}
         row.update({key: _plain(value) for key, value in metrics.items()})
-        with self.metrics_path.open("a") as file:
-            file.write(json.dumps(row) + "\n")
+        try:
+            with self.metrics_path.open("a") as file:
+                file.write(json.dumps(row) + "\n")
+        except OSError as error:
+            raise write_failed(self.run_dir, METRICS_FILE, error) from error
         if self.wandb_run is not None:
             self.wandb_run.log({**metrics, "time/elapsed": row["time"]}, step=int(step))
 

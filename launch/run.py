@@ -32,8 +32,8 @@ from tqdm import tqdm
 import agents
 import buffers
 import envs
-from launch import settings
-from launch.checkpoints import Checkpointer
+from launch import preemption, settings
+from launch.checkpoints import Checkpointer, check_resumable
 from launch.evaluation import episode_seed, evaluate_runs
 from launch.fused import act_runs, env_transitions, eval_runs, fused_updates, insert
 from launch.logger import METRICS_FILE, Logger
@@ -127,6 +127,21 @@ def _row_step(line: str) -> int:
     return json.loads(line)["step"]
 
 
+def logged_rows(path: Path) -> list[str]:
+    """The rows of a metrics.jsonl; a torn last row (the process killed mid-write) is dropped, with a
+    warning."""
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path} line {number} is not JSON: {line[:80]!r}") from None
+            log.warning("%s: dropping its torn last line %r (a write cut short)", path, line[:80])
+            return lines[:-1]
+    return lines
+
+
 class Run:
     """The state of a vector of training runs and the few operations the protocol is made of."""
 
@@ -152,6 +167,7 @@ class Run:
         }
         self.checkpointer = Checkpointer(run_dir)
         self._vector_envs: dict = {}
+        self.start_step = self.saved_step = None  # the step resumed from; of the latest checkpoint written
         self._resume_or_refuse()
         self.loggers = [
             self._logger(m, record) for m, record in zip(self.members, self.dataset_records, strict=True)
@@ -349,23 +365,70 @@ class Run:
                 f"{self.run_dir} already holds checkpoints (latest step {latest}); pass resume=true to "
                 "continue that run, or choose another run dir with hydra.run.dir=..."
             )
-        state, self.counters = self.checkpointer.restore(self.state)
+        step, state, self.counters = self.checkpointer.restore(self.resume_template)
         self.agent, self.rng = state["agent"], state["rng"]
-        self.replay = self.replay.with_run_part(state["replay"])
+        part = state["replay"]
+        if isinstance(self.replay, buffers.replay.Replay):
+            part = self._grown(*part)
+        self.replay = self.replay.with_run_part(part)
         if self.stream is not None:
             self.replay = self.replay.replace(offline=self.stream.restore(self.counters["stream"]))
         for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
             metrics = member.run_dir / METRICS_FILE
             if metrics.exists():
-                rows = [line for line in metrics.read_text().splitlines() if _row_step(line) <= latest]
+                rows = [row for row in logged_rows(metrics) if _row_step(row) <= step]
                 metrics.write_text("".join(row + "\n" for row in rows))
-        log.info("resumed from step %d (%s phase)", latest, self.counters["phase"])
+        self.start_step = self.saved_step = step
+        log.info("resumed from step %d (%s phase)", step, self.counters["phase"])
+
+    def _grown(self, online, segment) -> tuple:
+        """A restored run part with the online replay grown to this run's size (online_steps grew)."""
+        size = self.replay.online.actions.shape[1]
+        if online.actions.shape[1] == size:
+            return online, segment
+        log.info("online_steps grew: each online replay grows from %d to %d", online.actions.shape[1], size)
+        return jax.vmap(buffers.store.grow)(online, self.replay.online), segment
+
+    @property
+    def resolved_config(self) -> dict:
+        return OmegaConf.to_container(self.cfg, resolve=True)
+
+    def resume_template(self, saved_config: dict, counters: dict) -> dict:
+        """The state a checkpoint saved with `saved_config` restores into: this run's, with the online replay
+        at its saved size (grown after the restore when online_steps grew). Refuses what cannot continue."""
+        check_resumable(saved_config, self.resolved_config, counters, self.agent_config.offline_pretraining)
+        state = self.state
+        if not isinstance(self.replay, buffers.replay.Replay):
+            return state
+        online = self.replay.online
+        capacity = buffers.replay.online_capacity(saved_config["buffer_size"], saved_config["online_steps"])
+        saved = buffers.store.empty(online.observations.shape[-1], online.actions.shape[-1], capacity)
+        saved = jax.tree_util.tree_map(
+            lambda leaf: jnp.broadcast_to(leaf, (self.num_runs,) + leaf.shape), saved
+        )
+        return {**state, "replay": (saved, self.replay.segment)}
 
     def save(self) -> None:
+        preemption.pause_for_tests("save", self.global_step)
         self.counters["elapsed"] = self.loggers[0].elapsed
         if self.stream is not None:
             self.counters["stream"] = self.stream.state()
-        self.checkpointer.save(self.global_step, self.state, self.counters)
+        self.checkpointer.save(self.global_step, self.state, self.counters, self.resolved_config)
+        self.saved_step = self.global_step
+
+    def stop_if_signalled(self, online_runs: OnlineRuns | None = None) -> None:
+        """After a signal (launch/preemption.py): a checkpoint of this step, unless one was just saved (with
+        the open episodes of `online_runs`), then `Interrupted`."""
+        if self.global_step != self.start_step:
+            preemption.pause_for_tests("step", self.global_step)
+        signum = preemption.received()
+        if signum is None:
+            return
+        if self.saved_step != self.global_step:
+            if online_runs is not None:
+                self.counters["runs"] = online_runs.saved_counters()
+            self.save()
+        raise preemption.Interrupted(signum, self.global_step)
 
     def log(self, metrics: list[dict], phase: str) -> None:
         """Each run's metrics to its own logger."""
@@ -404,6 +467,7 @@ class Run:
 
     def evaluate(self, phase: str) -> float:
         """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
+        preemption.pause_for_tests("eval", self.global_step)
         round_index = self.counters["eval_round"]
         results, videos = evaluate_runs(
             eval_runs if hasattr(self.agent, "eval_actions") else act_runs,
@@ -455,6 +519,7 @@ class Run:
                 self.swap_shard()
             if step % cfg.save_interval == 0 or last:
                 self.save()
+            self.stop_if_signalled()
         bar.close()
 
     def online_phase(self) -> None:
@@ -495,6 +560,7 @@ class Run:
                 ]
             if last:
                 break
+            self.stop_if_signalled(runs)
             runs.step()
         bar.close()
 

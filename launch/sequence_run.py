@@ -248,6 +248,8 @@ class SequenceRun(Run):
             if step >= next_save or last:
                 self.save()
                 next_save = next_multiple(step, cfg.save_interval)
+            if not last:
+                self.stop_if_signalled()
         bar.close()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from launch import settings
+from launch import lock, preemption, settings
 from launch.logger import METRICS_FILE
 from launch.run import Run, is_vector, vector_members
 from launch.sequence_run import SequenceRun
@@ -32,13 +32,14 @@ def train(cfg: DictConfig, run_dir: Path) -> Run:
             f"agent.algorithm=radt trains one run per process: give a single seed and env.task (found "
             f"seed={cfg.seed}, env.task={cfg.env.get('task')}), or launch several with -m"
         )
-    run = (SequenceRun if sequence else Run)(cfg, run_dir)
-    try:
-        if run.counters["phase"] == "offline":
-            run.offline_phase()
-        run.online_phase()
-    finally:
-        run.close()
+    with lock.held(run_dir), preemption.handling():
+        run = (SequenceRun if sequence else Run)(cfg, run_dir)
+        try:
+            if run.counters["phase"] == "offline":
+                run.offline_phase()
+            run.online_phase()
+        finally:
+            run.close()
     for member, counters in zip(run.members, run.counters["runs"], strict=True):
         success = counters["success"]
         log.info(
@@ -56,7 +57,13 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     if cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
         cfg.logger.group = Path(hydra_cfg.sweep.dir).name  # every run of a sweep shares one W&B group
-    train(cfg, Path(hydra_cfg.runtime.output_dir))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        train(cfg, run_dir)
+    except preemption.Interrupted as interrupted:
+        log.warning("%s: checkpoint saved in %s (resume=true continues from it)", interrupted, run_dir)
+        preemption.hand_over(interrupted.signum)
+        raise SystemExit(preemption.INTERRUPTED_EXIT_CODE) from None
 
 
 if __name__ == "__main__":

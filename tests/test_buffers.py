@@ -199,3 +199,19 @@ def test_replay_segments_sample_their_own_dataset_and_task():
     np.testing.assert_array_equal(np.unique(batches["rewards"][2]), [20.0])
     second_states = {tuple(row) for row in second["observations"]}
     assert all(tuple(row) in second_states for row in np.asarray(batches["observations"][1]))
+
+
+@pytest.mark.parametrize(("capacity", "max_episodes"), [(40, 5), (7, 3), (9, 1)])
+def test_a_grown_ring_buffer_keeps_its_live_transitions_and_goes_on(capacity, max_episodes):
+    """Grown mid-episode (a resumed run whose online_steps grew), then filled: every live chunk is the
+    flat-array spec's, the ones before the growth included."""
+    data = hand_built(lengths=(4, 3, 6, 5, 2, 7))
+    before = {key: value[:15] for key, value in data.items()}
+    after = {key: value[15:] for key, value in data.items()}
+    small = insert_all(buffers.empty(2, 2, capacity, max_episodes=max_episodes), before)
+    grown = jax.jit(buffers.store.grow)(small, buffers.empty(2, 2, 60, max_episodes=8))
+    assert (int(grown.count), int(grown.oldest)) == (int(small.count), int(small.oldest))
+    for store, end in ((grown, 15), (insert_all(grown, after), len(data["rewards"]))):
+        starts = np.arange(int(small.oldest), end - 1)
+        batch = buffers.gather_chunks(store, jnp.asarray(starts), 2, DISCOUNT)
+        assert_chunks_match(batch, data, starts, 2)

@@ -1,0 +1,82 @@
+"""One writer per run directory (launch/lock.py), with real processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch import lock
+from launch import train as train_module
+from tests.test_train import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD = (
+    "import sys, time; from pathlib import Path; from launch import lock\n"
+    "with lock.held(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()"
+)
+
+
+def holder(run_dir: Path) -> subprocess.Popen:
+    """A second process holding `run_dir`'s lock until its stdin closes."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "held\n"
+    return process
+
+
+def test_a_second_process_is_refused_naming_the_first_ones_pid_and_host(tiny_dataset_dir, tmp_path):
+    first = holder(tmp_path)
+    try:
+        with pytest.raises(lock.RunDirLocked) as refusal:
+            train_module.train(tiny_config(tiny_dataset_dir), tmp_path)
+    finally:
+        first.communicate("", timeout=60)
+    assert str(refusal.value).startswith(
+        f"{tmp_path} is in use by pid {first.pid} on {socket.gethostname()} (lock {tmp_path / 'run.lock'})"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # nothing written; the lock released
+    with lock.held(tmp_path):  # free once the first one has exited
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize(
+    "holder_host, age_s, stale",
+    [
+        ("this host", 0, True),  # its pid is dead
+        ("elsewhere", 0, False),  # cannot be checked, and refreshed just now
+        ("elsewhere", lock.STALE_S + 60, True),  # not refreshed for longer than STALE_S
+    ],
+)
+def test_a_stale_lock_is_taken_over(tmp_path, holder_host, age_s, stale):
+    path = tmp_path / lock.LOCK_FILE
+    host = socket.gethostname() if holder_host == "this host" else "elsewhere"
+    path.write_text(json.dumps({"pid": dead_pid(), "host": host}))
+    os.utime(path, (time.time() - age_s,) * 2)
+    if not stale:
+        with pytest.raises(lock.RunDirLocked, match="on elsewhere"):
+            lock.acquire(tmp_path)
+        return
+    with lock.held(tmp_path):
+        assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+    assert not path.exists()

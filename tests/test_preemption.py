@@ -1,0 +1,185 @@
+"""Real signals sent to `python launch/train.py` (launch/preemption.py): the run checkpoints where it is,
+exits with INTERRUPTED_EXIT_CODE, and its resumed run equals the uninterrupted one."""
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from launch import train as train_module
+from launch.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from tests.helpers import compose_config
+from tests.test_train import TINY, rows, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+# checkpoints at offline steps 30, 40 and env steps 30, 40 (global 70, 80): none at the points signalled
+OVERRIDES = ["save_interval=30"]
+
+
+def untimed(logged: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "time"} for row in logged]
+
+
+class Training:
+    """`python launch/train.py` on the tiny config in a subprocess, its output read line by line."""
+
+    def __init__(self, dataset_dir: Path, run_dir: Path, pause: str, *overrides: str):
+        command = [sys.executable, "launch/train.py", "agent=qc_fql", "env=pointmaze", "logger.mode=disabled"]
+        command += [f"env.dataset_dir={dataset_dir}", "env.download=false", *TINY, *OVERRIDES, *overrides]
+        env = {
+            **os.environ,
+            PAUSE_ENV: pause,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        self.process = subprocess.Popen(
+            [*command, f"hydra.run.dir={run_dir}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            if text in line:
+                return
+        raise AssertionError(f"the run ended before printing {text!r}:\n{''.join(self.output)[-3000:]}")
+
+    def signal_at(self, point: str, signum: int) -> None:
+        self.wait_for(f"paused at {point}")
+        self.process.send_signal(signum)
+
+    def exit_code(self) -> int:
+        return self.process.wait(timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run = train_module.train(tiny_config(tiny_dataset_dir, *OVERRIDES), run_dir)
+    return untimed(rows(run_dir)), run.agent.params
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2], ids=lambda signum: signum.name
+)
+def test_each_signal_checkpoints_mid_offline_and_a_second_one_does_not_tear_it(
+    tiny_dataset_dir, tmp_path, signum
+):
+    """Signalled after offline step 10 and again while that checkpoint is being saved."""
+    training = Training(tiny_dataset_dir, tmp_path, "step:10,save:10")
+    training.signal_at("step:10", signum)
+    training.signal_at("save:10", signum)
+    assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
+    name = signal.Signals(signum).name
+    assert any(f"interrupted by {name} at step 10: checkpoint saved" in line for line in training.output)
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["10"]
+    assert [row["step"] for row in rows(tmp_path)] == [10]  # the offline losses logged at step 10
+    assert not (tmp_path / "run.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "point, signum",
+    [
+        ("step:20", signal.SIGUSR1),  # offline, after a dispatch and an evaluation
+        ("step:63", signal.SIGTERM),  # online env step 23: inside a chunk, updates owed, an episode open
+        ("eval:60", signal.SIGUSR2),  # during the online evaluation at env step 20
+    ],
+    ids=["mid-offline", "mid-online-chunk", "during-evaluation"],
+)
+def test_a_run_resumed_after_a_signal_equals_the_uninterrupted_run(
+    tiny_dataset_dir, tmp_path, uninterrupted, point, signum
+):
+    training = Training(tiny_dataset_dir, tmp_path, point)
+    training.signal_at(point, signum)
+    assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
+    step = int(point.split(":")[1])
+    assert max(int(path.name) for path in (tmp_path / "checkpoints").iterdir()) == step
+    resumed = train_module.train(tiny_config(tiny_dataset_dir, *OVERRIDES, "resume=true"), tmp_path)
+    expected_rows, expected_params = uninterrupted
+    assert untimed(rows(tmp_path)) == expected_rows
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, expected_params)
+
+
+def signal_paused_jobs(sweep: Path, jobs: int, signum: int, process: subprocess.Popen) -> None:
+    """Once `jobs` jobs of the sweep wait at their pause point, `signum` to each (its pid is in its lock)."""
+    deadline = time.monotonic() + 300
+    while sum(path.read_text().count("paused at") for path in sweep.glob(".submitit/*/*_log.*")) < jobs:
+        assert time.monotonic() < deadline and process.poll() is None, "the jobs never reached their pause"
+        time.sleep(0.2)
+    for lock_file in sweep.glob("*/*/*/run.lock"):
+        os.kill(json.loads(lock_file.read_text())["pid"], signum)
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        pytest.param("signalled", id="signalled"),
+        # submitit's own timer: USR2 30 s before a 1-minute limit, so each attempt has 60 s in all, which a
+        # loaded 2-core machine can exceed (the restarted job is then signalled and requeued again)
+        pytest.param("time limit", id="time-limit", marks=pytest.mark.slow),
+    ],
+)
+def test_a_submitit_multirun_is_requeued_on_its_signal_and_resumes(tiny_dataset_dir, tmp_path, limit):
+    """`-m launcher=submitit_local seed=0,1`: each job, waiting after offline step 10, gets USR2 (from the
+    test as SLURM would send it, or from submitit's local time limit); it checkpoints, hands the signal to
+    submitit, which requeues it, and the restarted job resumes and ends with
+    the uninterrupted run's metrics."""
+    overrides = [
+        "agent=qc_fql",
+        "env=pointmaze",
+        "logger.mode=disabled",
+        f"env.dataset_dir={tiny_dataset_dir}",
+        "env.download=false",
+        *TINY,
+        "offline_steps=20",
+        "online_steps=0",
+    ]
+    env = {
+        **os.environ,
+        PAUSE_ENV: "step:10",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "launch/train.py", "-m", "launcher=submitit_local", "seed=0,1", *overrides]
+    command += [
+        f"hydra.launcher.timeout_min={1 if limit == 'time limit' else 10}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    command += ["hydra.launcher.gpus_per_node=0"]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if limit == "signalled":
+        signal_paused_jobs(sweep, 2, signal.SIGUSR2, process)
+    output = process.communicate(timeout=600)[0]
+    job_logs = "".join(path.read_text() for path in sweep.glob(".submitit/*/*_log.*"))
+    assert process.returncode == 0, output[-2000:] + job_logs[-4000:]
+    assert job_logs.count("interrupted by SIGUSR2 at step 10: checkpoint saved") == 2, job_logs[-4000:]
+    assert len(set(re.findall(r"Requeued job (\d+)", job_logs))) == 2, job_logs[-4000:]
+    uninterrupted = tmp_path / "uninterrupted"
+    train_module.train(compose_config(*overrides, "seed=0"), uninterrupted)
+    (seed0,) = sweep.glob("*/*/0_*seed=0/metrics.jsonl")
+    (seed1,) = sweep.glob("*/*/1_*seed=1/metrics.jsonl")
+    assert untimed(rows(seed0.parent)) == untimed(rows(uninterrupted))
+    assert [row["step"] for row in rows(seed1.parent)] == [row["step"] for row in rows(uninterrupted)]
