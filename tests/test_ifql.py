@@ -92,7 +92,9 @@ def test_update_steps_value_critic_and_flow_and_polyak_averages_the_critic():
     new, info = jax.jit(lambda a, b: a.update(b))(agent, batch_for(3))
     tau = agent.config.tau
     expected = jax.tree_util.tree_map(
-        lambda p, t: tau * p + (1 - tau) * t, new.params["critic"], agent.target_critic
+        lambda p, t: tau * p + (1 - tau) * t,
+        agent.params["critic"],
+        agent.target_critic,  # pre-step params
     )
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.target_critic, expected
