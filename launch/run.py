@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -50,10 +51,12 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One run of a vector: its own config (scalar seed and task) and its own directory."""
+    """One run of a vector: its own config (a scalar on every axis), its own directory and its value on
+    each axis of the vector."""
 
     cfg: DictConfig
     run_dir: Path
+    axes: tuple = ()
 
     @property
     def seed(self) -> int:
@@ -72,41 +75,103 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
 
 
+# Top-level settings that may be vector axes: the host loop handles them per run. (offline_ratio is not one:
+# it sets how many rows of a batch are offline, an array shape.)
+RUN_AXES = ("utd_ratio",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One list of a vector's config: its dotted key (`agent.alpha`) and values."""
+
+    key: str
+    values: tuple
+
+    @property
+    def name(self) -> str:
+        """The axis in a member's directory name and W&B tags: the key's last part (`alpha`, `task`)."""
+        return self.key.rsplit(".", 1)[-1]
+
+
+def _refuse_shape_list(key: str, values) -> None:
+    raise ValueError(
+        f"{key}={values} is a list, but {key} changes array shapes, so its values cannot share one vector; "
+        f"run one vector per value with -m (a multirun of vectors): -m {key}=A,B"
+    )
+
+
+def vector_axes(cfg: DictConfig) -> list[Axis]:
+    """The lists of `cfg` that make a vector, outermost first: the agent's sweepable settings (in the agent
+    group's order), `utd_ratio`, `env.task`, `seed`. A list for any other scalar setting
+    (or a list of lists for a tuple one, such as agent.hidden_dims) fails in one line pointing to -m."""
+    config_cls = agents.agent_module(cfg.agent.algorithm).Config
+    fields = {field.name: field for field in dataclasses.fields(config_cls)}
+    axes = []
+    for key, value in cfg.agent.items():
+        if not isinstance(value, ListConfig) or key.endswith(settings.BY_DOMAIN):
+            continue
+        if key in config_cls.sweepable():
+            axes.append(Axis(f"agent.{key}", tuple(value)))
+        elif key not in fields or not isinstance(fields[key].default, tuple) or any(
+            isinstance(item, ListConfig) for item in value
+        ):
+            _refuse_shape_list(f"agent.{key}", list(value))
+    for key, value in cfg.items():
+        if isinstance(value, ListConfig) and key != "seed":
+            if key not in RUN_AXES:
+                _refuse_shape_list(key, list(value))
+            axes.append(Axis(key, tuple(value)))
+    for key in ("env.task", "seed"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, ListConfig):
+            axes.append(Axis(key, tuple(value)))
+    for axis in axes:
+        integers = axis.key in ("seed", "env.task")
+        expected = "distinct integers" if integers else "distinct numbers"
+        valid = (int,) if integers else (int, float)
+        values = axis.values
+        if len(set(values)) != len(values) or not all(
+            isinstance(v, valid) and not isinstance(v, bool) or (integers and v is None) for v in values
+        ):
+            raise ValueError(f"invalid setting {axis.key}={list(values)}: expected {expected}")
+    return axes
+
+
 def is_vector(cfg: DictConfig) -> bool:
-    """Whether `seed` or `env.task` is a list (a vector of runs, even of one)."""
-    return isinstance(cfg.seed, ListConfig) or isinstance(cfg.env.get("task"), ListConfig)
+    """Whether any setting is a list (a vector of runs, even of one)."""
+    return bool(vector_axes(cfg))
 
 
 def vector_members(cfg: DictConfig, run_dir: Path) -> list[Member]:
-    """The runs of `cfg`: one per (task, seed) pair of the lists, in directories `task<T>_seed<S>/`
-    (`seed<S>/` for envs without tasks); a scalar seed and task make one run in `run_dir` itself."""
-    if not is_vector(cfg):
+    """The runs of `cfg`: one per combination of its lists (the last axis, `seed`, varying fastest), each in
+    a directory naming its value on every axis, `alpha=100,task=2,seed=0/`; a config without lists is one
+    run in `run_dir` itself."""
+    axes = vector_axes(cfg)
+    if not axes:
         return [Member(cfg, run_dir)]
-    seeds, tasks = as_list(cfg.seed), as_list(cfg.env.get("task"))
-    for key, values in (("seed", seeds), ("env.task", tasks)):
-        if len(set(values)) != len(values) or not all(isinstance(v, int) or v is None for v in values):
-            raise ValueError(f"invalid setting {key}={values}: expected distinct integers")
     members = []
-    for task in tasks:
-        for seed in seeds:
-            member_cfg = copy.deepcopy(cfg)
-            with open_dict(member_cfg):
-                member_cfg.seed = seed
-                if task is not None:
-                    member_cfg.env.task = task
-            name = f"seed{seed}" if task is None else f"task{task}_seed{seed}"
-            members.append(Member(member_cfg, run_dir / name))
+    for values in itertools.product(*(axis.values for axis in axes)):
+        member_cfg = copy.deepcopy(cfg)
+        with open_dict(member_cfg):
+            for axis, value in zip(axes, values, strict=True):
+                if value is not None:
+                    OmegaConf.update(member_cfg, axis.key, value)
+        name = ",".join(f"{axis.name}={value}" for axis, value in zip(axes, values, strict=True))
+        members.append(Member(member_cfg, run_dir / name, tuple(zip(axes, values, strict=True))))
     return members
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
-    """W&B tags that dashboards group by."""
+def run_tags(member: Member) -> list[str]:
+    """W&B tags that dashboards group by, with the member's value on each swept hyperparameter."""
+    cfg = member.cfg
+    swept = [f"{axis.name}={value}" for axis, value in member.axes if axis.key not in ("seed", "env.task")]
     return [
         cfg.agent.name,
         cfg.env.name,
         f"chunk_length={cfg.agent.chunk_length}",
         f"task={cfg.env.get('task')}",
         f"seed={cfg.seed}",
+        *swept,
     ]
 
 
@@ -135,7 +200,9 @@ class Run:
         self.run_dir = run_dir
         self.members = vector_members(cfg, run_dir)
         first = self.members[0].cfg
-        self.agent_settings = settings.agent_settings(first, envs.domain_of(first.env.name))
+        domain = envs.domain_of(first.env.name)
+        self.member_settings = [settings.agent_settings(member.cfg, domain) for member in self.members]
+        self.agent_settings = self.member_settings[0]  # the settings every run shares (static ones)
         self.stream = None  # the shard stream of a sharded (100M/1B) dataset
         self.build()
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
@@ -183,7 +250,10 @@ class Run:
                 self.cfg.offline_ratio,
             )
         self.agent = stack(
-            [agents.make_agent(self.agent_settings, m.seed, obs_dim, action_dim) for m in self.members]
+            [
+                agents.make_agent(agent_settings, member.seed, obs_dim, action_dim)
+                for member, agent_settings in zip(self.members, self.member_settings, strict=True)
+            ]
         )
         log.info(
             "replay: %d runs; %.1f MiB on %s (the offline data stored once)",
@@ -205,6 +275,8 @@ class Run:
                 f"the runs of a vector stream one sharded set, found {sorted(map(str, directories))}: "
                 "sets of a non-published size are per seed, so give one seed"
             )
+        if isinstance(cfg.utd_ratio, ListConfig):  # the runs share the stream's swaps, every shard_interval updates
+            raise ValueError(f"utd_ratio={list(cfg.utd_ratio)}: a vector streaming a sharded set needs one utd_ratio")
         tasks = list(dict.fromkeys(member.task for member in self.members))
         names = [next(m for m in self.members if m.task == task).env_cfg["name"] for task in tasks]
         self.stream = envs.shards.open_stream(first.cfg.env, first.seed, names)
@@ -284,12 +356,12 @@ class Run:
         if member.run_dir != self.run_dir:  # Hydra writes the config of a single run; a member's is here
             OmegaConf.save(member.cfg, member.run_dir / ".hydra" / "config.yaml", resolve=True)
         config = OmegaConf.to_container(member.cfg, resolve=True)
-        config["agent"] = self.agent_settings
+        config["agent"] = self.member_settings[self.members.index(member)]
         return Logger(
             member.run_dir,
             config,
             logger_cfg,
-            run_tags(member.cfg),
+            run_tags(member),
             elapsed_offset=self.counters["elapsed"],
         )
 
@@ -442,7 +514,7 @@ class Run:
         bar = tqdm(total=cfg.online_steps, initial=counters["env_step"], desc="online", unit="step")
         intervals = [cfg.log_interval, cfg.eval_interval, cfg.save_interval]
         if self.stream is not None:  # a swap every shard_interval updates: utd_ratio per env step
-            intervals.append(max(1, cfg.env.shard_interval // cfg.utd_ratio))
+            intervals.append(max(1, cfg.env.shard_interval // self.members[0].cfg.utd_ratio))
         upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
         while True:
             step = counters["env_step"]
@@ -571,7 +643,7 @@ class OnlineRuns:
         self.observations = np.asarray(next_observations, np.float32)
         ended = []
         for index in range(run.num_runs):
-            self.owed[index] += cfg.utd_ratio if step >= cfg.start_training else 0
+            self.owed[index] += run.members[index].cfg.utd_ratio if step >= cfg.start_training else 0
             self.returns[index] += float(rewards[index])
             self.episode_actions[index].append(actions[index].tolist())
             if terminated[index] or truncated[index]:
