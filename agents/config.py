@@ -28,7 +28,15 @@ class AgentConfig:
     each run of a vector sees its own alpha, tau or discount. A subclass may extend `SWEEPABLE`.
     """
 
-    SWEEPABLE: ClassVar[tuple[str, ...]] = ("discount", "lr", "tau", "alpha", "bc_alpha", "kappa_b", "kappa_d")
+    SWEEPABLE: ClassVar[tuple[str, ...]] = (
+        "discount",
+        "lr",
+        "tau",
+        "alpha",
+        "bc_alpha",
+        "kappa_b",
+        "kappa_d",
+    )
 
     chunk_length: int = 5
     action_chunking: bool = True
@@ -73,7 +81,11 @@ class AgentConfig:
                 raise ValueError(
                     f"unknown agent setting '{key}' for {cls.__module__}; valid: {sorted(fields)}"
                 )
-            kwargs[key] = tuple(value) if isinstance(value, list | tuple) else value
+            if isinstance(value, list | tuple):
+                value = tuple(value)
+            elif key in cls.SWEEPABLE and isinstance(value, int):  # float leaves whatever the YAML says
+                value = float(value)
+            kwargs[key] = value
         return cls(**kwargs)
 
 

@@ -112,8 +112,10 @@ def vector_axes(cfg: DictConfig) -> list[Axis]:
             continue
         if key in config_cls.sweepable():
             axes.append(Axis(f"agent.{key}", tuple(value)))
-        elif key not in fields or not isinstance(fields[key].default, tuple) or any(
-            isinstance(item, ListConfig) for item in value
+        elif (
+            key not in fields
+            or not isinstance(fields[key].default, tuple)
+            or any(isinstance(item, ListConfig) for item in value)
         ):
             _refuse_shape_list(f"agent.{key}", list(value))
     for key, value in cfg.items():
@@ -275,8 +277,12 @@ class Run:
                 f"the runs of a vector stream one sharded set, found {sorted(map(str, directories))}: "
                 "sets of a non-published size are per seed, so give one seed"
             )
-        if isinstance(cfg.utd_ratio, ListConfig):  # the runs share the stream's swaps, every shard_interval updates
-            raise ValueError(f"utd_ratio={list(cfg.utd_ratio)}: a vector streaming a sharded set needs one utd_ratio")
+        if isinstance(
+            cfg.utd_ratio, ListConfig
+        ):  # the runs share the stream's swaps, every shard_interval updates
+            raise ValueError(
+                f"utd_ratio={list(cfg.utd_ratio)}: a vector streaming a sharded set needs one utd_ratio"
+            )
         tasks = list(dict.fromkeys(member.task for member in self.members))
         names = [next(m for m in self.members if m.task == task).env_cfg["name"] for task in tasks]
         self.stream = envs.shards.open_stream(first.cfg.env, first.seed, names)
