@@ -114,11 +114,11 @@ def test_an_alpha_vector_member_is_the_run_alone_through_a_resume(tiny_dataset_d
 
     plot.main([str(vector_dir), "--by", "agent.alpha", "--out", str(tmp_path / "plot")])
     table = (tmp_path / "plot.md").read_text()
-    assert "\n| 3.0 | 1 |" in table and "\n| 300.0 | 1 |" in table
+    assert "\n| 3 | 1 |" in table and "\n| 300 | 1 |" in table
 
 
 def test_an_lr_and_utd_vector_member_is_the_rlpd_run_alone(tiny_dataset_dir, tmp_path):
-    """RLPD (online only), lr=[1e-3,3e-4] x utd_ratio=[1,2]: the last member is the single run of its values."""
+    """RLPD (online only), lr=[1e-3,3e-4] x utd_ratio=[1,2]: the last member is the single run alone."""
     overrides = ("agent.lr=[1e-3,3e-4]", "utd_ratio=[1,2]")
     vector = train_module.train(tiny_config(tiny_dataset_dir, "rlpd", *overrides), tmp_path / "vector")
     np.testing.assert_allclose(vector.agent.opt_state.hyperparams["learning_rate"], [1e-3, 1e-3, 3e-4, 3e-4])
