@@ -455,18 +455,35 @@ class Run:
         ]
 
     def evaluate(self, phase: str) -> float:
-        """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
+        """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success.
+
+        Each value of `eval.execution_lengths` and `eval.num_samples` evaluates the same agents again on the
+        same episodes, logged as `eval/success@execution_length=2` and so on beside `eval/success`.
+        """
         round_index = self.counters["eval_round"]
-        results, videos = evaluate_runs(
-            act_runs,
-            self.agent,
-            self.vector_env("eval"),
-            [member.seed for member in self.members],
-            self.cfg.eval_episodes,
-            round_index,
-            self.execution_length,
-            self.cfg.eval.video_episodes,
-        )
+
+        def rollouts(agent, execution_length, video_episodes=0):
+            return evaluate_runs(
+                act_runs,
+                agent,
+                self.vector_env("eval"),
+                [member.seed for member in self.members],
+                self.cfg.eval_episodes,
+                round_index,
+                execution_length,
+                video_episodes,
+            )
+
+        results, videos = rollouts(self.agent, self.execution_length, self.cfg.eval.video_episodes)
+        variants = [
+            (f"execution_length={length}", self.agent, length) for length in self.cfg.eval.execution_lengths
+        ]
+        for num_samples in self.cfg.eval.num_samples:
+            agent = self.agent.replace(config=self.agent.config.replace_static(num_samples=num_samples))
+            variants.append((f"num_samples={num_samples}", agent, self.execution_length))
+        for suffix, agent, execution_length in variants:
+            for run_metrics, extra in zip(results, rollouts(agent, execution_length)[0], strict=True):
+                run_metrics.update({f"{key}@{suffix}": value for key, value in extra.items()})
         self.counters["eval_round"] += 1
         for counters, metrics in zip(self.counters["runs"], results, strict=True):
             counters["success"][phase] = metrics["eval/success"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -64,6 +65,22 @@ def validate(cfg: DictConfig) -> None:
         "agent.execution_length",
         "null (the whole chunk) or an integer >= 1",
         execution_length,
+    )
+    for key in ("execution_lengths", "num_samples"):
+        values = list(cfg.eval.get(key, []))
+        _require(
+            all(isinstance(v, int) and v >= 1 for v in values),
+            f"eval.{key}",
+            "a list of integers >= 1",
+            values,
+        )
+    _require(
+        not cfg.eval.get("num_samples")
+        or "num_samples"
+        in {f.name for f in dataclasses.fields(agents.agent_module(cfg.agent.algorithm).Config)},
+        "eval.num_samples",
+        f"[] for agent.algorithm={cfg.agent.algorithm} (no best-of-N sampling)",
+        list(cfg.eval.get("num_samples", [])),
     )
     _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
     _require(

@@ -127,3 +127,41 @@ def test_an_lr_and_utd_vector_member_is_the_rlpd_run_alone(tiny_dataset_dir, tmp
     )
     assert_member_is_alone(vector, 3, vector.members[3].run_dir, alone, tmp_path / "alone")
     assert jnp.asarray(vector.agent.opt_state.count)[3] == alone.agent.opt_state.count[0]
+
+
+def test_evaluation_time_sweeps_log_beside_the_usual_success(tiny_dataset_dir, tmp_path):
+    """QC with N=4: eval.execution_lengths=[1,5] and eval.num_samples=[2,4] evaluate the same agent on the
+    same episodes; the whole chunk (5) and N=4 are the default evaluation, so they log its numbers exactly."""
+    train_module.train(
+        tiny_config(
+            tiny_dataset_dir,
+            "qc",
+            "online_steps=0",
+            "eval.execution_lengths=[1,5]",
+            "eval.num_samples=[2,4]",
+        ),
+        tmp_path / "run",
+    )
+    evals = [row for row in rows(tmp_path / "run") if "eval/success" in row]
+    assert len(evals) == 1
+    (row,) = evals
+    for key in ("eval/success", "eval/episode_return", "eval/episode_length"):
+        assert row[f"{key}@execution_length=5"] == row[key] == row[f"{key}@num_samples=4"]
+        assert f"{key}@execution_length=1" in row and f"{key}@num_samples=2" in row
+    plot.main(
+        [
+            str(tmp_path / "run"),
+            "--metric",
+            "eval/episode_return@execution_length=1",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
+    assert "eval/episode_return@execution_length=1 end of offline" in (tmp_path / "p.md").read_text()
+
+
+def test_evaluation_sweeps_are_checked_at_start_up(tmp_path):
+    with pytest.raises(ValueError, match=r"eval.num_samples=\[8\]: expected \[\] for agent.algorithm=qc_fql"):
+        train_module.train(compose_config("eval.num_samples=[8]"), tmp_path)
+    with pytest.raises(ValueError, match=r"eval.execution_lengths=\[0\]: expected a list of integers >= 1"):
+        train_module.train(compose_config("eval.execution_lengths=[0]"), tmp_path)
