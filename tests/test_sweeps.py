@@ -139,10 +139,11 @@ def test_evaluation_time_sweeps_log_beside_the_usual_success(tiny_dataset_dir, t
             "online_steps=0",
             "eval.execution_lengths=[1,5]",
             "eval.num_samples=[2,4]",
+            "seed=[0]",  # a vector of one: its member dir holds the config that plot.py reads
         ),
         tmp_path / "run",
     )
-    evals = [row for row in rows(tmp_path / "run") if "eval/success" in row]
+    evals = [row for row in rows(tmp_path / "run" / "seed=0") if "eval/success" in row]
     assert len(evals) == 1
     (row,) = evals
     for key in ("eval/success", "eval/episode_return", "eval/episode_length"):
