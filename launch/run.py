@@ -432,7 +432,8 @@ class Run:
             self.agent,
             self.rng,
             self.replay,
-            jnp.asarray(num_updates, jnp.int32),
+            # one count for all (every offline dispatch): an unbatched trip count
+            jnp.int32(num_updates[0]) if len(set(num_updates)) == 1 else jnp.asarray(num_updates, jnp.int32),
             batch_size=self.cfg.batch_size,
             online=online,
         )

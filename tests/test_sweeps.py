@@ -166,3 +166,30 @@ def test_evaluation_sweeps_are_checked_at_start_up(tmp_path):
         train_module.train(compose_config("eval.num_samples=[8]"), tmp_path)
     with pytest.raises(ValueError, match=r"eval.execution_lengths=\[0\]: expected a list of integers >= 1"):
         train_module.train(compose_config("eval.execution_lengths=[0]"), tmp_path)
+
+
+def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
+    """The plain path (one run, a shared count) against the vmapped path of two copies of the same run; in a
+    2-run alpha vector with per-run counts, the run given 0 updates comes back unchanged."""
+    import buffers
+    from launch.fused import fused_updates
+    from tests.test_buffers import hand_built
+
+    settings = {"algorithm": "qc_fql", "hidden_dims": [8], "chunk_length": 2}
+    replay = buffers.make_replay([hand_built()], [0, 0], [0, 0], 100, 10, None)
+    lone = jax.tree_util.tree_map(lambda leaf: leaf[:1], replay.run_part())
+    one = run_module.stack([agents.make_agent(settings, 0, 2, 2)])
+    twice = run_module.stack([agents.make_agent(settings, 0, 2, 2)] * 2)
+    keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
+    kw = dict(batch_size=4, online=False)
+    plain = fused_updates(one, keys[:1], replay.with_run_part(lone), jnp.int32(3), **kw)
+    batched = fused_updates(twice, keys, replay, jnp.int32([3, 3]), **kw)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a[0], b[1], rtol=1e-5, atol=1e-6),
+        (plain[0].params, plain[2]),
+        (batched[0].params, batched[2]),
+    )
+    alphas = run_module.stack([agents.make_agent({**settings, "alpha": a}, 0, 2, 2) for a in (3.0, 300.0)])
+    before = jax.tree_util.tree_map(np.asarray, alphas.params)  # the agents are donated
+    after = fused_updates(alphas, keys, replay, jnp.int32([0, 3]), **kw)[0]
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[0], b[0]), after.params, before)
