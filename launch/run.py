@@ -33,7 +33,7 @@ from tqdm import tqdm
 import agents
 import buffers
 import envs
-from launch import settings
+from launch import devices, settings
 from launch.checkpoints import Checkpointer
 from launch.evaluation import episode_seed, evaluate_runs
 from launch.fused import act_runs, env_transitions, fused_updates, insert
@@ -206,10 +206,11 @@ class Run:
         self.member_settings = [settings.agent_settings(member.cfg, domain) for member in self.members]
         self.agent_settings = self.member_settings[0]  # the settings every run shares (static ones)
         self.stream = None  # the shard stream of a sharded (100M/1B) dataset
+        self.rng = stack([jax.random.PRNGKey(member.seed + 1) for member in self.members])
+        self.placement = None  # one device
         self.build()
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
         self.offline_steps = cfg.offline_steps if self.agent_config.offline_pretraining else 0
-        self.rng = stack([jax.random.PRNGKey(member.seed + 1) for member in self.members])
         self.counters = {
             "phase": "offline",
             "offline_step": 0,
@@ -257,12 +258,23 @@ class Run:
                 for member, agent_settings in zip(self.members, self.member_settings, strict=True)
             ]
         )
+        chosen = devices.select(self.cfg.get("devices", "all"), self.num_runs)
+        self.placement = devices.Placement(chosen) if len(chosen) > 1 else None
+        self.place()
         log.info(
-            "replay: %d runs; %.1f MiB on %s (the offline data stored once)",
+            "replay: %d runs on %d %s device(s); %.1f MiB (the offline data stored once per device)",
             self.num_runs,
+            len(chosen),
+            chosen[0].platform,
             buffers.nbytes(self.replay) / 2**20,
-            jax.devices()[0].platform,
         )
+
+    def place(self) -> None:
+        """With several devices: each run's agent, RNG and online data on its device, the offline data on
+        all of them."""
+        if self.placement is not None:
+            self.agent, self.rng = self.placement.runs((self.agent, self.rng))
+            self.replay = self.placement.replay(self.replay)
 
     def streamed_replay(self) -> tuple:
         """A replay whose offline store holds `env.shards_in_memory` shards of a sharded (100M/1B) set,
@@ -305,6 +317,7 @@ class Run:
     def swap_shard(self) -> None:
         """The next shard of the stream over the oldest resident one (read ahead on a background thread)."""
         self.replay = self.replay.replace(offline=self.stream.swap(self.replay.offline))
+        self.place()
         log.info(
             "shard swap %d at step %d: resident %s (swaps waited %.2f s for the reader in all)",
             self.stream.position,
@@ -406,6 +419,7 @@ class Run:
         self.replay = self.replay.with_run_part(state["replay"])
         if self.stream is not None:
             self.replay = self.replay.replace(offline=self.stream.restore(self.counters["stream"]))
+        self.place()
         for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
             metrics = member.run_dir / METRICS_FILE
             if metrics.exists():

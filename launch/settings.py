@@ -39,6 +39,13 @@ def validate(cfg: DictConfig) -> None:
         "null (one pool) or a fraction in [0, 1]",
         cfg.offline_ratio,
     )
+    devices = cfg.get("devices", "all")
+    _require(
+        devices == "all" or isinstance(devices, int) and devices >= 1,
+        "devices",
+        "all or an integer >= 1",
+        devices,
+    )
     _require(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1", cfg.eval_episodes)
     for key in ("offline_steps", "online_steps", "start_training", "random_action_steps"):
         _require(cfg[key] >= 0, key, "an integer >= 0", cfg[key])
