@@ -1,7 +1,8 @@
 """The offline-to-online protocol for a vector of runs (Li, Zhou & Levine 2025, "Offline-to-online protocol").
 
-`seed` and `env.task` may be lists: every (task, seed) pair is a run, and all of them train in this one
-process. A scalar seed and task make a vector of one, through the same code.
+`seed`, `env.task`, the agent's sweepable hyperparameters (`agent.alpha`, `agent.lr`, ...: agents/config.py)
+and `utd_ratio` may be lists: every combination is a run, and all of them train in this one process, the run
+axis split over `devices`. A config without lists is a vector of one, through the same code.
 
 1. Offline: `offline_steps` updates on chunks of the dataset, fused `updates_per_dispatch` at a time and
    `jax.vmap`-ed over the runs.
