@@ -28,7 +28,7 @@ def close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 jax.tree_util.tree_map(close, sharded.agent.params, one.agent.params)
-jax.tree_util.tree_map(np.testing.assert_array_equal, sharded.replay.online, one.replay.online)
+jax.tree_util.tree_map(close, sharded.replay.online, one.replay.online)  # actions: float rounding
 for member in sharded.members:
     assert_same_rows(rows(member.run_dir), rows(out / "one" / member.run_dir.name))
 with pytest.raises(ValueError, match=r"devices=2: a vector of 3 runs does not split evenly over 2 devices"):
@@ -39,7 +39,8 @@ print("OK")
 
 def test_a_sharded_vector_equals_the_unsharded_one(tiny_dataset_dir, tmp_path):
     """A 4-run alpha x seed vector over 2 devices (offline, online, evaluation) against the same vector on
-    one: the same rows, parameters and online data; a size the devices do not divide is refused."""
+    one: the same rows, and parameters and online data to float rounding; a size that the devices do not
+    divide is refused."""
     environ = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
     result = subprocess.run(
