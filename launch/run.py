@@ -109,7 +109,7 @@ def vector_axes(cfg: DictConfig) -> list[Axis]:
     fields = {field.name: field for field in dataclasses.fields(config_cls)}
     axes = []
     for key, value in cfg.agent.items():
-        if not isinstance(value, ListConfig) or key.endswith(settings.BY_DOMAIN):
+        if not isinstance(value, ListConfig):
             continue
         if key in config_cls.sweepable():
             axes.append(Axis(f"agent.{key}", tuple(value)))
