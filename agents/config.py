@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+import jax
 
 ConfigT = TypeVar("ConfigT", bound="AgentConfig")
 
@@ -18,13 +20,36 @@ class AgentConfig:
     chunk_length-step return in the target but lets the critic and policy see a single action.
     offline_pretraining = False (the online-only RLPD family) skips the offline phase.
     execution_length: actions of each chunk executed before the policy is queried again (receding horizon);
-    None executes the whole chunk."""
+    None executes the whole chunk.
+
+    A config is a pytree: the fields named in `SWEEPABLE` (scalars that change no array shape) are its
+    leaves and everything else is static. An agent that holds its config as a pytree field and reads these
+    values inside its jitted functions can then be stacked with agents of other values and `jax.vmap`-ed:
+    each run of a vector sees its own alpha, tau or discount. A subclass may extend `SWEEPABLE`.
+    """
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = (
+        "discount",
+        "lr",
+        "tau",
+        "alpha",
+        "bc_alpha",
+        "kappa_b",
+        "kappa_d",
+        "expectile",
+        "alpha_actor",
+        "alpha_critic",
+    )
 
     chunk_length: int = 5
     action_chunking: bool = True
     discount: float = 0.99
     offline_pretraining: bool = True
     execution_length: int | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register(cls)
 
     def policy_dim(self, action_dim: int) -> int:
         """Size of one flat policy output: a whole chunk, or one action without chunking."""
@@ -35,6 +60,23 @@ class AgentConfig:
         """Transitions per sampled chunk: the chunk itself; an agent that also needs the dataset's next action
         (ReBRAC) samples one more."""
         return self.chunk_length
+
+    @classmethod
+    def sweepable(cls) -> tuple[str, ...]:
+        """The fields of this config that may take a different value in each run of a vector."""
+        return tuple(field.name for field in dataclasses.fields(cls) if field.name in cls.SWEEPABLE)
+
+    def replace_static(self: ConfigT, **changes) -> ConfigT:
+        """A copy with static fields changed and the leaves (possibly stacked arrays) kept; for evaluating a
+        trained agent under another static setting (eval.num_samples). No validation: the leaves may be
+        traced."""
+        leaves, treedef = jax.tree_util.tree_flatten(self)
+        copy = jax.tree_util.tree_unflatten(treedef, leaves)
+        for name, value in changes.items():
+            if name in self.sweepable() or name not in {field.name for field in dataclasses.fields(self)}:
+                raise ValueError(f"replace_static: {name!r} is not a static field of {type(self).__name__}")
+            object.__setattr__(copy, name, value)
+        return copy
 
     @classmethod
     def from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
@@ -48,5 +90,35 @@ class AgentConfig:
                 raise ValueError(
                     f"unknown agent setting '{key}' for {cls.__module__}; valid: {sorted(fields)}"
                 )
-            kwargs[key] = tuple(value) if isinstance(value, list | tuple) else value
+            if isinstance(value, list | tuple):
+                value = tuple(value)
+            elif key in cls.SWEEPABLE and isinstance(value, int):  # float leaves whatever the YAML says
+                value = float(value)
+            kwargs[key] = value
         return cls(**kwargs)
+
+
+def _register(cls: type[AgentConfig]) -> None:
+    """Registers `cls` as a pytree of its sweepable fields; the fields are read at flatten time, after the
+    dataclass decorator has made them. Unflattening skips __init__: the leaves may be tracers."""
+
+    def flatten(config):
+        names = config.sweepable()
+        static = tuple(
+            (field.name, getattr(config, field.name))
+            for field in dataclasses.fields(config)
+            if field.name not in names
+        )
+        return [getattr(config, name) for name in names], (names, static)
+
+    def unflatten(aux, leaves):
+        names, static = aux
+        config = object.__new__(cls)
+        for name, value in (*static, *zip(names, leaves, strict=True)):
+            object.__setattr__(config, name, value)
+        return config
+
+    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+
+
+_register(AgentConfig)

@@ -45,7 +45,7 @@ class Agent(flax.struct.PyTreeNode):
     params: dict
     target_critic: Any
     opt_state: Any
-    config: Config = flax.struct.field(pytree_node=False)
+    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
     action_dim: int = flax.struct.field(pytree_node=False)
     critic_net: Critic = flax.struct.field(pytree_node=False)
     flow_net: VectorField = flax.struct.field(pytree_node=False)

@@ -79,7 +79,7 @@ class Agent(flax.struct.PyTreeNode):
     target_critic: Any
     target_actor: Any
     opt_state: Any
-    config: Config = flax.struct.field(pytree_node=False)
+    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
     action_dim: int = flax.struct.field(pytree_node=False)
     critic_net: Critic = flax.struct.field(pytree_node=False)
     actor_net: Actor = flax.struct.field(pytree_node=False)

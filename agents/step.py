@@ -18,10 +18,11 @@ import optax
 
 @functools.cache
 def adam(lr: float) -> optax.GradientTransformation:
-    """optax.adam(lr), one instance per learning rate. Agents of equal configs then have equal static fields:
-    runs of several seeds stack into one pytree for jax.vmap, and a jitted update is not traced again for a
-    new agent (a resumed run)."""
-    return optax.adam(lr)
+    """Adam whose learning rate lives in the optimiser state (optax.inject_hyperparams), so runs of a vector
+    with different `lr` stack into one pytree and each steps with its own. One instance per initial rate:
+    agents of equal configs have equal static fields, and a jitted update is not traced again for a new
+    agent (a resumed run)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
 def sum_losses(**named: tuple[jax.Array, dict]) -> tuple[jax.Array, dict]:

@@ -4,6 +4,7 @@
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
     python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
+    python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
 (launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
@@ -135,15 +136,21 @@ def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
     return replay, online
 
 
-def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int) -> dict:
+def bench_agent(
+    agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int, sweep: tuple = ()
+) -> dict:
     """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
-    dataset: per-run and aggregate updates/s, and the device bytes of agents and replay."""
+    dataset: per-run and aggregate updates/s, and the device bytes of agents and replay.
+
+    sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
     env = envs.make_env(cfg.env)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
-    agent = stack([agents.make_agent(agent_cfg, seed, obs_dim, action_dim) for seed in range(runs)])
+    members = [({**agent_cfg, sweep[0]: value}, 0) for value in sweep[1]] if sweep else None
+    members = members or [(agent_cfg, seed) for seed in range(runs)]
+    agent = stack([agents.make_agent(settings_, seed, obs_dim, action_dim) for settings_, seed in members])
     replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs)
     state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs)}
 
@@ -166,6 +173,7 @@ def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: i
         "agent": agent_name,
         "env": cfg.env.name,
         "runs": runs,
+        "vector": f"{sweep[0]}={list(sweep[1])}" if sweep else "seeds",
         "chunk_length": agent_cfg["chunk_length"],
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
@@ -189,6 +197,21 @@ def bench_agent(agent_name: str, overrides: list[str], dispatch: int, repeats: i
             "action_selection_ms": round(1e3 * act_seconds, 3),
         }
     return result
+
+
+def bench_sweep(agent_name: str, overrides: list[str], dispatch: int, repeats: int, sweep: str) -> dict:
+    """A hyperparameter vector (`--sweep alpha=30,100,300,1000`) against a seed vector of the same size,
+    measured alternately twice each: aggregate updates/s of both and their ratio (best of each)."""
+    key, values = sweep.split("=")
+    values = tuple(float(value) for value in values.split(","))
+    rounds = [
+        bench_agent(agent_name, overrides, dispatch, repeats, len(values), case)
+        for _ in range(2)
+        for case in ((), (key, values))
+    ]
+    seeds = max(r["updates_per_s_aggregate"] for r in rounds[0::2])
+    swept = max(r["updates_per_s_aggregate"] for r in rounds[1::2])
+    return {"rounds": rounds, "seed_vector": seeds, "sweep_vector": swept, "ratio": round(swept / seeds, 3)}
 
 
 def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, workdir: Path) -> dict:
@@ -346,6 +369,9 @@ def main() -> None:
     parser.add_argument(
         "--runs", default="1", help="comma-separated vector sizes R (runs trained together in one process)"
     )
+    parser.add_argument(
+        "--sweep", help="only a hyperparameter vector against a seed vector of its size, e.g. alpha=30,100"
+    )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
         "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
@@ -366,6 +392,11 @@ def main() -> None:
         report["stream"] = bench_stream(
             args.overrides, args.repeats, args.swap_every, args.shards, shard_steps
         )
+        print(json.dumps(report, indent=2))
+        return
+    if args.sweep:
+        for name in args.agents.split(","):
+            report[name] = bench_sweep(name, args.overrides, args.dispatch, args.repeats, args.sweep)
         print(json.dumps(report, indent=2))
         return
     report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)

@@ -1,8 +1,9 @@
 """The hot path: many (sample, update, target update) steps in one jitted call, no host round-trip, for every
 run of a vector at once.
 
-Every function here takes the runs' agents and RNGs stacked on a leading run axis and `jax.vmap`s the
-one-run computation over it, so a single run is a vector of one and R runs cost one dispatch. The train loop
+Every function here takes the runs' agents and RNGs stacked on a leading run axis and maps the one-run
+computation over it (`over_runs`: jax.vmap, or the plain computation for a vector of one), so a single run
+is a vector of one and R runs cost one dispatch. The train loop
 and the benchmark both use these, so what is measured is what trains.
 """
 
@@ -44,21 +45,44 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     return agent, rng, means, first_bad, bad
 
 
+def over_runs(one_run, *trees, in_axes):
+    """`one_run` over the leading run axis of `trees` (`in_axes` as for jax.vmap: 0 or None per tree).
+
+    A vector of one takes the plain path, its run axis dropped and put back: on a CPU, XLA's lowering of
+    batched matmuls and the select over the whole carry that a batched trip count brings cost a lone run
+    about a quarter of its updates/s (issue 18, part 7).
+    """
+    sizes = {
+        jax.tree_util.tree_leaves(tree)[0].shape[0]
+        for tree, axis in zip(trees, in_axes, strict=True)
+        if axis == 0
+    }
+    if sizes != {1}:
+        return jax.vmap(one_run, in_axes=in_axes)(*trees)
+    squeezed = [
+        jax.tree_util.tree_map(lambda leaf: leaf[0], tree) if axis == 0 else tree
+        for tree, axis in zip(trees, in_axes, strict=True)
+    ]
+    return jax.tree_util.tree_map(lambda leaf: leaf[None], one_run(*squeezed))
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size", "online"), donate_argnums=(0,))
 def fused_updates(agents, rngs: jax.Array, replay, num_updates: jax.Array, *, batch_size: int, online: bool):
     """Run `num_updates[i]` updates of run i, for every run (leading axis of `agents`, `rngs`, `num_updates`).
 
-    Runs given 0 updates come back unchanged, so one dispatch can serve the runs whose chunk has ended
-    while the others carry on. `replay.run_part()` holds what each run owns (leading run axis); the rest of
-    the replay (the offline data) is shared. Returns the new agents and rngs, each run's metrics averaged over
-    its updates, the index of its first update with a non-finite metric (-1 if none) and, for that update,
-    which metrics were non-finite.
+    A scalar `num_updates` gives every run that count, unbatched, so the loop's trip count is not a per-run
+    select (every offline dispatch). Runs given 0 updates come back unchanged, so one dispatch can serve the
+    runs whose chunk has ended while the others carry on. `replay.run_part()` holds what each run owns
+    (leading run axis); the rest of the replay (the offline data) is shared. Returns the new agents and rngs,
+    each run's metrics averaged over its updates, the index of its first update with a non-finite metric (-1
+    if none) and, for that update, which metrics were non-finite.
     """
 
     def one_run(agent, rng, part, count):
         return _run_updates(agent, rng, replay.with_run_part(part), count, batch_size, online)
 
-    return jax.vmap(one_run)(agents, rngs, replay.run_part(), num_updates)
+    count_axis = None if jnp.ndim(num_updates) == 0 else 0
+    return over_runs(one_run, agents, rngs, replay.run_part(), num_updates, in_axes=(0, 0, 0, count_axis))
 
 
 @jax.jit
@@ -75,7 +99,7 @@ def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
     def one_run(agent, observation, key):
         return agent.sample_actions(observation[None], key)[0]
 
-    return jax.vmap(one_run)(agents, observations, keys)
+    return over_runs(one_run, agents, observations, keys, in_axes=(0, 0, 0))
 
 
 @jax.jit
@@ -86,7 +110,7 @@ def eval_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
     def one_run(agent, observation, key):
         return agent.eval_actions(observation[None], key)[0]
 
-    return jax.vmap(one_run)(agents, observations, keys)
+    return over_runs(one_run, agents, observations, keys, in_axes=(0, 0, 0))
 
 
 def env_transitions(observations, actions, rewards, terminated, truncated, next_observations) -> dict:

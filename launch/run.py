@@ -1,7 +1,8 @@
 """The offline-to-online protocol for a vector of runs (Li, Zhou & Levine 2025, "Offline-to-online protocol").
 
-`seed` and `env.task` may be lists: every (task, seed) pair is a run, and all of them train in this one
-process. A scalar seed and task make a vector of one, through the same code.
+`seed`, `env.task`, the agent's sweepable hyperparameters (`agent.alpha`, `agent.lr`, ...: agents/config.py)
+and `utd_ratio` may be lists: every combination is a run, and all of them train in this one process, the run
+axis split over `devices`. A config without lists is a vector of one, through the same code.
 
 1. Offline: `offline_steps` updates on chunks of the dataset, fused `updates_per_dispatch` at a time and
    `jax.vmap`-ed over the runs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -32,7 +34,7 @@ from tqdm import tqdm
 import agents
 import buffers
 import envs
-from launch import preemption, settings
+from launch import devices, preemption, settings
 from launch.checkpoints import Checkpointer, check_resumable
 from launch.evaluation import episode_seed, evaluate_runs
 from launch.fused import act_runs, env_transitions, eval_runs, fused_updates, insert
@@ -50,10 +52,12 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One run of a vector: its own config (scalar seed and task) and its own directory."""
+    """One run of a vector: its own config (a scalar on every axis), its own directory and its value on
+    each axis of the vector."""
 
     cfg: DictConfig
     run_dir: Path
+    axes: tuple = ()
 
     @property
     def seed(self) -> int:
@@ -72,41 +76,105 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
 
 
+# Top-level settings that may be vector axes: the host loop handles them per run. (offline_ratio is not one:
+# it sets how many rows of a batch are offline, an array shape.)
+RUN_AXES = ("utd_ratio",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One list of a vector's config: its dotted key (`agent.alpha`) and values."""
+
+    key: str
+    values: tuple
+
+    @property
+    def name(self) -> str:
+        """The axis in a member's directory name and W&B tags: the key's last part (`alpha`, `task`)."""
+        return self.key.rsplit(".", 1)[-1]
+
+
+def _refuse_shape_list(key: str, values) -> None:
+    raise ValueError(
+        f"{key}={values} is a list, but {key} changes array shapes, so its values cannot share one vector; "
+        f"run one vector per value with -m (a multirun of vectors): -m {key}=A,B"
+    )
+
+
+def vector_axes(cfg: DictConfig) -> list[Axis]:
+    """The lists of `cfg` that make a vector, outermost first: the agent's sweepable settings (in the agent
+    group's order), `utd_ratio`, `env.task`, `seed`. A list for any other scalar setting
+    (or a list of lists for a tuple one, such as agent.hidden_dims) fails in one line pointing to -m."""
+    config_cls = agents.agent_module(cfg.agent.algorithm).Config
+    fields = {field.name: field for field in dataclasses.fields(config_cls)}
+    axes = []
+    for key, value in cfg.agent.items():
+        if not isinstance(value, ListConfig):
+            continue
+        if key in config_cls.sweepable():
+            axes.append(Axis(f"agent.{key}", tuple(value)))
+        elif (
+            key not in fields
+            or not isinstance(fields[key].default, tuple)
+            or any(isinstance(item, ListConfig) for item in value)
+        ):
+            _refuse_shape_list(f"agent.{key}", list(value))
+    for key, value in cfg.items():
+        if isinstance(value, ListConfig) and key != "seed":
+            if key not in RUN_AXES:
+                _refuse_shape_list(key, list(value))
+            axes.append(Axis(key, tuple(value)))
+    for key in ("env.task", "seed"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, ListConfig):
+            axes.append(Axis(key, tuple(value)))
+    for axis in axes:
+        integers = axis.key in ("seed", "env.task")
+        expected = "distinct integers" if integers else "distinct numbers"
+        valid = (int,) if integers else (int, float)
+        values = axis.values
+        if len(set(values)) != len(values) or not all(
+            isinstance(v, valid) and not isinstance(v, bool) or (integers and v is None) for v in values
+        ):
+            raise ValueError(f"invalid setting {axis.key}={list(values)}: expected {expected}")
+    return axes
+
+
 def is_vector(cfg: DictConfig) -> bool:
-    """Whether `seed` or `env.task` is a list (a vector of runs, even of one)."""
-    return isinstance(cfg.seed, ListConfig) or isinstance(cfg.env.get("task"), ListConfig)
+    """Whether any setting is a list (a vector of runs, even of one)."""
+    return bool(vector_axes(cfg))
 
 
 def vector_members(cfg: DictConfig, run_dir: Path) -> list[Member]:
-    """The runs of `cfg`: one per (task, seed) pair of the lists, in directories `task<T>_seed<S>/`
-    (`seed<S>/` for envs without tasks); a scalar seed and task make one run in `run_dir` itself."""
-    if not is_vector(cfg):
+    """The runs of `cfg`: one per combination of its lists (the last axis, `seed`, varying fastest), each in
+    a directory naming its value on every axis, `alpha=100,task=2,seed=0/`; a config without lists is one
+    run in `run_dir` itself."""
+    axes = vector_axes(cfg)
+    if not axes:
         return [Member(cfg, run_dir)]
-    seeds, tasks = as_list(cfg.seed), as_list(cfg.env.get("task"))
-    for key, values in (("seed", seeds), ("env.task", tasks)):
-        if len(set(values)) != len(values) or not all(isinstance(v, int) or v is None for v in values):
-            raise ValueError(f"invalid setting {key}={values}: expected distinct integers")
     members = []
-    for task in tasks:
-        for seed in seeds:
-            member_cfg = copy.deepcopy(cfg)
-            with open_dict(member_cfg):
-                member_cfg.seed = seed
-                if task is not None:
-                    member_cfg.env.task = task
-            name = f"seed{seed}" if task is None else f"task{task}_seed{seed}"
-            members.append(Member(member_cfg, run_dir / name))
+    for values in itertools.product(*(axis.values for axis in axes)):
+        member_cfg = copy.deepcopy(cfg)
+        with open_dict(member_cfg):
+            for axis, value in zip(axes, values, strict=True):
+                if value is not None:
+                    OmegaConf.update(member_cfg, axis.key, value)
+        name = ",".join(f"{axis.name}={value}" for axis, value in zip(axes, values, strict=True))
+        members.append(Member(member_cfg, run_dir / name, tuple(zip(axes, values, strict=True))))
     return members
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
-    """W&B tags that dashboards group by."""
+def run_tags(member: Member) -> list[str]:
+    """W&B tags that dashboards group by, with the member's value on each swept hyperparameter."""
+    cfg = member.cfg
+    swept = [f"{axis.name}={value}" for axis, value in member.axes if axis.key not in ("seed", "env.task")]
     return [
         cfg.agent.name,
         cfg.env.name,
         f"chunk_length={cfg.agent.chunk_length}",
         f"task={cfg.env.get('task')}",
         f"seed={cfg.seed}",
+        *swept,
     ]
 
 
@@ -150,13 +218,16 @@ class Run:
         self.run_dir = run_dir
         self.members = vector_members(cfg, run_dir)
         first = self.members[0].cfg
-        self.agent_settings = settings.agent_settings(first, envs.domain_of(first.env.name))
+        domain = envs.domain_of(first.env.name)
+        self.member_settings = [settings.agent_settings(member.cfg, domain) for member in self.members]
+        self.agent_settings = self.member_settings[0]  # the settings every run shares (static ones)
         self.stream = None  # the shard stream of a sharded (100M/1B) dataset
         self.dataset_records: list[dict] = []  # each run's dataset provenance (envs/provenance.py)
+        self.rng = stack([jax.random.PRNGKey(member.seed + 1) for member in self.members])
+        self.placement = None  # one device
         self.build()
         # The online-only agents (RLPD family) skip pre-training whatever offline_steps says (presets set it).
         self.offline_steps = cfg.offline_steps if self.agent_config.offline_pretraining else 0
-        self.rng = stack([jax.random.PRNGKey(member.seed + 1) for member in self.members])
         self.counters = {
             "phase": "offline",
             "offline_step": 0,
@@ -202,14 +273,28 @@ class Run:
                 self.cfg.offline_ratio,
             )
         self.agent = stack(
-            [agents.make_agent(self.agent_settings, m.seed, obs_dim, action_dim) for m in self.members]
+            [
+                agents.make_agent(agent_settings, member.seed, obs_dim, action_dim)
+                for member, agent_settings in zip(self.members, self.member_settings, strict=True)
+            ]
         )
+        chosen = devices.select(self.cfg.get("devices", "all"), self.num_runs)
+        self.placement = devices.Placement(chosen) if len(chosen) > 1 else None
+        self.place()
         log.info(
-            "replay: %d runs; %.1f MiB on %s (the offline data stored once)",
+            "replay: %d runs on %d %s device(s); %.1f MiB (the offline data stored once per device)",
             self.num_runs,
+            len(chosen),
+            chosen[0].platform,
             buffers.nbytes(self.replay) / 2**20,
-            jax.devices()[0].platform,
         )
+
+    def place(self) -> None:
+        """With several devices: each run's agent, RNG and online data on its device, the offline data on
+        all of them."""
+        if self.placement is not None:
+            self.agent, self.rng = self.placement.runs((self.agent, self.rng))
+            self.replay = self.placement.replay(self.replay)
 
     def streamed_replay(self) -> tuple:
         """A replay whose offline store holds `env.shards_in_memory` shards of a sharded (100M/1B) set,
@@ -223,6 +308,12 @@ class Run:
             raise ValueError(
                 f"the runs of a vector stream one sharded set, found {sorted(map(str, directories))}: "
                 "sets of a non-published size are per seed, so give one seed"
+            )
+        if isinstance(
+            cfg.utd_ratio, ListConfig
+        ):  # the runs share the stream's swaps, every shard_interval updates
+            raise ValueError(
+                f"utd_ratio={list(cfg.utd_ratio)}: a vector streaming a sharded set needs one utd_ratio"
             )
         tasks = list(dict.fromkeys(member.task for member in self.members))
         names = [next(m for m in self.members if m.task == task).env_cfg["name"] for task in tasks]
@@ -253,6 +344,7 @@ class Run:
     def swap_shard(self) -> None:
         """The next shard of the stream over the oldest resident one (read ahead on a background thread)."""
         self.replay = self.replay.replace(offline=self.stream.swap(self.replay.offline))
+        self.place()
         log.info(
             "shard swap %d at step %d: resident %s (swaps waited %.2f s for the reader in all)",
             self.stream.position,
@@ -325,13 +417,13 @@ class Run:
             saved.dataset = dataset
         OmegaConf.save(saved, saved_path)
         config = OmegaConf.to_container(member.cfg, resolve=True)
-        config["agent"] = self.agent_settings
+        config["agent"] = self.member_settings[self.members.index(member)]
         config["dataset"] = dataset
         return Logger(
             member.run_dir,
             config,
             logger_cfg,
-            run_tags(member.cfg),
+            run_tags(member),
             elapsed_offset=self.counters["elapsed"],
         )
 
@@ -373,6 +465,7 @@ class Run:
         self.replay = self.replay.with_run_part(part)
         if self.stream is not None:
             self.replay = self.replay.replace(offline=self.stream.restore(self.counters["stream"]))
+        self.place()
         for member in self.members:  # drop rows logged after the checkpoint; they will be logged again
             metrics = member.run_dir / METRICS_FILE
             if metrics.exists():
@@ -443,7 +536,8 @@ class Run:
             self.agent,
             self.rng,
             self.replay,
-            jnp.asarray(num_updates, jnp.int32),
+            # one count for all (every offline dispatch): an unbatched trip count
+            jnp.int32(num_updates[0]) if len(set(num_updates)) == 1 else jnp.asarray(num_updates, jnp.int32),
             batch_size=self.cfg.batch_size,
             online=online,
         )
@@ -466,19 +560,36 @@ class Run:
         ]
 
     def evaluate(self, phase: str) -> float:
-        """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success."""
+        """Evaluate every run in one vector of envs; logs each run's metrics, returns the mean success.
+
+        Each value of `eval.execution_lengths` and `eval.num_samples` evaluates the same agents again on the
+        same episodes, logged as `eval/success@execution_length=2` and so on beside `eval/success`.
+        """
         preemption.pause_for_tests("eval", self.global_step)
         round_index = self.counters["eval_round"]
-        results, videos = evaluate_runs(
-            eval_runs if hasattr(self.agent, "eval_actions") else act_runs,
-            self.agent,
-            self.vector_env("eval"),
-            [member.seed for member in self.members],
-            self.cfg.eval_episodes,
-            round_index,
-            self.execution_length,
-            self.cfg.eval.video_episodes,
-        )
+
+        def rollouts(agent, execution_length, video_episodes=0):
+            return evaluate_runs(
+                eval_runs if hasattr(agent, "eval_actions") else act_runs,
+                agent,
+                self.vector_env("eval"),
+                [member.seed for member in self.members],
+                self.cfg.eval_episodes,
+                round_index,
+                execution_length,
+                video_episodes,
+            )
+
+        results, videos = rollouts(self.agent, self.execution_length, self.cfg.eval.video_episodes)
+        variants = [
+            (f"execution_length={length}", self.agent, length) for length in self.cfg.eval.execution_lengths
+        ]
+        for num_samples in self.cfg.eval.num_samples:
+            agent = self.agent.replace(config=self.agent.config.replace_static(num_samples=num_samples))
+            variants.append((f"num_samples={num_samples}", agent, self.execution_length))
+        for suffix, agent, execution_length in variants:
+            for run_metrics, extra in zip(results, rollouts(agent, execution_length)[0], strict=True):
+                run_metrics.update({f"{key}@{suffix}": value for key, value in extra.items()})
         self.counters["eval_round"] += 1
         for counters, metrics in zip(self.counters["runs"], results, strict=True):
             counters["success"][phase] = metrics["eval/success"]
@@ -536,7 +647,7 @@ class Run:
         # beside the online data unless env.swap_online; then a swap every shard_interval updates.
         swapping = self.stream is not None and cfg.env.swap_online
         if swapping:
-            intervals.append(max(1, cfg.env.shard_interval // cfg.utd_ratio))
+            intervals.append(max(1, cfg.env.shard_interval // self.members[0].cfg.utd_ratio))
         upcoming = [next_multiple(counters["env_step"], interval) for interval in intervals]
         while True:
             step = counters["env_step"]
@@ -666,7 +777,7 @@ class OnlineRuns:
         self.observations = np.asarray(next_observations, np.float32)
         ended = []
         for index in range(run.num_runs):
-            self.owed[index] += cfg.utd_ratio if step >= cfg.start_training else 0
+            self.owed[index] += run.members[index].cfg.utd_ratio if step >= cfg.start_training else 0
             self.returns[index] += float(rewards[index])
             self.episode_actions[index].append(actions[index].tolist())
             if terminated[index] or truncated[index]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -38,6 +39,13 @@ def validate(cfg: DictConfig) -> None:
         "null (one pool) or a fraction in [0, 1]",
         cfg.offline_ratio,
     )
+    devices = cfg.get("devices", "all")
+    _require(
+        devices == "all" or isinstance(devices, int) and devices >= 1,
+        "devices",
+        "all or an integer >= 1",
+        devices,
+    )
     _require(cfg.eval_episodes >= 1, "eval_episodes", "an integer >= 1", cfg.eval_episodes)
     for key in ("offline_steps", "online_steps", "start_training", "random_action_steps"):
         _require(cfg[key] >= 0, key, "an integer >= 0", cfg[key])
@@ -64,6 +72,22 @@ def validate(cfg: DictConfig) -> None:
         "agent.execution_length",
         "null (the whole chunk) or an integer >= 1",
         execution_length,
+    )
+    for key in ("execution_lengths", "num_samples"):
+        values = list(cfg.eval.get(key, []))
+        _require(
+            all(isinstance(v, int) and v >= 1 for v in values),
+            f"eval.{key}",
+            "a list of integers >= 1",
+            values,
+        )
+    _require(
+        not cfg.eval.get("num_samples")
+        or "num_samples"
+        in {f.name for f in dataclasses.fields(agents.agent_module(cfg.agent.algorithm).Config)},
+        "eval.num_samples",
+        f"[] for agent.algorithm={cfg.agent.algorithm} (no best-of-N sampling)",
+        list(cfg.eval.get("num_samples", [])),
     )
     _require(cfg.eval.video_episodes >= 0, "eval.video_episodes", "an integer >= 0", cfg.eval.video_episodes)
     _require(

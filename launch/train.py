@@ -2,6 +2,7 @@
 
 python launch/train.py agent=qc_fql env=cube
 python launch/train.py agent=qc_fql env=cube seed=[0,1,2,3] env.task=[1,2,3,4,5]   # 20 runs, one process
+python launch/train.py agent=qc_fql env=cube 'agent.alpha=[30,100,300]' 'seed=[0,1,2,3]'   # 12 runs
 """
 
 from __future__ import annotations

@@ -383,7 +383,7 @@ def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missin
         f"env:\n  task: {tasks}\n  name: cube-double-play-singletask-task${{env.task}}-v0\n"
     )
     for task, seed in members:
-        member = run_dir / f"task{task}_seed{seed}"
+        member = run_dir / f"task={task},seed={seed}"
         full_run(
             member,
             0.1 * task,
@@ -400,14 +400,14 @@ def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missin
 def test_members_of_a_vector_of_runs_are_the_runs(tmp_path, monkeypatch):
     single = vector_run(tmp_path / "single", "qc_fql", [(2, 0), (2, 1), (2, 2)], missing=[(2, 2)])
     assert [run.name for _, job, run in plot.find_runs([single]) if job == single] == [
-        "task2_seed0",
-        "task2_seed1",
-        "task2_seed2",
+        "task=2,seed=0",
+        "task=2,seed=1",
+        "task=2,seed=2",
     ]
     plot.main([str(single), "--out", str(tmp_path / "single")])
     report = (tmp_path / "single.md").read_text()
     assert "| 5 | 2 | 0.200 [0.200, 0.200] (2) | 0.400 [0.400, 0.400] (2) |" in report
-    assert "- single/task2_seed2: missing: no metrics.jsonl" in report
+    assert "- single/task=2,seed=2: missing: no metrics.jsonl" in report
     assert "- single:" not in report  # the vector's own dir is no run
 
     sweep = tmp_path / "sweep"

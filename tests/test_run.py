@@ -70,7 +70,7 @@ def test_lists_make_one_member_per_task_and_seed(tmp_path):
     cfg = compose_config("seed=[0,1,2]", "env.task=[1,3]")
     members = run_module.vector_members(cfg, tmp_path)
     assert [(m.task, m.seed) for m in members] == [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
-    assert members[4].run_dir == tmp_path / "task3_seed1"
+    assert members[4].run_dir == tmp_path / "task=3,seed=1"
     assert members[4].cfg.env.name == "cube-double-play-singletask-task3-v0"
     assert run_module.vector_members(compose_config("seed=4"), tmp_path)[0].run_dir == tmp_path
     with pytest.raises(ValueError, match=r"invalid setting seed=\[1, 1\]: expected distinct integers"):
@@ -125,7 +125,7 @@ def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_pa
     )
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay.online, full.replay.online)
-    for name in ("task3_seed0", "task3_seed1"):  # the same rows, none duplicated by the resume
+    for name in ("seed=0", "seed=1"):  # the same rows, none duplicated by the resume (task 3 is no axis)
         assert untimed(rows(tmp_path / "resumed" / name)) == untimed(rows(tmp_path / "full" / name))
 
 
