@@ -88,9 +88,11 @@ def sample_chunks(
     return gather_chunks(store, starts, chunk_length, discount, segment.task)
 
 
-def offline_batch_size(batch_size: int, offline_ratio: float) -> int:
-    """How many of `batch_size` rows come from the offline data; the rest are online."""
-    return round(batch_size * offline_ratio)
+def rows_where(from_first: jax.Array, first: dict, second: dict) -> dict:
+    """Row i of batch `first` where from_first[i], else row i of `second`."""
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.where(from_first.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), first, second
+    )
 
 
 def sample_mixed(
@@ -100,21 +102,19 @@ def sample_mixed(
     batch_size: int,
     chunk_length: int,
     discount: float,
-    offline_ratio: float,
+    offline_ratio: jax.Array | float,
     segment: Segment | None = None,
 ) -> dict:
     """Batch whose first `round(batch_size * offline_ratio)` rows are offline chunks, the rest online.
 
-    offline_ratio = 0.5 is RLPD's symmetric sampling.
+    offline_ratio = 0.5 is RLPD's symmetric sampling. The ratio may be traced (each run of a vector its own):
+    a full batch is drawn from each store and the rows chosen, so no array shape depends on it.
     """
-    num_offline = offline_batch_size(batch_size, offline_ratio)
     offline_key, online_key = jax.random.split(key)
-    parts = []
-    if num_offline:
-        parts.append(sample_chunks(offline, offline_key, num_offline, chunk_length, discount, segment))
-    if batch_size - num_offline:
-        parts.append(sample_chunks(online, online_key, batch_size - num_offline, chunk_length, discount))
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+    offline_batch = sample_chunks(offline, offline_key, batch_size, chunk_length, discount, segment)
+    online_batch = sample_chunks(online, online_key, batch_size, chunk_length, discount)
+    from_offline = jnp.arange(batch_size) < jnp.round(batch_size * jnp.asarray(offline_ratio, jnp.float32))
+    return rows_where(from_offline, offline_batch, online_batch)
 
 
 def sample_pooled(
@@ -143,8 +143,4 @@ def sample_pooled(
     online_batch = gather_chunks(
         online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount
     )
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(from_offline.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-        offline_batch,
-        online_batch,
-    )
+    return rows_where(from_offline, offline_batch, online_batch)

@@ -25,21 +25,21 @@ class Replay(flax.struct.PyTreeNode):
     """The replay of one run, as the fused update sees it inside `jax.vmap` over the runs of a vector.
 
     offline: the shared offline store; online: this run's online ring buffer; segment: this run's part of
-    the offline store.
+    the offline store; offline_ratio: None for every run of a vector (pooled sampling) or each run's own.
     """
 
     offline: store.TransitionStore
     online: store.TransitionStore
     segment: Segment
-    offline_ratio: float | None = flax.struct.field(pytree_node=False)
+    offline_ratio: jax.Array | None  # this run's share of offline rows in an online batch; None: pooled
 
     def run_part(self) -> tuple:
         """What each run owns (a leading run axis outside `jax.vmap`); the offline store is shared."""
-        return self.online, self.segment
+        return self.online, self.segment, self.offline_ratio
 
     def with_run_part(self, part: tuple) -> Replay:
-        online, segment = part
-        return self.replace(online=online, segment=segment)
+        online, segment, offline_ratio = part
+        return self.replace(online=online, segment=segment, offline_ratio=offline_ratio)
 
     def of_run(self, index: int) -> Replay:
         """Run `index`'s replay, taken out of a vector's (outside `jax.vmap`)."""
@@ -85,7 +85,7 @@ def make_replay(
     tasks: Sequence[int],
     buffer_size: int,
     online_steps: int,
-    offline_ratio: float | None,
+    offline_ratios: Sequence[float] | None,
 ) -> Replay:
     """The replay of a vector of runs: run i trains on `datasets[dataset_index[i]]` rewarded by row
     `tasks[i]` of its rewards and masks ((tasks, num) arrays, the same rows in every dataset).
@@ -102,7 +102,7 @@ def make_replay(
         tasks,
         buffer_size,
         online_steps,
-        offline_ratio,
+        offline_ratios,
     )
 
 
@@ -113,7 +113,7 @@ def replay_over(
     tasks: Sequence[int],
     buffer_size: int,
     online_steps: int,
-    offline_ratio: float | None,
+    offline_ratios: Sequence[float] | None,
 ) -> Replay:
     """The replay of a vector of runs over a shared offline store: run i samples its transitions
     firsts[i] .. firsts[i] + sizes[i] - 1, rewarded by row tasks[i], and has an empty online store."""
@@ -129,4 +129,5 @@ def replay_over(
     online = jax.tree_util.tree_map(
         lambda leaf: jnp.broadcast_to(leaf, (num_runs,) + leaf.shape).copy(), online
     )
-    return Replay(offline, online, segment, None if offline_ratio is None else float(offline_ratio))
+    ratios = None if offline_ratios is None else jnp.asarray(offline_ratios, jnp.float32).reshape(num_runs)
+    return Replay(offline, online, segment, ratios)

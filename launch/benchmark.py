@@ -5,6 +5,7 @@
     python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
+    python launch/benchmark.py --run-map --runs 4             # jax.vmap against jax.lax.map over 4 runs
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
 (launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
@@ -30,7 +31,7 @@ from buffers import Replay
 from envs.file_format import FILE_DTYPES
 from envs.shards import ShardLoader, ShardStream
 from envs.suite import dataset_name_of
-from launch import settings
+from launch import fused, settings
 from launch.fused import act, fused_updates, insert
 from launch.run import OnlineRuns, Run, stack
 
@@ -126,7 +127,8 @@ def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
         dataset["oracle_reps"] = dataset["observations"][:, : cfg.env.goal_dim]
         return buffers.make_goal_replay(dataset), False
     dataset = synthetic_dataset(100_000, obs_dim, action_dim)
-    replay = buffers.make_replay([dataset], [0] * runs, [0] * runs, 200_000, 1000, cfg.offline_ratio)
+    ratios = None if cfg.offline_ratio is None else [cfg.offline_ratio] * runs
+    replay = buffers.make_replay([dataset], [0] * runs, [0] * runs, 200_000, 1000, ratios)
     online = cfg.offline_ratio is not None  # mixed sampling needs online data
     if online:
         transitions = synthetic_dataset(1000, obs_dim, action_dim, seed=1)
@@ -137,12 +139,22 @@ def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
 
 
 def bench_agent(
-    agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int, sweep: tuple = ()
+    agent_name: str,
+    overrides: list[str],
+    dispatch: int,
+    repeats: int,
+    runs: int,
+    sweep: tuple = (),
+    run_map: str | None = None,
+    shared_count: bool = True,
 ) -> dict:
     """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
     dataset: per-run and aggregate updates/s, and the device bytes of agents and replay.
 
-    sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0."""
+    sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0.
+    run_map: "vmap" or "map" (None: the backend's choice, launch/fused.py RUN_MAPS). shared_count: one
+    unbatched count for every run, as every offline dispatch of the train loop; False: a count per run, as
+    online catch-ups."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
     env = envs.make_env(cfg.env)
@@ -160,9 +172,10 @@ def bench_agent(
                 state["agent"],
                 state["rng"],
                 replay,
-                jnp.full((runs,), count, jnp.int32),
+                jnp.int32(count) if shared_count else jnp.full((runs,), count, jnp.int32),
                 batch_size=cfg.batch_size,
                 online=online,
+                run_map=run_map,
             )
             jax.block_until_ready(metrics)
 
@@ -174,6 +187,8 @@ def bench_agent(
         "env": cfg.env.name,
         "runs": runs,
         "vector": f"{sweep[0]}={list(sweep[1])}" if sweep else "seeds",
+        "run_map": run_map or fused.run_map_of_backend(),
+        "count": "shared" if shared_count else "per run",
         "chunk_length": agent_cfg["chunk_length"],
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
@@ -212,6 +227,19 @@ def bench_sweep(agent_name: str, overrides: list[str], dispatch: int, repeats: i
     seeds = max(r["updates_per_s_aggregate"] for r in rounds[0::2])
     swept = max(r["updates_per_s_aggregate"] for r in rounds[1::2])
     return {"rounds": rounds, "seed_vector": seeds, "sweep_vector": swept, "ratio": round(swept / seeds, 3)}
+
+
+def bench_run_maps(agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int) -> dict:
+    """jax.vmap against jax.lax.map over a vector of `runs` seeds, with a shared and a per-run count,
+    alternated twice: aggregate updates/s of each (best of the two rounds)."""
+    cases = [(run_map, shared) for shared in (True, False) for run_map in ("vmap", "map")]
+    best = {}
+    for _ in range(2):
+        for run_map, shared in cases:
+            result = bench_agent(agent_name, overrides, dispatch, repeats, runs, (), run_map, shared)
+            name = f"{run_map}, {result['count']} count"
+            best[name] = max(best.get(name, 0.0), result["updates_per_s_aggregate"])
+    return {"agent": agent_name, "runs": runs, "updates_per_s_aggregate": best}
 
 
 def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, workdir: Path) -> dict:
@@ -372,6 +400,9 @@ def main() -> None:
     parser.add_argument(
         "--sweep", help="only a hyperparameter vector against a seed vector of its size, e.g. alpha=30,100"
     )
+    parser.add_argument(
+        "--run-map", action="store_true", help="only jax.vmap against jax.lax.map for each R > 1 of --runs"
+    )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
         "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
@@ -397,6 +428,15 @@ def main() -> None:
     if args.sweep:
         for name in args.agents.split(","):
             report[name] = bench_sweep(name, args.overrides, args.dispatch, args.repeats, args.sweep)
+        print(json.dumps(report, indent=2))
+        return
+    if args.run_map:
+        report["run_maps"] = [
+            bench_run_maps(name, args.overrides, args.dispatch, args.repeats, int(runs))
+            for name in args.agents.split(",")
+            for runs in args.runs.split(",")
+            if int(runs) > 1
+        ]
         print(json.dumps(report, indent=2))
         return
     report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)

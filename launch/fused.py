@@ -2,9 +2,9 @@
 run of a vector at once.
 
 Every function here takes the runs' agents and RNGs stacked on a leading run axis and maps the one-run
-computation over it (`over_runs`: jax.vmap, or the plain computation for a vector of one), so a single run
-is a vector of one and R runs cost one dispatch. The train loop
-and the benchmark both use these, so what is measured is what trains.
+computation over it (`over_runs`: jax.vmap or jax.lax.map, or the plain computation for a vector of one), so
+a single run is a vector of one and R runs cost one dispatch. The train loop and the benchmark both use
+these, so what is measured is what trains.
 """
 
 from __future__ import annotations
@@ -45,8 +45,19 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     return agent, rng, means, first_bad, bad
 
 
-def over_runs(one_run, *trees, in_axes):
-    """`one_run` over the leading run axis of `trees` (`in_axes` as for jax.vmap: 0 or None per tree).
+# How fused_updates maps a vector of R > 1 runs on each backend: "vmap" batches the runs into one
+# computation, "map" (jax.lax.map) loops over them. Chosen from `benchmark.py --run-map` (docs/speed.md);
+# an unlisted backend (a GPU) batches, which is the point of vectors there.
+RUN_MAPS = {"cpu": "vmap"}
+
+
+def run_map_of_backend() -> str:
+    return RUN_MAPS.get(jax.default_backend(), "vmap")
+
+
+def over_runs(one_run, *trees, in_axes, run_map: str = "vmap"):
+    """`one_run` over the leading run axis of `trees` (`in_axes` as for jax.vmap: 0 or None per tree), by
+    `run_map` ("vmap" or "map": jax.lax.map).
 
     A vector of one takes the plain path, its run axis dropped and put back: on a CPU, XLA's lowering of
     batched matmuls and the select over the whole carry that a batched trip count brings cost a lone run
@@ -57,17 +68,37 @@ def over_runs(one_run, *trees, in_axes):
         for tree, axis in zip(trees, in_axes, strict=True)
         if axis == 0
     }
-    if sizes != {1}:
+    if sizes == {1}:
+        squeezed = [
+            jax.tree_util.tree_map(lambda leaf: leaf[0], tree) if axis == 0 else tree
+            for tree, axis in zip(trees, in_axes, strict=True)
+        ]
+        return jax.tree_util.tree_map(lambda leaf: leaf[None], one_run(*squeezed))
+    if run_map == "vmap":
         return jax.vmap(one_run, in_axes=in_axes)(*trees)
-    squeezed = [
-        jax.tree_util.tree_map(lambda leaf: leaf[0], tree) if axis == 0 else tree
-        for tree, axis in zip(trees, in_axes, strict=True)
-    ]
-    return jax.tree_util.tree_map(lambda leaf: leaf[None], one_run(*squeezed))
+    if run_map != "map":
+        raise ValueError(f"unknown run_map {run_map!r}; valid: 'vmap', 'map'")
+
+    def one(mapped: tuple):
+        leaves = iter(mapped)
+        return one_run(
+            *(next(leaves) if axis == 0 else tree for tree, axis in zip(trees, in_axes, strict=True))
+        )
+
+    return jax.lax.map(one, tuple(tree for tree, axis in zip(trees, in_axes, strict=True) if axis == 0))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "online"), donate_argnums=(0,))
-def fused_updates(agents, rngs: jax.Array, replay, num_updates: jax.Array, *, batch_size: int, online: bool):
+@functools.partial(jax.jit, static_argnames=("batch_size", "online", "run_map"), donate_argnums=(0,))
+def fused_updates(
+    agents,
+    rngs: jax.Array,
+    replay,
+    num_updates: jax.Array,
+    *,
+    batch_size: int,
+    online: bool,
+    run_map: str | None = None,
+):
     """Run `num_updates[i]` updates of run i, for every run (leading axis of `agents`, `rngs`, `num_updates`).
 
     A scalar `num_updates` gives every run that count, unbatched, so the loop's trip count is not a per-run
@@ -75,14 +106,23 @@ def fused_updates(agents, rngs: jax.Array, replay, num_updates: jax.Array, *, ba
     runs whose chunk has ended while the others carry on. `replay.run_part()` holds what each run owns
     (leading run axis); the rest of the replay (the offline data) is shared. Returns the new agents and rngs,
     each run's metrics averaged over its updates, the index of its first update with a non-finite metric (-1
-    if none) and, for that update, which metrics were non-finite.
+    if none) and, for that update, which metrics were non-finite. `run_map` overrides the backend's choice
+    of how R > 1 runs are mapped (RUN_MAPS); the benchmark measures both.
     """
 
     def one_run(agent, rng, part, count):
         return _run_updates(agent, rng, replay.with_run_part(part), count, batch_size, online)
 
     count_axis = None if jnp.ndim(num_updates) == 0 else 0
-    return over_runs(one_run, agents, rngs, replay.run_part(), num_updates, in_axes=(0, 0, 0, count_axis))
+    return over_runs(
+        one_run,
+        agents,
+        rngs,
+        replay.run_part(),
+        num_updates,
+        in_axes=(0, 0, 0, count_axis),
+        run_map=run_map or run_map_of_backend(),
+    )
 
 
 @jax.jit

@@ -1,8 +1,8 @@
 """The offline-to-online protocol for a vector of runs (Li, Zhou & Levine 2025, "Offline-to-online protocol").
 
-`seed`, `env.task`, the agent's sweepable hyperparameters (`agent.alpha`, `agent.lr`, ...: agents/config.py)
-and `utd_ratio` may be lists: every combination is a run, and all of them train in this one process, the run
-axis split over `devices`. A config without lists is a vector of one, through the same code.
+`seed`, `env.task`, the agent's sweepable hyperparameters (`agent.alpha`, `agent.lr`, ...: agents/config.py),
+`utd_ratio` and `offline_ratio` may be lists: every combination is a run, and all of them train in this one
+process, the run axis split over `devices`. A config without lists is a vector of one, through the same code.
 
 1. Offline: `offline_steps` updates on chunks of the dataset, fused `updates_per_dispatch` at a time and
    `jax.vmap`-ed over the runs.
@@ -76,9 +76,9 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
 
 
-# Top-level settings that may be vector axes: the host loop handles them per run. (offline_ratio is not one:
-# it sets how many rows of a batch are offline, an array shape.)
-RUN_AXES = ("utd_ratio",)
+# Top-level settings that may be vector axes: the host loop counts utd_ratio per run, and each run's
+# offline_ratio is a leaf of its replay (buffers/replay.py).
+RUN_AXES = ("utd_ratio", "offline_ratio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _refuse_shape_list(key: str, values) -> None:
 
 def vector_axes(cfg: DictConfig) -> list[Axis]:
     """The lists of `cfg` that make a vector, outermost first: the agent's sweepable settings (in the agent
-    group's order), `utd_ratio`, `env.task`, `seed`. A list for any other scalar setting
+    group's order), `utd_ratio`, `offline_ratio`, `env.task`, `seed`. A list for any other scalar setting
     (or a list of lists for a tuple one, such as agent.hidden_dims) fails in one line pointing to -m."""
     config_cls = agents.agent_module(cfg.agent.algorithm).Config
     fields = {field.name: field for field in dataclasses.fields(config_cls)}
@@ -270,7 +270,7 @@ class Run:
                 task_rows,
                 self.cfg.buffer_size,
                 self.cfg.online_steps,
-                self.cfg.offline_ratio,
+                self.offline_ratios,
             )
         self.agent = stack(
             [
@@ -288,6 +288,12 @@ class Run:
             chosen[0].platform,
             buffers.nbytes(self.replay) / 2**20,
         )
+
+    @property
+    def offline_ratios(self) -> list[float] | None:
+        """Each run's `offline_ratio`, or None when the runs pool online data with the offline data."""
+        ratios = [member.cfg.offline_ratio for member in self.members]
+        return None if ratios[0] is None else ratios
 
     def place(self) -> None:
         """With several devices: each run's agent, RNG and online data on its device, the offline data on
@@ -326,7 +332,7 @@ class Run:
             [tasks.index(member.task) for member in self.members],
             cfg.buffer_size,
             cfg.online_steps,
-            cfg.offline_ratio,
+            self.offline_ratios,
         )
         log.info("shards: %d in the set, resident %s", len(self.stream.paths), self.resident_shards())
         per_shard = offline.capacity // cfg.env.shards_in_memory

@@ -158,6 +158,28 @@ def test_mixed_batches_take_the_requested_share_from_each_store():
     assert np.all(source[:128] == 0)
 
 
+def test_each_run_of_a_replay_takes_its_own_offline_share():
+    """offline_ratio=[0.25, 0.75] over a vector: each run's batch is the one-run batch of its own ratio."""
+    offline = hand_built()
+    offline["rewards"] = np.zeros_like(offline["rewards"])
+    online = hand_built(seed=1)
+    online["rewards"] = np.ones_like(online["rewards"])
+    replay = buffers.make_replay([offline], [0, 0], [0, 0], 50, 50, [0.25, 0.75])
+    steps = {key: np.broadcast_to(value, (2, *value.shape)) for key, value in online.items()}
+    replay = replay.with_run_part(
+        jax.vmap(lambda part, t: replay.with_run_part(part).insert(t).run_part())(replay.run_part(), steps)
+    )
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(0)])
+    batches = jax.vmap(lambda part, key: replay.with_run_part(part).sample(key, 64, 1, DISCOUNT, True))(
+        replay.run_part(), keys
+    )
+    for run, share in enumerate((16, 48)):
+        source = np.asarray(batches["rewards"][run, :, 0])
+        assert np.all(source[:share] == 0) and np.all(source[share:] == 1)
+        alone = replay.of_run(run).sample(keys[run], 64, 1, DISCOUNT, True)
+        jax.tree_util.tree_map(lambda a, b, run=run: np.testing.assert_array_equal(a[run], b), batches, alone)
+
+
 def test_pooled_sampling_is_uniform_over_both_stores():
     """As from one pool: each start of the offline data and of the online data equally likely."""
     offline = hand_built()

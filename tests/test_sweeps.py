@@ -47,7 +47,6 @@ def test_hyperparameter_lists_are_axes_named_in_every_member_dir(tmp_path):
         "batch_size=[64,256]",
         "agent.hidden_dims=[[8],[16]]",
         "agent.num_qs=[2,10]",
-        "offline_ratio=[0.25,0.5]",
     ],
 )
 def test_a_list_for_a_shape_changing_key_fails_naming_it_and_pointing_to_multirun(tmp_path, override):
@@ -117,16 +116,21 @@ def test_an_alpha_vector_member_is_the_run_alone_through_a_resume(tiny_dataset_d
     assert "\n| 3 | 1 |" in table and "\n| 300 | 1 |" in table
 
 
-def test_an_lr_and_utd_vector_member_is_the_rlpd_run_alone(tiny_dataset_dir, tmp_path):
-    """RLPD (online only), lr=[1e-3,3e-4] x utd_ratio=[1,2]: the last member is the single run alone."""
-    overrides = ("agent.lr=[1e-3,3e-4]", "utd_ratio=[1,2]")
+def test_an_lr_utd_and_offline_ratio_vector_member_is_the_rlpd_run_alone(tiny_dataset_dir, tmp_path):
+    """RLPD (online only), lr=[1e-3,3e-4] x utd_ratio=[1,2] x offline_ratio=[0.25,0.5]: the member
+    lr=3e-4, utd_ratio=2, offline_ratio=0.25 is the single run alone."""
+    overrides = ("agent.lr=[1e-3,3e-4]", "utd_ratio=[1,2]", "offline_ratio=[0.25,0.5]")
     vector = train_module.train(tiny_config(tiny_dataset_dir, "rlpd", *overrides), tmp_path / "vector")
-    np.testing.assert_allclose(vector.agent.opt_state.hyperparams["learning_rate"], [1e-3, 1e-3, 3e-4, 3e-4])
+    np.testing.assert_allclose(vector.agent.opt_state.hyperparams["learning_rate"], [1e-3] * 4 + [3e-4] * 4)
+    np.testing.assert_allclose(vector.replay.offline_ratio, [0.25, 0.5] * 4)
+    member = vector.members[6]
+    assert member.run_dir.name == "lr=0.0003,utd_ratio=2,offline_ratio=0.25"
     alone = train_module.train(
-        tiny_config(tiny_dataset_dir, "rlpd", "agent.lr=3e-4", "utd_ratio=2"), tmp_path / "alone"
+        tiny_config(tiny_dataset_dir, "rlpd", "agent.lr=3e-4", "utd_ratio=2", "offline_ratio=0.25"),
+        tmp_path / "alone",
     )
-    assert_member_is_alone(vector, 3, vector.members[3].run_dir, alone, tmp_path / "alone")
-    assert jnp.asarray(vector.agent.opt_state.count)[3] == alone.agent.opt_state.count[0]
+    assert_member_is_alone(vector, 6, member.run_dir, alone, tmp_path / "alone")
+    assert jnp.asarray(vector.agent.opt_state.count)[6] == alone.agent.opt_state.count[0]
 
 
 def test_evaluation_time_sweeps_log_beside_the_usual_success(tiny_dataset_dir, tmp_path):
@@ -170,7 +174,8 @@ def test_evaluation_sweeps_are_checked_at_start_up(tmp_path):
 
 def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
     """The plain path (one run, a shared count) against the vmapped path of two copies of the same run; in a
-    2-run alpha vector with per-run counts, the run given 0 updates comes back unchanged."""
+    2-run alpha vector with per-run counts, the run given 0 updates comes back unchanged, and jax.lax.map
+    over the runs gives what jax.vmap gives."""
     import buffers
     from launch.fused import fused_updates
     from tests.test_buffers import hand_built
@@ -189,7 +194,15 @@ def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
         (plain[0].params, plain[2]),
         (batched[0].params, batched[2]),
     )
-    alphas = run_module.stack([agents.make_agent({**settings, "alpha": a}, 0, 2, 2) for a in (3.0, 300.0)])
-    before = jax.tree_util.tree_map(np.asarray, alphas.params)  # the agents are donated
-    after = fused_updates(alphas, keys, replay, jnp.int32([0, 3]), **kw)[0]
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[0], b[0]), after.params, before)
+    def alphas():
+        return run_module.stack([agents.make_agent({**settings, "alpha": a}, 0, 2, 2) for a in (3.0, 300.0)])
+
+    before = jax.tree_util.tree_map(np.asarray, alphas().params)
+    after = fused_updates(alphas(), keys, replay, jnp.int32([0, 3]), **kw)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[0], b[0]), after[0].params, before)
+    looped = fused_updates(alphas(), keys, replay, jnp.int32([0, 3]), **kw, run_map="map")  # jax.lax.map
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        (looped[0].params, looped[2]),
+        (after[0].params, after[2]),
+    )
