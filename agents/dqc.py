@@ -193,19 +193,14 @@ class Agent(flax.struct.PyTreeNode):
             params["chunk_critic"] = critic.init(
                 keys[3], obs, jnp.zeros((1, config.chunk_length * action_dim))
             )
-        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
-            params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["action_critic"]),
-            opt_state=optimizer.init(params),
-            config=config,
             action_dim=action_dim,
             chunk_critic_net=critic,
             action_critic_net=critic,
             value_net=value_net,
             behavior=behavior,
-            optimizer=optimizer,
+            **step.training_state(config, params, target="action_critic"),
         )
 
     # ---- inputs --------------------------------------------------------------------------------------------

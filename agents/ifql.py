@@ -79,18 +79,13 @@ class Agent(flax.struct.PyTreeNode):
             "value": value_net.init(value_key, obs),
             "behavior": behavior.init(behavior_key, obs, act),
         }
-        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
-            params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
-            opt_state=optimizer.init(params),
-            config=config,
             action_dim=action_dim,
             critic_net=critic_net,
             value_net=value_net,
             behavior=behavior,
-            optimizer=optimizer,
+            **step.training_state(config, params),
         )
 
     @property

@@ -105,18 +105,13 @@ class Agent(flax.struct.PyTreeNode):
             "value": value_net.init(value_key, obs),
             "actor": actor_net.init(actor_key, obs),
         }
-        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
-            params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
-            opt_state=optimizer.init(params),
-            config=config,
             action_dim=action_dim,
             critic_net=critic_net,
             value_net=value_net,
             actor_net=actor_net,
-            optimizer=optimizer,
+            **step.training_state(config, params),
         )
 
     @property

@@ -65,18 +65,13 @@ class Agent(flax.struct.PyTreeNode):
             "actor_bc_flow": flow_net.init(flow_key, obs, act, jnp.zeros((1, 1))),
             "actor_onestep_flow": onestep_net.init(onestep_key, obs, act),
         }
-        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
-            params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
-            opt_state=optimizer.init(params),
-            config=config,
             action_dim=action_dim,
             critic_net=critic_net,
             flow_net=flow_net,
             onestep_net=onestep_net,
-            optimizer=optimizer,
+            **step.training_state(config, params),
         )
 
     def _policy(self, params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:

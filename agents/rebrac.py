@@ -97,19 +97,14 @@ class Agent(flax.struct.PyTreeNode):
             "critic": critic_net.init(critic_key, obs, jnp.zeros((1, action_dim))),
             "actor": actor_net.init(actor_key, obs),
         }
-        optimizer = step.adam(config.lr)
         return cls(
             rng=rng,
             step=jnp.zeros((), jnp.int32),
-            params=params,
-            target_critic=jax.tree_util.tree_map(jnp.copy, params["critic"]),
             target_actor=jax.tree_util.tree_map(jnp.copy, params["actor"]),
-            opt_state=optimizer.init(params),
-            config=config,
             action_dim=action_dim,
             critic_net=critic_net,
             actor_net=actor_net,
-            optimizer=optimizer,
+            **step.training_state(config, params),
         )
 
     def policy(self, actor_params: dict, observations: jax.Array) -> jax.Array:

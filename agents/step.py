@@ -25,6 +25,19 @@ def adam(lr: float) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
+def training_state(config, params: dict, target: str = "critic") -> dict:
+    """The fields every TD agent's `create` fills alike: its parameters, a copy of `params[target]` as the
+    Polyak target critic, Adam (`adam(config.lr)`) and its state, and the config."""
+    optimizer = adam(config.lr)
+    return {
+        "params": params,
+        "target_critic": jax.tree_util.tree_map(jnp.copy, params[target]),
+        "opt_state": optimizer.init(params),
+        "optimizer": optimizer,
+        "config": config,
+    }
+
+
 def sum_losses(**named: tuple[jax.Array, dict]) -> tuple[jax.Array, dict]:
     """The sum of named (loss, info) pairs, and their infos in one dict with keys prefixed by the name
     (`critic/q_mean`), so that W&B groups the metrics of each loss."""

@@ -6,6 +6,7 @@
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
     python launch/benchmark.py --run-map --runs 4             # jax.vmap against jax.lax.map over 4 runs
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python launch/benchmark.py --runs 4 --devices 1,2
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
 (launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
@@ -31,7 +32,7 @@ from buffers import Replay
 from envs.file_format import FILE_DTYPES
 from envs.shards import ShardLoader, ShardStream
 from envs.suite import dataset_name_of
-from launch import fused, settings
+from launch import devices, fused, settings
 from launch.fused import act, fused_updates, insert
 from launch.run import OnlineRuns, Run, stack
 
@@ -147,6 +148,7 @@ def bench_agent(
     sweep: tuple = (),
     run_map: str | None = None,
     shared_count: bool = True,
+    num_devices: int = 1,
 ) -> dict:
     """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
     dataset: per-run and aggregate updates/s, and the device bytes of agents and replay.
@@ -154,7 +156,8 @@ def bench_agent(
     sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0.
     run_map: "vmap" or "map" (None: the backend's choice, launch/fused.py RUN_MAPS). shared_count: one
     unbatched count for every run, as every offline dispatch of the train loop; False: a count per run, as
-    online catch-ups."""
+    online catch-ups. num_devices > 1: the run axis sharded over that many local devices, as `devices=N`
+    trains (always vmapped)."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
     env = envs.make_env(cfg.env)
@@ -165,6 +168,10 @@ def bench_agent(
     agent = stack([agents.make_agent(settings_, seed, obs_dim, action_dim) for settings_, seed in members])
     replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs)
     state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs)}
+    if num_devices > 1:
+        placement = devices.Placement(devices.select(num_devices, runs))
+        state["agent"], state["rng"] = placement.runs((state["agent"], state["rng"]))
+        replay, run_map = placement.replay(replay), "vmap"
 
     def updates(count):
         def run():
@@ -189,6 +196,7 @@ def bench_agent(
         "vector": f"{sweep[0]}={list(sweep[1])}" if sweep else "seeds",
         "run_map": run_map or fused.run_map_of_backend(),
         "count": "shared" if shared_count else "per run",
+        "devices": num_devices,
         "chunk_length": agent_cfg["chunk_length"],
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
@@ -403,6 +411,11 @@ def main() -> None:
     parser.add_argument(
         "--run-map", action="store_true", help="only jax.vmap against jax.lax.map for each R > 1 of --runs"
     )
+    parser.add_argument(
+        "--devices",
+        default="1",
+        help="comma-separated device counts the runs are sharded over, e.g. 1,2 (see devices= in train.py)",
+    )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
         "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
@@ -441,9 +454,10 @@ def main() -> None:
         return
     report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)
     report["agents"] = [
-        bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs))
+        bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs), num_devices=int(count))
         for name in args.agents.split(",")
         for runs in args.runs.split(",")
+        for count in args.devices.split(",")
     ]
     if args.online_steps:
         with tempfile.TemporaryDirectory() as workdir:

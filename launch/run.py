@@ -546,6 +546,7 @@ class Run:
             jnp.int32(num_updates[0]) if len(set(num_updates)) == 1 else jnp.asarray(num_updates, jnp.int32),
             batch_size=self.cfg.batch_size,
             online=online,
+            run_map="vmap" if self.placement is not None else None,  # a sharded run axis is batched
         )
         metrics, first_bad, bad = jax.device_get((metrics, first_bad, bad))
         for index in np.flatnonzero(first_bad >= 0):

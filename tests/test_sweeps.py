@@ -75,6 +75,26 @@ def test_sweepable_settings_are_the_leaves_of_a_config():
         stacked.replace_static(alpha=1.0)
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "key"),
+    [
+        ("iql", "alpha"),
+        ("iql", "expectile"),
+        ("ifql", "expectile"),
+        ("rebrac", "alpha_actor"),
+        ("rebrac", "alpha_critic"),
+    ],
+)
+def test_the_baselines_hold_their_sweepable_settings_as_per_run_leaves(algorithm, key):
+    """Agents of two values stack into one vector whose config carries each run's value."""
+    made = [
+        agents.make_agent({"algorithm": algorithm, "hidden_dims": [8], key: v}, 0, 3, 2) for v in (0.5, 0.7)
+    ]
+    stacked = run_module.stack(made)
+    np.testing.assert_allclose(getattr(stacked.config, key), [0.5, 0.7])
+    np.testing.assert_allclose(stacked.opt_state.hyperparams["learning_rate"], [3e-4, 3e-4])
+
+
 def member_of(vector, index: int, tree):
     return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
@@ -194,6 +214,7 @@ def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
         (plain[0].params, plain[2]),
         (batched[0].params, batched[2]),
     )
+
     def alphas():
         return run_module.stack([agents.make_agent({**settings, "alpha": a}, 0, 2, 2) for a in (3.0, 300.0)])
 
