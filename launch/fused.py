@@ -63,10 +63,10 @@ def over_runs(one_run, *trees, in_axes, run_map: str = "vmap"):
     batched matmuls and the select over the whole carry that a batched trip count brings cost a lone run
     about a quarter of its updates/s (issue 18, part 7).
     """
-    sizes = {
-        jax.tree_util.tree_leaves(tree)[0].shape[0]
+    sizes = {  # a tree without leaves (a goal replay's run part) has no run axis to read
+        leaves[0].shape[0]
         for tree, axis in zip(trees, in_axes, strict=True)
-        if axis == 0
+        if axis == 0 and (leaves := jax.tree_util.tree_leaves(tree))
     }
     if sizes == {1}:
         squeezed = [

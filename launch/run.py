@@ -480,13 +480,13 @@ class Run:
         self.start_step = self.saved_step = step
         log.info("resumed from step %d (%s phase)", step, self.counters["phase"])
 
-    def _grown(self, online, segment) -> tuple:
+    def _grown(self, online, *rest) -> tuple:
         """A restored run part with the online replay grown to this run's size (online_steps grew)."""
         size = self.replay.online.actions.shape[1]
         if online.actions.shape[1] == size:
-            return online, segment
+            return online, *rest
         log.info("online_steps grew: each online replay grows from %d to %d", online.actions.shape[1], size)
-        return jax.vmap(buffers.store.grow)(online, self.replay.online), segment
+        return jax.vmap(buffers.store.grow)(online, self.replay.online), *rest
 
     @property
     def resolved_config(self) -> dict:
@@ -505,7 +505,7 @@ class Run:
         saved = jax.tree_util.tree_map(
             lambda leaf: jnp.broadcast_to(leaf, (self.num_runs,) + leaf.shape), saved
         )
-        return {**state, "replay": (saved, self.replay.segment)}
+        return {**state, "replay": (saved, *self.replay.run_part()[1:])}
 
     def save(self) -> None:
         preemption.pause_for_tests("save", self.global_step)
