@@ -252,7 +252,7 @@ def test_online_batches_are_half_offline_half_online():
         [0],
         buffer_size=100,
         online_steps=50,
-        offline_ratio=compose_config("agent=rlpd").offline_ratio,
+        offline_ratios=[compose_config("agent=rlpd").offline_ratio],
     ).of_run(0)
     rng = np.random.default_rng(1)
     states = rng.normal(size=(21, 2)).astype(np.float32)
