@@ -25,12 +25,10 @@ h_a = 1, no chunk critic) and OS (H = h_a = 1).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import behavior as bm
 from agents import best_of_n as bon
@@ -154,20 +152,11 @@ def values_of(outputs: jax.Array, value_type: str) -> jax.Array:
     return jax.nn.sigmoid(outputs) if value_type == "reach" else outputs
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable."""
-
-    rng: jax.Array
-    params: dict
-    target_critic: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
+class Agent(step.TDAgent):
     chunk_critic_net: Critic = flax.struct.field(pytree_node=False)
     action_critic_net: Critic = flax.struct.field(pytree_node=False)
     value_net: Critic = flax.struct.field(pytree_node=False)
     behavior: bm.Flow = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

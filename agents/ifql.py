@@ -11,12 +11,10 @@ the best chunk executed open loop).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import best_of_n as bon
 from agents import critic as td
@@ -50,19 +48,10 @@ class Config(AgentConfig):
                 raise ValueError(f"invalid agent setting {name}={value!r}: expected an integer >= 1")
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable."""
-
-    rng: jax.Array
-    params: dict
-    target_critic: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
+class Agent(step.TDAgent):
     critic_net: Critic = flax.struct.field(pytree_node=False)
     value_net: Value = flax.struct.field(pytree_node=False)
     behavior: Flow = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import critic as td
 from agents import step
@@ -78,19 +76,10 @@ def awr_weights(advantages: jax.Array, alpha) -> jax.Array:
     return jnp.minimum(jnp.exp(alpha * advantages), AWR_WEIGHT_CLIP)
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable."""
-
-    rng: jax.Array
-    params: dict
-    target_critic: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
+class Agent(step.TDAgent):
     critic_net: Critic = flax.struct.field(pytree_node=False)
     value_net: Value = flax.struct.field(pytree_node=False)
     actor_net: Actor = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

@@ -9,12 +9,10 @@ is FQL-n (the critic and policy see one action, the target keeps the 5-step retu
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import critic as td
 from agents import step
@@ -38,19 +36,10 @@ class Config(AgentConfig):
     alpha: float = 300.0
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable."""
-
-    rng: jax.Array
-    params: dict
-    target_critic: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
+class Agent(step.TDAgent):
     critic_net: Critic = flax.struct.field(pytree_node=False)
     flow_net: VectorField = flax.struct.field(pytree_node=False)
     onestep_net: VectorField = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

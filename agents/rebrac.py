@@ -18,7 +18,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import critic as td
 from agents import step
@@ -70,20 +69,13 @@ class Config(AgentConfig):
         return self.chunk_length + 1
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable. step: updates so far."""
+class Agent(step.TDAgent):
+    """step: updates so far (the actor and targets move on every `actor_freq`-th)."""
 
-    rng: jax.Array
     step: jax.Array
-    params: dict
-    target_critic: Any
     target_actor: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
     critic_net: Critic = flax.struct.field(pytree_node=False)
     actor_net: Actor = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

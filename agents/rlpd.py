@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import critic as td
 from agents import step
@@ -93,21 +91,11 @@ class Config(AgentConfig):
         return -self.target_entropy_multiplier * self.policy_dim(action_dim)
 
 
-class Agent(flax.struct.PyTreeNode):
-    """Immutable agent state; `update` and `sample_actions` are pure and jittable.
+class Agent(step.TDAgent):
+    """params: critic, actor (a GaussianActor), log_temperature (a scalar)."""
 
-    params: critic, actor (a GaussianActor), log_temperature (a scalar).
-    """
-
-    rng: jax.Array
-    params: dict
-    target_critic: Any
-    opt_state: Any
-    config: Config  # a pytree: its sweepable values are leaves (agents/config.py)
-    action_dim: int = flax.struct.field(pytree_node=False)
     critic_net: Critic = flax.struct.field(pytree_node=False)
     actor_net: GaussianActor = flax.struct.field(pytree_node=False)
-    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

@@ -1,16 +1,18 @@
 """One update step, the part every agent shares; each agent's losses stay in its own file.
 
-An agent brings `draw_noise(key, *shape) -> noise`, `total_loss(params, batch, noise) -> (loss, info)`, an
-optax `optimizer` and the state fields `rng`, `params`, `opt_state` (and `target_critic`, `config.tau` for
-`with_target_critic`). All randomness of the update comes from a split of the agent's own rng, so a step is a
-pure function of (agent, batch) that can be jitted, scanned over updates or vmapped over seeds.
+An agent brings `draw_noise(key, *shape) -> noise`, `total_loss(params, batch, noise) -> (loss, info)` and
+the state of `TDAgent` (for a toy, just `rng`, `params`, `opt_state` and an optax `optimizer`). All randomness
+of the update comes from a split of the agent's own rng, so a step is a pure function of (agent, batch) that
+can be jitted, scanned over updates or vmapped over seeds.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -23,6 +25,19 @@ def adam(lr: float) -> optax.GradientTransformation:
     agents of equal configs have equal static fields, and a jitted update is not traced again for a new
     agent (a resumed run)."""
     return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+
+
+class TDAgent(flax.struct.PyTreeNode):
+    """The state every TD agent holds (`training_state` fills all but `rng` and `action_dim`); an agent adds
+    its networks as static fields and keeps `update` and `sample_actions` pure and jittable."""
+
+    rng: jax.Array
+    params: dict
+    target_critic: Any
+    opt_state: Any
+    config: Any  # a pytree: its sweepable values are leaves (agents/config.py)
+    action_dim: int = flax.struct.field(pytree_node=False)
+    optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
 def training_state(config, params: dict, target: str = "critic") -> dict:
