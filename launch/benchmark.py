@@ -121,6 +121,13 @@ def agent_bytes(agent) -> int:
     return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(agent))
 
 
+def peak_device_bytes() -> int | None:
+    """The process's peak memory so far on its first device, as a GPU's allocator reports it (a CPU reports
+    none): the memory a vector needs, where `device_bytes_agents` is only what its agents hold."""
+    stats = jax.devices()[0].memory_stats()
+    return None if stats is None else stats.get("peak_bytes_in_use")
+
+
 def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
     """A replay of synthetic data for `runs` runs, and whether updates sample it as online (mixed) batches."""
     if cfg.env.get("goal_conditioned"):  # DQC's setting: the observation ends in the goal representation
@@ -139,19 +146,35 @@ def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
     return replay, online
 
 
-def bench_agent(
+def timed_in_turn(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
+    called in turn `repeats` times after one warm-up call each: every case sees the same minutes of the
+    machine, whose speed drifts by about 10% over minutes on a shared 2-core CPU, so ratios between cases
+    are side by side rather than minutes apart."""
+    for function in functions.values():
+        function()
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
+
+
+def vector_case(
     agent_name: str,
     overrides: list[str],
     dispatch: int,
-    repeats: int,
     runs: int,
     sweep: tuple = (),
     run_map: str | None = None,
     shared_count: bool = True,
     num_devices: int = 1,
-) -> dict:
-    """Fused updates of a vector of `runs` runs (a vector of one is a single run) on a shared synthetic
-    dataset: per-run and aggregate updates/s, and the device bytes of agents and replay.
+) -> tuple[dict, callable, dict]:
+    """A vector of `runs` runs (a vector of one is a single run) on a shared synthetic dataset, ready to
+    time: its description, `updates(count)` (a call of `count` fused updates of every run) and its state
+    (agents, rngs, replay).
 
     sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0.
     run_map: "vmap" or "map" (None: the backend's choice, launch/fused.py RUN_MAPS). shared_count: one
@@ -167,18 +190,18 @@ def bench_agent(
     members = members or [(agent_cfg, seed) for seed in range(runs)]
     agent = stack([agents.make_agent(settings_, seed, obs_dim, action_dim) for settings_, seed in members])
     replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs)
-    state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs)}
+    state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs), "replay": replay}
     if num_devices > 1:
         placement = devices.Placement(devices.select(num_devices, runs))
         state["agent"], state["rng"] = placement.runs((state["agent"], state["rng"]))
-        replay, run_map = placement.replay(replay), "vmap"
+        state["replay"], run_map = placement.replay(replay), "vmap"
 
     def updates(count):
         def run():
             state["agent"], state["rng"], metrics, _, _ = fused_updates(
                 state["agent"],
                 state["rng"],
-                replay,
+                state["replay"],
                 jnp.int32(count) if shared_count else jnp.full((runs,), count, jnp.int32),
                 batch_size=cfg.batch_size,
                 online=online,
@@ -188,8 +211,7 @@ def bench_agent(
 
         return run
 
-    fused_seconds = timed(updates(dispatch), repeats)
-    result = {
+    description = {
         "agent": agent_name,
         "env": cfg.env.name,
         "runs": runs,
@@ -201,53 +223,68 @@ def bench_agent(
         "batch_size": cfg.batch_size,
         "hidden_dims": agent_cfg.get("hidden_dims"),
         "updates_per_dispatch": dispatch,
-        "updates_per_s_per_run": round(dispatch / fused_seconds, 2),
-        "updates_per_s_aggregate": round(runs * dispatch / fused_seconds, 2),
         "device_bytes_agents": agent_bytes(state["agent"]),
-        "device_bytes_replay": buffers.nbytes(replay),
+        "device_bytes_replay": buffers.nbytes(state["replay"]),
     }
-    if runs == 1:
-        single_seconds = timed(updates(1), max(repeats, 5))
-        one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
-        observation = jnp.zeros((1, obs_dim))
-        key = jax.random.PRNGKey(1)
-        act_seconds = timed(lambda: jax.block_until_ready(act(one, observation, key)), 50)
-        flops = update_flops(one, replay, cfg.batch_size)
-        result |= {
-            "updates_per_s_one_per_dispatch": round(1 / single_seconds, 2),
-            "gflop_per_update": round(flops / 1e9, 2),
-            "gflop_per_s": round(flops / 1e9 * dispatch / fused_seconds, 1),
-            "action_selection_ms": round(1e3 * act_seconds, 3),
-        }
-    return result
+    state["batch_size"], state["obs_dim"] = cfg.batch_size, obs_dim
+    return description, updates, state
+
+
+def single_run_figures(updates, state: dict, repeats: int) -> dict:
+    """What only a single run reports: updates/s at one update per dispatch, XLA's FLOPs per update and the
+    latency of one action selection."""
+    one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
+    observation, key = jnp.zeros((1, state["obs_dim"])), jax.random.PRNGKey(1)
+    return {
+        "updates_per_s_one_per_dispatch": round(1 / timed(updates(1), max(repeats, 5)), 2),
+        "gflop_per_update": round(update_flops(one, state["replay"], state["batch_size"]) / 1e9, 2),
+        "action_selection_ms": round(
+            1e3 * timed(lambda: jax.block_until_ready(act(one, observation, key)), 50), 3
+        ),
+    }
+
+
+def bench_vectors(cases: list[dict], dispatch: int, repeats: int) -> list[dict]:
+    """Per-run and aggregate updates/s of every case (keyword arguments of `vector_case` beside `dispatch`),
+    timed in turn; a single run also reports one update per dispatch, XLA's FLOPs and action selection."""
+    built = [vector_case(dispatch=dispatch, **case) for case in cases]
+    seconds = timed_in_turn(
+        {index: updates(dispatch) for index, (_, updates, _) in enumerate(built)}, repeats
+    )
+    results = []
+    for index, (result, updates, state) in enumerate(built):
+        result["updates_per_s_per_run"] = round(dispatch / seconds[index], 2)
+        result["updates_per_s_aggregate"] = round(result["runs"] * dispatch / seconds[index], 2)
+        if result["runs"] == 1:
+            result |= single_run_figures(updates, state, repeats)
+            result["gflop_per_s"] = round(result["gflop_per_update"] * result["updates_per_s_per_run"], 1)
+        results.append(result)
+    return results
 
 
 def bench_sweep(agent_name: str, overrides: list[str], dispatch: int, repeats: int, sweep: str) -> dict:
     """A hyperparameter vector (`--sweep alpha=30,100,300,1000`) against a seed vector of the same size,
-    measured alternately twice each: aggregate updates/s of both and their ratio (best of each)."""
+    timed in turn: aggregate updates/s of both and their ratio."""
     key, values = sweep.split("=")
     values = tuple(float(value) for value in values.split(","))
-    rounds = [
-        bench_agent(agent_name, overrides, dispatch, repeats, len(values), case)
-        for _ in range(2)
-        for case in ((), (key, values))
-    ]
-    seeds = max(r["updates_per_s_aggregate"] for r in rounds[0::2])
-    swept = max(r["updates_per_s_aggregate"] for r in rounds[1::2])
-    return {"rounds": rounds, "seed_vector": seeds, "sweep_vector": swept, "ratio": round(swept / seeds, 3)}
+    common = {"agent_name": agent_name, "overrides": overrides, "runs": len(values)}
+    seeds, swept = bench_vectors([common, {**common, "sweep": (key, values)}], dispatch, repeats)
+    ratio = swept["updates_per_s_aggregate"] / seeds["updates_per_s_aggregate"]
+    return {"seed_vector": seeds, "sweep_vector": swept, "ratio": round(ratio, 3)}
 
 
 def bench_run_maps(agent_name: str, overrides: list[str], dispatch: int, repeats: int, runs: int) -> dict:
-    """jax.vmap against jax.lax.map over a vector of `runs` seeds, with a shared and a per-run count,
-    alternated twice: aggregate updates/s of each (best of the two rounds)."""
-    cases = [(run_map, shared) for shared in (True, False) for run_map in ("vmap", "map")]
-    best = {}
-    for _ in range(2):
-        for run_map, shared in cases:
-            result = bench_agent(agent_name, overrides, dispatch, repeats, runs, (), run_map, shared)
-            name = f"{run_map}, {result['count']} count"
-            best[name] = max(best.get(name, 0.0), result["updates_per_s_aggregate"])
-    return {"agent": agent_name, "runs": runs, "updates_per_s_aggregate": best}
+    """jax.vmap against jax.lax.map over a vector of `runs` seeds, with a shared and a per-run count, timed
+    in turn: aggregate updates/s of each."""
+    common = {"agent_name": agent_name, "overrides": overrides, "runs": runs}
+    cases = [
+        {**common, "run_map": run_map, "shared_count": shared}
+        for shared in (True, False)
+        for run_map in ("vmap", "map")
+    ]
+    results = bench_vectors(cases, dispatch, repeats)
+    rates = {f"{r['run_map']}, {r['count']} count": r["updates_per_s_aggregate"] for r in results}
+    return {"agent": agent_name, "runs": runs, "updates_per_s_aggregate": rates}
 
 
 def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, workdir: Path) -> dict:
@@ -454,11 +491,24 @@ def main() -> None:
         return
     report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)
     report["agents"] = [
-        bench_agent(name, args.overrides, args.dispatch, args.repeats, int(runs), num_devices=int(count))
+        result
         for name in args.agents.split(",")
-        for runs in args.runs.split(",")
-        for count in args.devices.split(",")
+        for result in bench_vectors(
+            [
+                {
+                    "agent_name": name,
+                    "overrides": args.overrides,
+                    "runs": int(runs),
+                    "num_devices": int(num),
+                }
+                for runs in args.runs.split(",")
+                for num in args.devices.split(",")
+            ],
+            args.dispatch,
+            args.repeats,
+        )
     ]
+    report["peak_device_bytes"] = peak_device_bytes()  # of every case together: one --runs value per process
     if args.online_steps:
         with tempfile.TemporaryDirectory() as workdir:
             report["online"] = [
