@@ -230,6 +230,16 @@ def vector_case(
     return description, updates, state
 
 
+def matmul_gflop_per_s(rows: int, width: int, chain: int = 200) -> float:
+    """The device's rate on a chain of (rows, width) @ (width, width) matmuls, an update's bulk shape: the
+    ceiling its GFLOP/s is read against (each product feeds the next, so XLA cannot hoist any out)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
+    w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / width
+    chained = jax.jit(lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
+    seconds = timed(lambda: jax.block_until_ready(chained(x, w)), 3)
+    return 2 * rows * width * width * chain / seconds / 1e9
+
+
 def single_run_figures(updates, state: dict, repeats: int) -> dict:
     """What only a single run reports: updates/s at one update per dispatch, XLA's FLOPs per update and the
     latency of one action selection."""
@@ -258,6 +268,8 @@ def bench_vectors(cases: list[dict], dispatch: int, repeats: int) -> list[dict]:
         if result["runs"] == 1:
             result |= single_run_figures(updates, state, repeats)
             result["gflop_per_s"] = round(result["gflop_per_update"] * result["updates_per_s_per_run"], 1)
+            width = max(result["hidden_dims"] or [256])
+            result["matmul_gflop_per_s"] = round(matmul_gflop_per_s(result["batch_size"], width), 1)
         results.append(result)
     return results
 

@@ -61,3 +61,17 @@ def test_peak_device_bytes_is_the_allocators_peak_and_none_on_a_cpu(monkeypatch)
 
     monkeypatch.setattr(benchmark.jax, "devices", lambda: [Gpu()])
     assert benchmark.peak_device_bytes() == 123
+
+
+def test_single_run_report_reads_its_rate_against_the_matmul_ceiling(monkeypatch, capsys):
+    argv = ["benchmark.py", "--runs", "1", "--dispatch", "2", "--repeats", "1", "--online-steps", "0"]
+    argv += ["--sampling-transitions", "1000", "agent.hidden_dims=[8]", "batch_size=8"]
+    monkeypatch.setattr(sys, "argv", argv)
+    benchmark.main()
+    report = json.loads(capsys.readouterr().out)
+    (single,) = report["agents"]
+    assert single["runs"] == 1 and single["updates_per_s_aggregate"] == single["updates_per_s_per_run"]
+    rate = single["gflop_per_update"] * single["updates_per_s_per_run"]
+    assert abs(single["gflop_per_s"] - rate) <= 0.05 + 1e-3 * rate
+    assert single["matmul_gflop_per_s"] > 0 and single["action_selection_ms"] > 0
+    assert "peak_device_bytes" in report
