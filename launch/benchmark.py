@@ -63,15 +63,25 @@ def run_config(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def timed_in_turn(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
+    called in turn `repeats` times after one warm-up call each: every case sees the same minutes of the
+    machine, whose speed drifts by about 10% over minutes on a shared 2-core CPU, so ratios between cases
+    are side by side rather than minutes apart."""
+    for function in functions.values():
+        function()
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
+
+
 def timed(function, repeats: int) -> float:
     """Median seconds per call of `function()`, which must block until its result is ready."""
-    function()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+    return timed_in_turn({"only": function}, repeats)["only"]
 
 
 def update_flops(agent, replay, batch_size: int) -> float:
@@ -146,22 +156,6 @@ def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
     return replay, online
 
 
-def timed_in_turn(functions: dict, repeats: int) -> dict:
-    """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
-    called in turn `repeats` times after one warm-up call each: every case sees the same minutes of the
-    machine, whose speed drifts by about 10% over minutes on a shared 2-core CPU, so ratios between cases
-    are side by side rather than minutes apart."""
-    for function in functions.values():
-        function()
-    samples = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - start)
-    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
-
-
 def vector_case(
     agent_name: str,
     overrides: list[str],
@@ -226,7 +220,7 @@ def vector_case(
         "device_bytes_agents": agent_bytes(state["agent"]),
         "device_bytes_replay": buffers.nbytes(state["replay"]),
     }
-    state["batch_size"], state["obs_dim"] = cfg.batch_size, obs_dim
+    state["obs_dim"] = obs_dim
     return description, updates, state
 
 
@@ -240,14 +234,19 @@ def matmul_gflop_per_s(rows: int, width: int, chain: int = 200) -> float:
     return 2 * rows * width * width * chain / seconds / 1e9
 
 
-def single_run_figures(updates, state: dict, repeats: int) -> dict:
-    """What only a single run reports: updates/s at one update per dispatch, XLA's FLOPs per update and the
-    latency of one action selection."""
+def single_run_figures(description: dict, updates, state: dict, repeats: int) -> dict:
+    """What only a single run reports: updates/s at one update per dispatch, XLA's FLOPs per update, the
+    GFLOP/s of its timed dispatches beside the device's matmul ceiling, and the latency of one action
+    selection."""
     one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
     observation, key = jnp.zeros((1, state["obs_dim"])), jax.random.PRNGKey(1)
+    gflop = round(update_flops(one, state["replay"], description["batch_size"]) / 1e9, 2)
+    width = max(description["hidden_dims"] or [256])
     return {
         "updates_per_s_one_per_dispatch": round(1 / timed(updates(1), max(repeats, 5)), 2),
-        "gflop_per_update": round(update_flops(one, state["replay"], state["batch_size"]) / 1e9, 2),
+        "gflop_per_update": gflop,
+        "gflop_per_s": round(gflop * description["updates_per_s_per_run"], 1),
+        "matmul_gflop_per_s": round(matmul_gflop_per_s(description["batch_size"], width), 1),
         "action_selection_ms": round(
             1e3 * timed(lambda: jax.block_until_ready(act(one, observation, key)), 50), 3
         ),
@@ -266,10 +265,7 @@ def bench_vectors(cases: list[dict], dispatch: int, repeats: int) -> list[dict]:
         result["updates_per_s_per_run"] = round(dispatch / seconds[index], 2)
         result["updates_per_s_aggregate"] = round(result["runs"] * dispatch / seconds[index], 2)
         if result["runs"] == 1:
-            result |= single_run_figures(updates, state, repeats)
-            result["gflop_per_s"] = round(result["gflop_per_update"] * result["updates_per_s_per_run"], 1)
-            width = max(result["hidden_dims"] or [256])
-            result["matmul_gflop_per_s"] = round(matmul_gflop_per_s(result["batch_size"], width), 1)
+            result |= single_run_figures(result, updates, state, repeats)
         results.append(result)
     return results
 

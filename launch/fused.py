@@ -47,8 +47,8 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
 
 # How fused_updates maps a vector of R > 1 runs on each backend: "vmap" batches the runs into one
 # computation, "map" (jax.lax.map) loops over them. Chosen from `benchmark.py --run-map` (docs/speed.md: on
-# a 2-core CPU, 4 QC-FQL runs at 7.96 updates/s mapped against 7.56 vmapped, 7.85 against 6.67 with a
-# count per run); an unlisted backend (a GPU) batches, which is the point of vectors there.
+# a 2-core CPU lax.map is the faster for 4 QC-FQL runs, with a shared count and with a count per run); an
+# unlisted backend (a GPU) batches, which is the point of vectors there.
 RUN_MAPS = {"cpu": "map"}
 
 
