@@ -58,12 +58,24 @@ def make_vector_env(env_cfgs: Sequence[dict]) -> gymnasium.vector.VectorEnv:
         return SyncVectorEnv(
             [functools.partial(_make_replayable, dict(env_cfgs[0]))], autoreset_mode=AutoresetMode.DISABLED
         )
-    # forkserver: a clean process to fork workers from (forking the trainer would copy JAX's threads)
     return AsyncVectorEnv(
         [functools.partial(_make_in_worker, dict(env_cfg)) for env_cfg in env_cfgs],
         autoreset_mode=AutoresetMode.DISABLED,
-        context="forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn",
+        context=_start_method(),
     )
+
+
+def _start_method() -> str:
+    """forkserver: a clean process to fork workers from (forking the trainer would copy JAX's threads).
+
+    The server imports this module, MuJoCo and OGBench once, so each worker starts as a fork of it instead of
+    importing them anew: 4 pointmaze workers of a trainer start in 1.6-1.8 s instead of 8.8-9.4 s on a 2-core
+    CPU (the first vector of a process, which starts the server, in 5.4 s).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])  # before the server starts
+    return "forkserver"
 
 
 def reset_runs(
