@@ -627,13 +627,23 @@ def generated_data_warning(configs: list[DictConfig]) -> str | None:
     )
 
 
+def output_stem(args: argparse.Namespace, kind: str) -> Path:
+    """Where the outputs go, without suffix: `--out fig.png` writes fig.png, fig.pdf and fig.md rather
+    than fig.png.png."""
+    out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_{kind}_{args.by}"
+    if out.suffix in (".png", ".pdf", ".md"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_DIR", help="sweep dirs or run dirs")
     parser.add_argument("--by", default="agent.chunk_length", help="config key, one curve per value")
     parser.add_argument("--x", default="step", choices=["step", "time"], help="logged step, or seconds")
     parser.add_argument("--metric", default="eval/success")
-    parser.add_argument("--out", type=Path, help="path without suffix (default: FIRST_DIR/<metric>_by_<by>)")
+    parser.add_argument("--out", type=Path, help="path, suffix dropped (default: FIRST_DIR/<metric>_by_<by>)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed, for a reproducible band")
     parser.add_argument(
@@ -697,8 +707,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if data_warning:
         figure.suptitle(f"warning: {data_warning}", color="tab:red", fontsize=8)
-    out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_by_{args.by}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_stem(args, "by")
     paths = {suffix: out.parent / f"{out.name}.{suffix}" for suffix in ("png", "pdf", "md")}
     figure.savefig(paths["png"], dpi=150)
     figure.savefig(paths["pdf"])
@@ -738,8 +747,7 @@ def write_aggregate(
     if problems:
         report += ["", "Missing or incomplete runs (counted only in the phases they finished):", ""]
         report += [f"- {problem}" for problem in problems]
-    out = args.out or args.dirs[0] / f"{args.metric.replace('/', '_')}_aggregate_by_{args.by}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_stem(args, "aggregate_by")
     paths = [out.parent / f"{out.name}.md"]
     paths[0].write_text("\n".join(report) + "\n")
     for suffix, figure in figures.items():

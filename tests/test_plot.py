@@ -404,7 +404,9 @@ def test_members_of_a_vector_of_runs_are_the_runs(tmp_path, monkeypatch):
         "task=2,seed=1",
         "task=2,seed=2",
     ]
-    plot.main([str(single), "--out", str(tmp_path / "single")])
+    plot.main([str(single), "--out", str(tmp_path / "single.png")])  # a figure's suffix is dropped
+    written = sorted(path.name for path in tmp_path.glob("single.*"))
+    assert written == ["single.md", "single.pdf", "single.png"]
     report = (tmp_path / "single.md").read_text()
     assert "| 5 | 2 | 0.200 [0.200, 0.200] (2) | 0.400 [0.400, 0.400] (2) |" in report
     assert "- single/task=2,seed=2: missing: no metrics.jsonl" in report
