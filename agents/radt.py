@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import flax.linen as nn
 import flax.struct
@@ -40,7 +41,7 @@ ACTION_EPS = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/sequence_run.py.
+    """Gym defaults of RADT (spec radt.md); eval_* and online settings are read by launch/engine/sequences.py.
 
     learnable_timestep_embedding: False embeds timesteps as RADT's official code does by default (a fixed
     sinusoidal table, then a linear layer); True learns a table, as DT's reference code does
@@ -378,6 +379,7 @@ class Agent(flax.struct.PyTreeNode):
     network: SequenceModel = flax.struct.field(pytree_node=False)
     optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     online: bool = flax.struct.field(pytree_node=False, default=False)
+    batch_kind: ClassVar[str] = "trajectories"  # the engine samples context windows of whole trajectories
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.struct
 import jax
@@ -30,6 +30,8 @@ def adam(lr: float) -> optax.GradientTransformation:
 class TDAgent(flax.struct.PyTreeNode):
     """The state every TD agent holds (`training_state` fills all but `rng` and `action_dim`); an agent adds
     its networks as static fields and keeps `update` and `sample_actions` pure and jittable."""
+
+    batch_kind: ClassVar[str] = "chunks"  # what the engine samples for `update`: chunk batches
 
     rng: jax.Array
     params: dict

@@ -32,9 +32,10 @@ from buffers import Replay
 from envs.file_format import FILE_DTYPES
 from envs.shards import ShardLoader, ShardStream
 from envs.suite import dataset_name_of
-from launch import devices, fused, settings
-from launch.fused import act, fused_updates, insert
-from launch.run import OnlineRuns, Run, stack
+from launch.engine import devices, fused, settings
+from launch.engine.fused import act, fused_updates, insert
+from launch.engine.run import Run
+from launch.engine.vector import stack
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -296,8 +297,9 @@ def bench_run_maps(agent_name: str, overrides: list[str], dispatch: int, repeats
 
 
 def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, workdir: Path) -> dict:
-    """Environment steps/s of the real online loop (launch/run.py) at UTD 1 for a vector of `runs` runs
-    (seeds 0..runs-1) on a small generated dataset: act, step the envs in parallel, insert, update."""
+    """Environment steps/s of the real online loop (launch/engine/protocol.py) at UTD 1 for a vector of
+    `runs` runs (seeds 0..runs-1) on a small generated dataset: act, step the envs in parallel, insert,
+    update."""
     cfg = run_config(
         f"agent={agent_name}",
         f"seed=[{','.join(map(str, range(runs)))}]",
@@ -315,8 +317,9 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
     )
     run = Run(cfg, workdir / f"{agent_name}-{runs}")
     try:
-        run.counters["phase"] = "online"
-        online = OnlineRuns(run, run.vector_env("online"))
+        run.start()
+        run.counters.phase = "online"
+        online = run.kind.online()
 
         def advance(count):
             for _ in range(count):

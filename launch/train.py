@@ -1,4 +1,4 @@
-"""Offline-to-online training of one run or a vector of runs (see launch/run.py for the protocol).
+"""Offline-to-online training of one run or a vector of runs (the protocol: launch/engine/protocol.py).
 
 python launch/train.py agent=qc_fql env=cube
 python launch/train.py agent=qc_fql env=cube seed=[0,1,2,3] env.task=[1,2,3,4,5]   # 20 runs, one process
@@ -15,10 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from launch import lock, preemption, settings
+from launch import lock, preemption
+from launch.engine import settings
+from launch.engine.protocol import run_protocol
+from launch.engine.run import Run
+from launch.engine.vector import vector_members
 from launch.logger import METRICS_FILE
-from launch.run import Run, is_vector, vector_members
-from launch.sequence_run import SequenceRun
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +29,18 @@ def train(cfg: DictConfig, run_dir: Path) -> Run:
     """Run the whole protocol (or what is left of it after a resume) in `run_dir`."""
     for member in vector_members(cfg, run_dir):
         settings.validate(member.cfg)
-    sequence = cfg.agent.algorithm == "radt"
-    if sequence and is_vector(cfg):
-        raise ValueError(
-            f"agent.algorithm=radt trains one run per process: give a single seed and env.task (found "
-            f"seed={cfg.seed}, env.task={cfg.env.get('task')}), or launch several with -m"
-        )
     with lock.held(run_dir), preemption.handling():
-        run = (SequenceRun if sequence else Run)(cfg, run_dir)
+        run = Run(cfg, run_dir)
         try:
-            if run.counters["phase"] == "offline":
-                run.offline_phase()
-            run.online_phase()
+            run.start()
+            run_protocol(run)
         finally:
             run.close()
-    for member, counters in zip(run.members, run.counters["runs"], strict=True):
-        success = counters["success"]
+    for member, counters in zip(run.members, run.counters.runs, strict=True):
         log.info(
             "done: offline success %s | online success %s | metrics %s",
-            success.get("offline", "n/a"),
-            success.get("online", "n/a"),
+            counters.success.get("offline", "n/a"),
+            counters.success.get("online", "n/a"),
             member.run_dir / METRICS_FILE,
         )
     log.info("wall %.0f s | checkpoints %s", run.loggers[0].elapsed, run.checkpointer.directory)

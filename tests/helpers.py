@@ -19,9 +19,9 @@ class Interrupt(Exception):
 
 def train_interrupted(train, cfg, run_dir, monkeypatch, online_dispatch: int) -> None:
     """Runs `train(cfg, run_dir)` and kills it at its `online_dispatch`-th online update dispatch."""
-    from launch.run import Run
+    from launch.engine.run import Run
 
-    original = Run.train
+    original = Run.update
     calls = {"online": 0}
 
     def interrupting_train(self, num_updates, online):
@@ -30,7 +30,7 @@ def train_interrupted(train, cfg, run_dir, monkeypatch, online_dispatch: int) ->
             raise Interrupt
         return original(self, num_updates, online)
 
-    monkeypatch.setattr(Run, "train", interrupting_train)
+    monkeypatch.setattr(Run, "update", interrupting_train)
     try:
         train(cfg, run_dir)
     except Interrupt:
@@ -38,4 +38,4 @@ def train_interrupted(train, cfg, run_dir, monkeypatch, online_dispatch: int) ->
     else:
         raise AssertionError(f"the run finished before its online dispatch {online_dispatch}")
     finally:
-        monkeypatch.setattr(Run, "train", original)
+        monkeypatch.setattr(Run, "update", original)

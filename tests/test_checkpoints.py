@@ -161,7 +161,7 @@ def test_a_run_extended_with_more_online_steps_is_the_longer_run(tiny_dataset_di
     short = train_module.train(config(tiny_dataset_dir, "online_steps=20"), tmp_path)
     assert short.replay.online.actions.shape[1] == 20
     extended = train_module.train(config(tiny_dataset_dir, "resume=true"), tmp_path)
-    assert extended.replay.online.actions.shape[1] == 40 and extended.counters["env_step"] == 40
+    assert extended.replay.online.actions.shape[1] == 40 and extended.counters.env_step == 40
     assert_same_run(extended, tmp_path, uninterrupted)
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import envs
-from launch import settings
+from launch.engine import settings
 from tests.helpers import CONFIGS, compose_config
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "defaults.md"

@@ -7,7 +7,7 @@ import pytest
 import agents
 from agents import dqc
 from envs import domain_of
-from launch import settings
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_qc_fql import batch_for, np_euler

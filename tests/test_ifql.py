@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import agents
-from launch import settings
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_iql import make, np_expectile, np_value

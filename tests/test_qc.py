@@ -10,8 +10,8 @@ import pytest
 import agents
 from agents import behavior as bm
 from agents import qc
-from launch import settings
 from launch import train as train_module
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_qc_fql import DISCOUNT, batch_for, np_euler

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 import agents
 import buffers
-from launch import settings
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_buffers import hand_built

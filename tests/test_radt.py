@@ -17,9 +17,10 @@ import agents
 from agents import radt
 from buffers import trajectories
 from launch import train as train_module
-from launch.fused import fused_updates
-from launch.run import stack as stack_runs
-from launch.sequence_run import SequenceRun, context_window
+from launch.engine.fused import fused_updates
+from launch.engine.run import Run
+from launch.engine.sequences import context_window
+from launch.engine.vector import stack as stack_runs
 from tests import reference
 from tests.helpers import compose_config
 
@@ -735,7 +736,7 @@ def check_finished_run(run, run_dir):
     assert [row["step"] for row in logged if "offline/actor/mse" in row] == [10, 20]
     assert any("online/actor/log_likelihood" in row for row in logged)
     assert [row["step"] for row in logged if "online/episode_return" in row] == [32, 44]
-    assert run.counters["env_step"] == 30 and run.checkpointer.latest_step() == 50
+    assert run.counters.env_step == 30 and run.checkpointer.latest_step() == 50
     # 4 dataset trajectories seeded 5 slots: the first episode fills the empty slot, the next replace seeds
     assert np.asarray(run.replay.online.lengths)[0, [4, 0, 1]].tolist() == [12, 12, 6]
     assert int(run.replay.online.count[0]) == 7
@@ -755,7 +756,7 @@ def test_radt_run_end_to_end_and_resumed_after_an_interruption(tiny_dataset_dir,
     class Interrupt(Exception):
         pass
 
-    original = SequenceRun.train
+    original = Run.update
     calls = {"online": 0}
 
     def interrupting_train(self, num_updates, online):
@@ -764,10 +765,10 @@ def test_radt_run_end_to_end_and_resumed_after_an_interruption(tiny_dataset_dir,
             raise Interrupt
         return original(self, num_updates, online)
 
-    monkeypatch.setattr(SequenceRun, "train", interrupting_train)
+    monkeypatch.setattr(Run, "update", interrupting_train)
     with pytest.raises(Interrupt):
         train_module.train(tiny_run_config(tiny_dataset_dir, "radt"), tmp_path / "resumed")
-    monkeypatch.setattr(SequenceRun, "train", original)
+    monkeypatch.setattr(Run, "update", original)
     assert (tmp_path / "resumed" / "checkpoints" / "32").exists()
     resumed = train_module.train(
         tiny_run_config(tiny_dataset_dir, "radt", "resume=true"), tmp_path / "resumed"

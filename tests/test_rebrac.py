@@ -8,7 +8,7 @@ import pytest
 
 import agents
 from agents import rebrac, step
-from launch import settings
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_buffers import hand_built

@@ -12,8 +12,8 @@ import pytest
 import agents
 import buffers
 from agents import rlpd
-from launch import settings
 from launch import train as train_module
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_buffers import hand_built
@@ -336,5 +336,5 @@ def test_tiny_online_only_run(name, chunk_length, bc_alpha, tiny_dataset_dir, tm
     assert not any(key.startswith("offline/") for row in logged for key in row)
     assert any("online/actor/sac_loss" in row and "online/temperature/temperature" in row for row in logged)
     assert (run.agent.config.chunk_length, run.agent.config.bc_alpha) == (chunk_length, bc_alpha)
-    assert run.counters["offline_step"] == 0 and run.counters["env_step"] == 40
+    assert run.counters.offline_step == 0 and run.counters.env_step == 40
     assert int(run.replay.online.count[0]) == 40 and run.replay.offline_ratio == 0.5

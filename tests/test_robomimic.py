@@ -330,4 +330,4 @@ def test_offline_to_online_training_on_the_tiny_file(tiny_file, tmp_path):
         ("online", 50),
     ]
     assert any("online/critic/critic_loss" in row for row in rows)
-    assert set(run.counters["runs"][0]["success"]) == {"offline", "online"}
+    assert set(run.counters.runs[0].success) == {"offline", "online"}

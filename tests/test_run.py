@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from launch import run as run_module
 from launch import train as train_module
+from launch.engine import chunks, vector
 from tests.helpers import compose_config, train_interrupted
 
 TINY = [
@@ -68,13 +68,13 @@ def assert_same_rows(vector_rows: list[dict], single_rows: list[dict]):
 
 def test_lists_make_one_member_per_task_and_seed(tmp_path):
     cfg = compose_config("seed=[0,1,2]", "env.task=[1,3]")
-    members = run_module.vector_members(cfg, tmp_path)
+    members = vector.vector_members(cfg, tmp_path)
     assert [(m.task, m.seed) for m in members] == [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
     assert members[4].run_dir == tmp_path / "task=3,seed=1"
     assert members[4].cfg.env.name == "cube-double-play-singletask-task3-v0"
-    assert run_module.vector_members(compose_config("seed=4"), tmp_path)[0].run_dir == tmp_path
+    assert vector.vector_members(compose_config("seed=4"), tmp_path)[0].run_dir == tmp_path
     with pytest.raises(ValueError, match=r"invalid setting seed=\[1, 1\]: expected distinct integers"):
-        run_module.vector_members(compose_config("seed=[1,1]"), tmp_path)
+        vector.vector_members(compose_config("seed=[1,1]"), tmp_path)
 
 
 def test_sequence_agents_refuse_lists_in_one_line(tmp_path):
@@ -131,13 +131,13 @@ def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_pa
 
 def count_policy_queries(monkeypatch) -> dict:
     calls = {"queries": 0}
-    original = run_module.act_runs
+    original = chunks.act_runs
 
     def counting(agents, observations, keys):
         calls["queries"] += 1
         return original(agents, observations, keys)
 
-    monkeypatch.setattr(run_module, "act_runs", counting)
+    monkeypatch.setattr(chunks, "act_runs", counting)
     return calls
 
 
@@ -182,7 +182,7 @@ def test_a_sharded_dataset_streams_through_training_and_resumes_exactly(
     """Offline and online through the stream, a swap every 5 updates (every 5 env steps online with
     env.swap_online), killed online and resumed: the same parameters, online replay and resident shards as
     the uninterrupted run."""
-    with caplog.at_level("INFO", logger="launch.run"):
+    with caplog.at_level("INFO", logger="launch.engine.run"):
         full = train_module.train(shards_config(tiny_shards_cfg, "env.swap_online=true"), tmp_path / "full")
     swaps = [record.getMessage() for record in caplog.records if "shard swap" in record.getMessage()]
     assert len(swaps) == 10 // 5 + 20 // 5 - 1  # offline at 5, 10; online at env steps 5, 10, 15
@@ -204,12 +204,12 @@ def test_a_sharded_dataset_streams_through_training_and_resumes_exactly(
 
 def test_shards_swap_offline_only_by_default(tiny_shards_cfg, tmp_path, caplog):
     """As the reference's main.py: online, the shard resident at the end of the offline phase stays."""
-    with caplog.at_level("INFO", logger="launch.run"):
+    with caplog.at_level("INFO", logger="launch.engine.run"):
         run = train_module.train(shards_config(tiny_shards_cfg), tmp_path / "run")
     swaps = [record.getMessage() for record in caplog.records if "shard swap" in record.getMessage()]
     assert [message.split(":")[0] for message in swaps] == [
         "shard swap 1 at step 5",
         "shard swap 2 at step 10",
     ]
-    assert run.stream.position == 2 and run.counters["env_step"] == 20
+    assert run.stream.position == 2 and run.counters.env_step == 20
     assert run.resident_shards() == [run.stream.path_of(2).name]

@@ -33,7 +33,7 @@ from envs.shards import (
     shard_seed,
     sharded_dir,
 )
-from launch import settings
+from launch.engine import settings
 from tests import reference
 from tests.helpers import compose_config
 

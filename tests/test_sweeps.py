@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 import agents
 from launch import plot
-from launch import run as run_module
 from launch import train as train_module
+from launch.engine import vector as run_module
 from tests.helpers import compose_config, train_interrupted
 from tests.test_run import assert_same_rows, rows, tiny_config
 
@@ -197,7 +197,7 @@ def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
     2-run alpha vector with per-run counts, the run given 0 updates comes back unchanged, and jax.lax.map
     over the runs gives what jax.vmap gives."""
     import buffers
-    from launch.fused import fused_updates
+    from launch.engine.fused import fused_updates
     from tests.test_buffers import hand_built
 
     settings = {"algorithm": "qc_fql", "hidden_dims": [8], "chunk_length": 2}

@@ -12,9 +12,9 @@ import pytest
 from hydra.errors import MissingConfigException
 
 import buffers
-from launch import run as run_module
 from launch import train as train_module
-from launch.fused import fused_updates
+from launch.engine import run as run_module
+from launch.engine.fused import fused_updates
 from tests.helpers import compose_config, train_interrupted
 from tests.test_buffers import hand_built
 
@@ -65,7 +65,7 @@ def test_offline_to_online_run_writes_metrics_wandb_and_checkpoints(tiny_dataset
     assert all(np.diff([row["time"] for row in logged]) >= 0)
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert run.checkpointer.latest_step() == 80
-    assert set(run.counters["runs"][0]["success"]) == {"offline", "online"}
+    assert set(run.counters.runs[0].success) == {"offline", "online"}
 
 
 def test_resumed_run_reaches_the_same_final_state(tiny_dataset_dir, tmp_path, monkeypatch):
@@ -77,7 +77,7 @@ def test_resumed_run_reaches_the_same_final_state(tiny_dataset_dir, tmp_path, mo
         train_module.train(tiny_config(tiny_dataset_dir), tmp_path / "resumed")
     resumed = train_module.train(tiny_config(tiny_dataset_dir, "resume=true"), tmp_path / "resumed")
 
-    assert resumed.counters["env_step"] == full.counters["env_step"] == 40
+    assert resumed.counters.env_step == full.counters.env_step == 40
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay, full.replay)
     steps = [row["step"] for row in rows(tmp_path / "resumed") if "eval/success" in row]

@@ -3,6 +3,7 @@ episode's last step."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 
 import jax
@@ -12,13 +13,18 @@ import envs
 
 ActFn = Callable[[object, np.ndarray, jax.Array], jax.Array]
 
-# episode_seed purposes: 0 online episodes, 1 evaluation episodes (2: RADT's target sweep)
-EVAL_EPISODES = 1
+
+class EpisodePurpose(enum.IntEnum):
+    """What an episode is for: with the run's seed and the episode's index it fixes the reset seed."""
+
+    ONLINE = 0
+    EVAL = 1
+    TARGET_SWEEP = 2  # a sequence agent's evaluation sweep of target returns
 
 
-def episode_seed(seed: int, purpose: int, index: int) -> int:
+def episode_seed(seed: int, purpose: EpisodePurpose, index: int) -> int:
     """A reset seed fixed by (run seed, purpose, episode index), so resumed runs replay the same episodes."""
-    return int(np.random.SeedSequence([seed, purpose, index]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, int(purpose), index]).generate_state(1)[0])
 
 
 def evaluate_runs(
@@ -50,7 +56,7 @@ def evaluate_runs(
     shape = vector_env.single_observation_space.shape
 
     def seed_of(run: int) -> int:
-        return episode_seed(seeds[run], EVAL_EPISODES, round_index * num_episodes + int(episode[run]))
+        return episode_seed(seeds[run], EpisodePurpose.EVAL, round_index * num_episodes + int(episode[run]))
 
     everyone = list(range(num_runs))
     observations = envs.reset_runs(

@@ -96,16 +96,13 @@ def validate(cfg: DictConfig) -> None:
         "0 unless MuJoCo can render headless (export MUJOCO_GL=egl or MUJOCO_GL=osmesa)",
         cfg.eval.video_episodes,
     )
-    if cfg.agent.algorithm == "radt":  # Online DT explores with its own policy from a replay of trajectories
+    if agents.agent_module(cfg.agent.algorithm).Agent.batch_kind == "trajectories":
+        # Online DT explores with its own policy from a replay of whole trajectories
+        algorithm = f"agent.algorithm={cfg.agent.algorithm}"
         _require(
-            cfg.random_action_steps == 0,
-            "random_action_steps",
-            "0 for agent.algorithm=radt",
-            cfg.random_action_steps,
+            cfg.random_action_steps == 0, "random_action_steps", f"0 for {algorithm}", cfg.random_action_steps
         )
-        _require(
-            cfg.offline_ratio is None, "offline_ratio", "null for agent.algorithm=radt", cfg.offline_ratio
-        )
+        _require(cfg.offline_ratio is None, "offline_ratio", f"null for {algorithm}", cfg.offline_ratio)
     agents.make_config(agent_settings(cfg, domain=None))
 
 

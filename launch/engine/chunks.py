@@ -1,0 +1,174 @@
+"""The engine's side of agents that learn from chunk batches (every TD agent): their replay and agents, the
+online host loop's chunk queues, and evaluation of every run in one vector of envs."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import agents
+import envs
+from launch.engine.chunk_data import Data, chunk_data
+from launch.engine.evaluation import EpisodePurpose, episode_seed, evaluate_runs
+from launch.engine.fused import act_runs, env_transitions, eval_runs, insert
+from launch.engine.vector import stack
+
+
+class Chunks:
+    """Replay, agents, online chunk queues and evaluation for a vector of runs of a TD agent."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def build(self) -> tuple[Data, object]:
+        """The vector's replay and its runs' agents stacked on a leading run axis."""
+        run = self.run
+        data = chunk_data(run.cfg, run.members)
+        agent = stack(
+            [
+                agents.make_agent(settings, member.seed, data.obs_dim, data.action_dim)
+                for member, settings in zip(run.members, run.member_settings, strict=True)
+            ]
+        )
+        return data, agent
+
+    def evaluate(self, round_index: int) -> tuple[list[dict], list[list[np.ndarray]]]:
+        """Each run's eval/ metrics and videos over `eval_episodes` episodes, all runs in one vector of envs.
+
+        Each value of `eval.execution_lengths` and `eval.num_samples` evaluates the same agents again on the
+        same episodes, logged as `eval/success@execution_length=2` and so on beside `eval/success`.
+        """
+        run, cfg = self.run, self.run.cfg
+
+        def rollouts(agent, execution_length, video_episodes=0):
+            return evaluate_runs(
+                eval_runs if hasattr(agent, "eval_actions") else act_runs,
+                agent,
+                run.vector_env("eval"),
+                [member.seed for member in run.members],
+                cfg.eval_episodes,
+                round_index,
+                execution_length,
+                video_episodes,
+            )
+
+        results, videos = rollouts(run.agent, run.execution_length, cfg.eval.video_episodes)
+        variants = [(f"execution_length={n}", run.agent, n) for n in cfg.eval.execution_lengths]
+        for num_samples in cfg.eval.num_samples:
+            agent = run.agent.replace(config=run.agent.config.replace_static(num_samples=num_samples))
+            variants.append((f"num_samples={num_samples}", agent, run.execution_length))
+        for suffix, agent, execution_length in variants:
+            for run_metrics, extra in zip(results, rollouts(agent, execution_length)[0], strict=True):
+                run_metrics.update({f"{key}@{suffix}": value for key, value in extra.items()})
+        return results, videos
+
+    def online(self) -> OnlineChunks:
+        return OnlineChunks(self.run, self.run.vector_env("online"))
+
+    def close(self) -> None:
+        """Nothing of its own: the vector envs are the run's."""
+
+
+class OnlineChunks:
+    """The host side of the online phase: each run's env observation, chunk queue, owed updates and open
+    episode, stepped together, one environment step of every run at a time."""
+
+    def __init__(self, run, vector_env):
+        self.run, self.vector_env = run, vector_env
+        cfg = run.cfg
+        self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
+        saved = [counters.online or {} for counters in run.counters.runs]
+        self.queues = [[np.asarray(a, np.float32) for a in s.get("queue", [])] for s in saved]
+        self.owed = [s.get("owed", 0) for s in saved]
+        self.returns = [s.get("return", 0.0) for s in saved]
+        self.episode_actions = [s.get("actions", []) for s in saved]
+        self.random_actions = cfg.random_action_steps
+        self.metrics: list[dict] = [{} for _ in run.members]  # each run's latest update metrics
+        shape = vector_env.single_observation_space.shape
+        self.observations = np.zeros((run.num_runs,) + shape, np.float32)
+        self.observations = envs.reset_runs(
+            vector_env,
+            self.observations,
+            range(run.num_runs),
+            [self.episode_seed(index) for index in range(run.num_runs)],
+            self.episode_actions,
+        )
+        for index, s in enumerate(saved):
+            if "observation" in s and not np.array_equal(self.observations[index], s["observation"]):
+                raise RuntimeError(
+                    f"resuming {run.members[index].run_dir}: replaying the open episode's actions did not "
+                    "reproduce its state; the env is not deterministic given its reset seed and actions"
+                )
+
+    def catch_up(self, every_run: bool) -> None:
+        """The owed updates of each run whose chunk is done (of every run, at an event), in one dispatch;
+        the other runs wait for the end of their chunk, as they would alone."""
+        counts = [
+            owed if (every_run or not queue) else 0
+            for owed, queue in zip(self.owed, self.queues, strict=True)
+        ]
+        if not any(counts):
+            return
+        for index, metrics in enumerate(self.run.update(counts, online=True)):
+            if counts[index]:
+                self.metrics[index] = metrics
+                self.owed[index] = 0
+
+    def episode_seed(self, index: int) -> int:
+        member = self.run.members[index]
+        return episode_seed(member.seed, EpisodePurpose.ONLINE, self.run.counters.runs[index].episode)
+
+    def open_episodes(self) -> list[dict]:
+        """Each run's open episode, for a checkpoint (JSON)."""
+        return [
+            {
+                "queue": [action.tolist() for action in self.queues[index]],
+                "owed": self.owed[index],
+                "return": self.returns[index],
+                "actions": self.episode_actions[index],
+                "observation": self.observations[index].tolist(),
+            }
+            for index in range(self.run.num_runs)
+        ]
+
+    def refill(self, step: int) -> None:
+        """A new chunk for every run whose queue is empty, from one policy query."""
+        empty = [index for index, queue in enumerate(self.queues) if not queue]
+        if not empty:
+            return
+        if step < self.random_actions:
+            for index in empty:
+                rng = np.random.default_rng([self.run.members[index].seed, step])
+                self.queues[index] = [rng.uniform(-1, 1, self.vector_env.single_action_space.shape)]
+            return
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.act_keys, step)
+        chunks = np.asarray(act_runs(self.run.agent, self.observations, keys))
+        for index in empty:
+            self.queues[index] = list(chunks[index][: self.run.execution_length])
+
+    def step(self) -> None:
+        """One environment step of every run: its transition to its replay, its owed updates counted."""
+        run, cfg, counters = self.run, self.run.cfg, self.run.counters
+        step = counters.env_step
+        self.refill(step)
+        actions = np.stack([np.asarray(queue.pop(0), np.float32) for queue in self.queues])
+        next_observations, rewards, terminated, truncated, infos = self.vector_env.step(actions)
+        run.replay = insert(
+            run.replay,
+            env_transitions(self.observations, actions, rewards, terminated, truncated, next_observations),
+        )
+        counters.env_step = step = step + 1
+        self.observations = np.asarray(next_observations, np.float32)
+        ended = []
+        for index in range(run.num_runs):
+            self.owed[index] += run.members[index].cfg.utd_ratio if step >= cfg.start_training else 0
+            self.returns[index] += float(rewards[index])
+            self.episode_actions[index].append(actions[index].tolist())
+            if terminated[index] or truncated[index]:
+                success = float(infos["success"][index])
+                run.end_episode(index, self.returns[index], len(self.episode_actions[index]), success)
+                self.queues[index], self.returns[index], self.episode_actions[index] = [], 0.0, []
+                ended.append(index)
+        self.observations = envs.reset_runs(
+            self.vector_env, self.observations, ended, [self.episode_seed(index) for index in ended]
+        )
