@@ -2,7 +2,6 @@
 references, a return-conditioned toy fit, and tiny end-to-end runs through launch/train.py."""
 
 import functools
-import json
 import math
 
 import jax
@@ -16,9 +15,7 @@ from scipy import special, stats
 import agents
 from agents import radt
 from buffers import trajectories
-from launch import train as train_module
 from launch.engine.fused import fused_updates
-from launch.engine.run import Run
 from launch.engine.sequences import context_window
 from launch.engine.vector import stack as stack_runs
 from tests import reference
@@ -373,126 +370,6 @@ def test_radt_defaults_to_the_sinusoidal_table_and_dt_to_a_learned_one():
     assert radt.Config().learnable_timestep_embedding is False
 
 
-# ---- trajectories and windows -----------------------------------------------------------------------------
-
-
-def hand_built_trajectories(seed=0):
-    """Three stored trajectories: 4 steps without success; 7 steps with successes at steps 2 and 4 (cut after
-    step 2); 3 steps with a success at the last step."""
-    rng = np.random.default_rng(seed)
-    lengths = (4, 7, 3)
-    num = sum(lengths)
-    terminals = np.concatenate([np.eye(length, dtype=np.float32)[-1] for length in lengths])
-    masks = np.ones(num, np.float32)
-    masks[[4 + 2, 4 + 4, 4 + 7 + 2]] = 0.0
-    observations = rng.normal(size=(num, OBS_DIM)).astype(np.float32)
-    return {
-        "observations": observations,
-        "next_observations": observations + 1.0,
-        "actions": rng.uniform(-1, 1, (num, ACTION_DIM)).astype(np.float32),
-        "rewards": -rng.integers(0, 3, num).astype(np.float32),
-        "masks": masks,
-        "terminals": terminals,
-    }
-
-
-def python_trajectories(data):
-    """The cut trajectories as lists of steps, each step (observation, action, return-to-go, timestep)."""
-    result, current, cut = [], [], False
-    for t in range(len(data["rewards"])):
-        if not cut:
-            current.append(t)
-            cut = data["masks"][t] == 0
-        if data["terminals"][t] == 1:
-            result.append(current)
-            current, cut = [], False
-    steps = []
-    for indices in result:
-        rewards = [data["rewards"][t] for t in indices]
-        steps.append(
-            [
-                (data["observations"][t], data["actions"][t], sum(rewards[i:]), i)
-                for i, t in enumerate(indices)
-            ]
-        )
-    return steps
-
-
-def test_returns_to_go_cuts_and_padding_match_python():
-    data = hand_built_trajectories()
-    store = trajectories.from_dataset(data, episode_limit=9)
-    expected = python_trajectories(data)
-    assert [len(t) for t in expected] == [4, 3, 3]
-    assert store.max_length == 9 and int(store.count) == 3
-    np.testing.assert_array_equal(store.lengths, [4, 3, 3])
-    np.testing.assert_allclose(trajectories.trajectory_returns(store), [t[0][2] for t in expected])
-    context_length = 3
-    for slot, steps in enumerate(expected):
-        for start in range(len(steps)):
-            window = trajectories.gather_windows(
-                store, jnp.asarray([slot]), jnp.asarray([start]), context_length
-            )
-            for k in range(context_length):
-                valid = float(start + k < len(steps))
-                padding = (np.zeros(OBS_DIM), np.zeros(ACTION_DIM), 0.0, 0)
-                observation, action, return_to_go, timestep = steps[start + k] if valid else padding
-                np.testing.assert_allclose(window["observations"][0, k], observation, rtol=1e-6)
-                np.testing.assert_allclose(window["actions"][0, k], action, rtol=1e-6)
-                assert float(window["returns_to_go"][0, k]) == pytest.approx(return_to_go)
-                assert int(window["timesteps"][0, k]) == timestep and float(window["valid"][0, k]) == valid
-    mean, std = trajectories.observation_statistics(data)
-    np.testing.assert_allclose(mean, data["observations"].mean(0), rtol=1e-5)
-    np.testing.assert_allclose(std, data["observations"].std(0) + 1e-6, rtol=1e-5)
-
-
-def test_windows_start_uniformly_over_all_stored_steps():
-    data = hand_built_trajectories()
-    store = trajectories.from_dataset(data)
-    sample = jax.jit(trajectories.sample_windows, static_argnums=(2, 3))
-    windows = sample(store, jax.random.PRNGKey(0), 20000, 2)
-    observations = np.asarray(store.observations)
-    starts = {
-        tuple(np.round(observations[s, i], 5)): (s, i) for s in range(3) for i in range(int(store.lengths[s]))
-    }
-    counts = {}
-    for row in np.asarray(windows["observations"][:, 0]):
-        key = starts[tuple(np.round(row, 5))]
-        counts[key] = counts.get(key, 0) + 1
-    assert set(counts) == set(starts.values())  # every stored step starts windows, and nothing else
-    frequencies = np.array(list(counts.values())) / 20000
-    np.testing.assert_allclose(frequencies, 1 / len(starts), atol=0.015)  # so trajectories go by length
-
-
-def test_online_replay_is_seeded_with_the_best_and_drops_the_oldest_first():
-    data = hand_built_trajectories()
-    offline = trajectories.from_dataset(data, episode_limit=5)
-    returns = trajectories.trajectory_returns(offline)
-    insert = jax.jit(trajectories.insert)
-    replay = trajectories.best(offline, 2)
-    np.testing.assert_allclose(np.asarray(replay.returns_to_go[:, 0]), np.sort(returns)[-2:])
-    assert int(replay.count) == 2
-    rewards = np.array([-1.0, -2.0, 0.0])
-    new = trajectories.pad_trajectory(np.ones((3, OBS_DIM)), np.zeros((3, ACTION_DIM)), rewards, 5)
-    replay = insert(replay, new)  # replaces the lower of the two seeds
-    np.testing.assert_allclose(replay.returns_to_go[0], [-3.0, -2.0, 0.0, 0.0, 0.0])  # hindsight returns
-    np.testing.assert_array_equal(replay.lengths, [3, 3])
-    np.testing.assert_allclose(replay.returns_to_go[1, 0], np.sort(returns)[-1])
-    replay = insert(
-        replay, trajectories.pad_trajectory(np.ones((1, OBS_DIM)), np.zeros((1, ACTION_DIM)), [-5.0], 5)
-    )
-    np.testing.assert_array_equal(replay.lengths, [3, 1])  # then the best seed, then the first online one
-
-    roomy = trajectories.best(offline, 5)
-    assert int(roomy.count) == 3
-    roomy = insert(roomy, new)
-    seeds = np.asarray(offline.lengths)[np.argsort(returns, kind="stable")]
-    np.testing.assert_array_equal(roomy.lengths, [*seeds, 3, 0])  # an empty slot is filled before any seed
-    windows = trajectories.sample_windows(roomy, jax.random.PRNGKey(1), 256, 2)
-    assert float(windows["valid"][:, 0].min()) == 1.0  # the empty slot is never drawn
-    with pytest.raises(ValueError, match="a trajectory of 6 steps does not fit slots of max_length=5"):
-        trajectories.pad_trajectory(np.ones((6, OBS_DIM)), np.zeros((6, ACTION_DIM)), np.zeros(6), 5)
-
-
 # ---- losses -----------------------------------------------------------------------------------------------
 
 
@@ -689,100 +566,3 @@ def test_a_higher_target_return_gives_the_actions_that_earned_it(variant):
     high_action = np.asarray(agent.sample_actions(high, jax.random.PRNGKey(0)))
     low_action = np.asarray(agent.sample_actions(low, jax.random.PRNGKey(0)))
     assert high_action.min() > 0.3 and low_action.max() < -0.3
-
-
-# ---- end to end -------------------------------------------------------------------------------------------
-
-
-TINY = [
-    "env=pointmaze",
-    "env.download=false",
-    "logger.mode=disabled",
-    "agent.context_length=4",
-    "agent.num_layers=1",
-    "agent.embed_dim=16",
-    "agent.warmup_steps=5",
-    "agent.eval_num_targets=2",
-    "agent.eval_episodes_per_target=1",
-    "agent.replay_trajectories=5",
-    "batch_size=8",
-    "offline_steps=20",
-    "online_steps=30",
-    "start_training=5",
-    "eval_interval=10",
-    "eval_episodes=1",
-    "log_interval=10",
-    "save_interval=10",
-    "updates_per_dispatch=10",
-    "env.max_episode_steps=12",
-]
-
-
-def rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def tiny_run_config(dataset_dir, agent_name, *overrides):
-    return compose_config(f"agent={agent_name}", f"env.dataset_dir={dataset_dir}", *TINY, *overrides)
-
-
-def check_finished_run(run, run_dir):
-    logged = rows(run_dir)
-    evals = [row for row in logged if "eval/success" in row]
-    # online evaluations come at the first episode end past each interval: episodes last 12 steps here
-    assert [row["step"] for row in evals] == [10, 20, 32, 44, 50]
-    assert [row["phase"] for row in evals] == ["offline"] * 2 + ["online"] * 3
-    assert all(row["eval/return_alignment_error"] >= 0 and row["eval/episode_length"] <= 12 for row in evals)
-    assert [row["step"] for row in logged if "offline/actor/mse" in row] == [10, 20]
-    assert any("online/actor/log_likelihood" in row for row in logged)
-    assert [row["step"] for row in logged if "online/episode_return" in row] == [32, 44]
-    assert run.counters.env_step == 30 and run.checkpointer.latest_step() == 50
-    # 4 dataset trajectories seeded 5 slots: the first episode fills the empty slot, the next replace seeds
-    assert np.asarray(run.replay.online.lengths)[0, [4, 0, 1]].tolist() == [12, 12, 6]
-    assert int(run.replay.online.count[0]) == 7
-    assert run.agent.online
-
-
-def test_dt_offline_to_online_run_end_to_end(tiny_dataset_dir, tmp_path):
-    run = train_module.train(tiny_run_config(tiny_dataset_dir, "dt"), tmp_path)
-    check_finished_run(run, tmp_path)
-    assert "block_0" in run.agent.params["model"]["params"] and run.agent.network.return_alignment is False
-
-
-def test_radt_run_end_to_end_and_resumed_after_an_interruption(tiny_dataset_dir, tmp_path, monkeypatch):
-    full = train_module.train(tiny_run_config(tiny_dataset_dir, "radt"), tmp_path / "full")
-    check_finished_run(full, tmp_path / "full")
-
-    class Interrupt(Exception):
-        pass
-
-    original = Run.update
-    calls = {"online": 0}
-
-    def interrupting_train(self, num_updates, online):
-        calls["online"] += online
-        if calls["online"] == 2:  # the second episode's updates: after the checkpoint at the first's end
-            raise Interrupt
-        return original(self, num_updates, online)
-
-    monkeypatch.setattr(Run, "update", interrupting_train)
-    with pytest.raises(Interrupt):
-        train_module.train(tiny_run_config(tiny_dataset_dir, "radt"), tmp_path / "resumed")
-    monkeypatch.setattr(Run, "update", original)
-    assert (tmp_path / "resumed" / "checkpoints" / "32").exists()
-    resumed = train_module.train(
-        tiny_run_config(tiny_dataset_dir, "radt", "resume=true"), tmp_path / "resumed"
-    )
-    check_finished_run(resumed, tmp_path / "resumed")
-    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay, full.replay)
-
-
-def test_sequence_run_refuses_settings_it_cannot_honour(tmp_path):
-    cfg = tiny_run_config("/nonexistent", "radt", "random_action_steps=5")
-    with pytest.raises(ValueError, match=r"invalid setting random_action_steps=5: expected 0 for agent"):
-        train_module.train(cfg, tmp_path)
-    with pytest.raises(
-        ValueError, match=r"invalid setting offline_ratio=0.5: expected null for agent.algorithm=radt"
-    ):
-        train_module.train(tiny_run_config("/nonexistent", "dt", "offline_ratio=0.5"), tmp_path)

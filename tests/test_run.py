@@ -77,13 +77,6 @@ def test_lists_make_one_member_per_task_and_seed(tmp_path):
         vector.vector_members(compose_config("seed=[1,1]"), tmp_path)
 
 
-def test_sequence_agents_refuse_lists_in_one_line(tmp_path):
-    with pytest.raises(ValueError, match="agent.algorithm=radt trains one run per process"):
-        train_module.train(
-            compose_config("agent=radt", "seed=[0,1]", "env.dataset_dir=/nonexistent"), tmp_path
-        )
-
-
 @pytest.mark.parametrize("agent", ["qc_fql", "qc", "rlpd"])
 def test_each_run_of_a_vector_equals_the_run_alone(tiny_dataset_dir, tmp_path, agent):
     """2 tasks x 2 seeds in one process against the four single runs: offline and online losses, episode

@@ -32,13 +32,15 @@ class Chunks:
         )
         return data, agent
 
-    def evaluate(self, round_index: int) -> tuple[list[dict], list[list[np.ndarray]]]:
-        """Each run's eval/ metrics and videos over `eval_episodes` episodes, all runs in one vector of envs.
+    def evaluate(self, runs: list[int], rounds: list[int]) -> tuple[list[dict], list[list[np.ndarray]]]:
+        """Each run's eval/ metrics and videos over `eval_episodes` episodes in its round of `rounds`, all
+        runs in one vector of envs (the runs of a TD agent share their event points: `runs` is every run).
 
         Each value of `eval.execution_lengths` and `eval.num_samples` evaluates the same agents again on the
         same episodes, logged as `eval/success@execution_length=2` and so on beside `eval/success`.
         """
         run, cfg = self.run, self.run.cfg
+        assert runs == list(range(run.num_runs)), "a TD agent's runs evaluate together"
 
         def rollouts(agent, execution_length, video_episodes=0):
             return evaluate_runs(
@@ -47,7 +49,7 @@ class Chunks:
                 run.vector_env("eval"),
                 [member.seed for member in run.members],
                 cfg.eval_episodes,
-                round_index,
+                rounds,
                 execution_length,
                 video_episodes,
             )
@@ -100,12 +102,16 @@ class OnlineChunks:
                     "reproduce its state; the env is not deterministic given its reset seed and actions"
                 )
 
-    def catch_up(self, every_run: bool) -> None:
-        """The owed updates of each run whose chunk is done (of every run, at an event), in one dispatch;
-        the other runs wait for the end of their chunk, as they would alone."""
+    def at_event_point(self, index: int) -> bool:
+        """Any step is (a TD agent's run updates mid-chunk when an event is due)."""
+        return True
+
+    def catch_up(self, due: list[bool]) -> None:
+        """The owed updates of each run whose chunk is done or that has an event due, in one dispatch; the
+        other runs wait for the end of their chunk, as they would alone."""
         counts = [
-            owed if (every_run or not queue) else 0
-            for owed, queue in zip(self.owed, self.queues, strict=True)
+            owed if (event or not queue) else 0
+            for owed, queue, event in zip(self.owed, self.queues, due, strict=True)
         ]
         if not any(counts):
             return

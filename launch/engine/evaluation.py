@@ -33,7 +33,7 @@ def evaluate_runs(
     vector_env,
     seeds: Sequence[int],
     num_episodes: int,
-    round_index: int,
+    rounds: Sequence[int],
     execution_length: int | None = None,
     video_episodes: int = 0,
 ) -> tuple[list[dict[str, float]], list[list[np.ndarray]]]:
@@ -46,7 +46,9 @@ def evaluate_runs(
     episodes of each run are rendered.
     """
     num_runs = len(seeds)
-    keys = jax.numpy.stack([jax.random.fold_in(jax.random.PRNGKey(seed), round_index) for seed in seeds])
+    keys = jax.numpy.stack(
+        [jax.random.fold_in(jax.random.PRNGKey(seed), r) for seed, r in zip(seeds, rounds, strict=True)]
+    )
     episode = np.zeros(num_runs, int)
     results = [{"success": [], "return": [], "length": []} for _ in seeds]
     videos: list[list[np.ndarray]] = [[] for _ in seeds]
@@ -56,7 +58,7 @@ def evaluate_runs(
     shape = vector_env.single_observation_space.shape
 
     def seed_of(run: int) -> int:
-        return episode_seed(seeds[run], EpisodePurpose.EVAL, round_index * num_episodes + int(episode[run]))
+        return episode_seed(seeds[run], EpisodePurpose.EVAL, rounds[run] * num_episodes + int(episode[run]))
 
     everyone = list(range(num_runs))
     observations = envs.reset_runs(

@@ -144,6 +144,17 @@ def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
 
 
 @jax.jit
+def explore_runs(agents, windows: dict, keys: jax.Array) -> jax.Array:
+    """Every run's stochastic (exploration) action for its context window (leaves (runs, 1, K, ...)) with its
+    key (runs, 2): (runs, 1, 1, action_dim). A sequence agent's online policy query."""
+
+    def one_run(agent, window, key):
+        return agent.sample_actions(window, key, stochastic=True)
+
+    return over_runs(one_run, agents, windows, keys, in_axes=(0, 0, 0))
+
+
+@jax.jit
 def eval_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
     """`act_runs` with the agents' evaluation policy `eval_actions`, for agents whose evaluation differs from
     their exploration (FQL evaluates IQL and ReBRAC at temperature 0, without exploration noise)."""
@@ -169,10 +180,14 @@ def env_transitions(observations, actions, rewards, terminated, truncated, next_
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def insert(replay, transitions: dict):
-    """Append each run's transitions (runs, time, ...) to its own online data, in place."""
+def insert(replay, items: dict, where: jax.Array | None = None):
+    """Append each run's items (leading run axis: transitions (runs, time, ...) or one padded trajectory per
+    run) to its own online data, in place; with `where` (runs,), only to the runs where it is true."""
 
-    def one_run(part, run_transitions):
-        return replay.with_run_part(part).insert(run_transitions).run_part()
+    def one_run(part, run_items, keep):
+        new = replay.with_run_part(part).insert(run_items).run_part()
+        if keep is None:
+            return new
+        return jax.tree_util.tree_map(lambda grown, old: jnp.where(keep, grown, old), new, part)
 
-    return replay.with_run_part(jax.vmap(one_run)(replay.run_part(), transitions))
+    return replay.with_run_part(jax.vmap(one_run)(replay.run_part(), items, where))

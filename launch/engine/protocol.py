@@ -13,11 +13,13 @@
             at each due event: log | eval | swap (env.swap_online) | save
             stop after the last step; at a signal: checkpoint (with the open episodes), stop
             one step of every run: a chunk-batch agent executes its chunk's next action (a new chunk when
-            its queue is empty) and appends the transition; a sequence agent plays one whole episode
+            its queue is empty) and appends the transition; a sequence agent acts from its context
+            window and appends the whole trajectory at the episode's end
 
-Events come from one Schedule (launch/engine/schedule.py): each is due at the first step at or past a
-multiple of its interval, and at a phase's last step. A run of a vector updates, evaluates and saves exactly
-when it would alone, so each member equals its single run. A run resumes exactly from any checkpoint: an open
+Events come from a Schedule (launch/engine/schedule.py): each is due at the first of a run's event points
+at or past a multiple of its interval, and at a phase's last step. A TD agent's every step is an event
+point; a sequence agent's are its episode ends. A run of a vector updates, evaluates and saves exactly when
+it would alone, so each member equals its single run. A run resumes exactly from any checkpoint: an open
 episode is replayed from its reset seed and recorded actions.
 """
 
@@ -68,21 +70,26 @@ def online_phase(run: Run) -> None:
     # beside the online data unless env.swap_online; then a swap every shard_interval updates.
     if run.stream is not None and cfg.env.swap_online:
         intervals[SWAP] = max(1, cfg.env.shard_interval // run.members[0].cfg.utd_ratio)
-    schedule = Schedule.after(counters.env_step, intervals)
+    # One schedule per run: its events fall at its own event points (any step for a TD agent, whose runs so
+    # share every event; a sequence agent's episode ends), so each run of a vector does what it would alone.
+    schedules = [Schedule.after(counters.env_step, intervals) for _ in run.members]
     bar = tqdm(total=cfg.online_steps, initial=counters.env_step, desc="online", unit="step")
     while True:
         step = counters.env_step
         last = step == cfg.online_steps
-        due = schedule.due(step, last)
-        actors.catch_up(every_run=bool(due))
+        due = [
+            schedule.due(step, last) if last or actors.at_event_point(index) else frozenset()
+            for index, schedule in enumerate(schedules)
+        ]
+        actors.catch_up([bool(events) for events in due])
         bar.update(step - bar.n)
-        if LOG in due:
-            run.log([{f"online/{k}": v for k, v in metrics.items()} for metrics in actors.metrics], "online")
-        if EVAL in due:
-            bar.set_postfix(success=run.evaluate("online"))
-        if SWAP in due and not last:
+        metrics = [m if LOG in events else {} for m, events in zip(actors.metrics, due, strict=True)]
+        run.log([{f"online/{k}": v for k, v in run_metrics.items()} for run_metrics in metrics], "online")
+        if evaluated := [index for index, events in enumerate(due) if EVAL in events]:
+            bar.set_postfix(success=run.evaluate("online", evaluated))
+        if any(SWAP in events for events in due) and not last:
             run.swap_shard()
-        if SAVE in due:
+        if any(SAVE in events for events in due):
             run.save(actors.open_episodes())
         if last:
             break

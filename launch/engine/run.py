@@ -252,18 +252,19 @@ class Run:
             for index in range(self.num_runs)
         ]
 
-    def evaluate(self, phase: str) -> float:
-        """Evaluate every run (episodes fixed by its seed and this round); logs each run's metrics and
-        videos, returns the mean success."""
+    def evaluate(self, phase: str, runs: list[int] | None = None) -> float:
+        """Evaluate each of `runs` (every run when None) in its next round (its episodes fixed by its seed
+        and the round); logs each one's metrics and videos, returns their mean success."""
         preemption.pause_for_tests("eval", self.global_step)
-        results, videos = self.kind.evaluate(self.counters.eval_round)
-        self.counters.eval_round += 1
-        for counters, metrics in zip(self.counters.runs, results, strict=True):
+        runs = list(range(self.num_runs)) if runs is None else runs
+        results, videos = self.kind.evaluate(runs, [self.counters.runs[index].eval_round for index in runs])
+        for index, metrics, run_videos in zip(runs, results, videos, strict=True):
+            counters = self.counters.runs[index]
+            counters.eval_round += 1
             counters.success[phase] = metrics["eval/success"]
-        self.log(results, phase)
-        for logger, run_videos in zip(self.loggers, videos, strict=True):
-            for index, frames in enumerate(run_videos):
-                logger.log_video(f"eval/video_{index}", frames, self.global_step)
+            self.loggers[index].log(metrics, self.global_step, phase)
+            for video_index, frames in enumerate(run_videos):
+                self.loggers[index].log_video(f"eval/video_{video_index}", frames, self.global_step)
         return float(np.mean([metrics["eval/success"] for metrics in results]))
 
     def log(self, metrics: list[dict], phase: str) -> None:

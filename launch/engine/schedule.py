@@ -41,10 +41,11 @@ class Schedule:
 
 @dataclasses.dataclass
 class RunCounters:
-    """One run's host counters: its online episodes so far, its latest success per phase and, in a
-    checkpoint, its open episode (chunk queue, owed updates, actions so far), replayed on resume."""
+    """One run's host counters: its online episodes and evaluation rounds so far, its latest success per
+    phase and, in a checkpoint, its open episode (owed updates, actions so far...), replayed on resume."""
 
     episode: int = 0
+    eval_round: int = 0
     success: dict = dataclasses.field(default_factory=dict)
     online: dict | None = None
 
@@ -58,7 +59,6 @@ class Counters:
     offline_step: int = 0
     env_step: int = 0
     elapsed: float = 0.0
-    eval_round: int = 0
     stream: dict | None = None  # the shard stream's position (a sharded dataset)
 
     @classmethod
@@ -75,4 +75,9 @@ class Counters:
 
     @classmethod
     def from_json(cls, saved: dict) -> Counters:
-        return cls(**{**saved, "runs": [RunCounters(**run) for run in saved["runs"]]})
+        saved = dict(saved)
+        shared_round = saved.pop("eval_round", None)  # a checkpoint from before rounds were per run
+        runs = [
+            {"eval_round": shared_round, **run} if shared_round is not None else run for run in saved["runs"]
+        ]
+        return cls(**{**saved, "runs": [RunCounters(**run) for run in runs]})

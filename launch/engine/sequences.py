@@ -10,7 +10,7 @@ never holds an open episode. Evaluation: success, return and length of `eval_epi
 on the success target (by default the top of the sweep), and the return-alignment error |achieved - target|
 averaged over episodes conditioned on `eval_num_targets` targets spread between quantiles of the dataset's
 (cut) returns. During an episode R_{t+1} = min(R_t - r_t, 0): OGBench rewards are <= 0, so no positive return
-is left to collect. A sequence agent trains one run per process.
+is left to collect.
 """
 
 from __future__ import annotations
@@ -25,16 +25,10 @@ import envs
 from buffers import trajectories
 from launch.engine.chunk_data import Data
 from launch.engine.evaluation import EpisodePurpose, episode_seed
-from launch.engine.fused import act, insert
+from launch.engine.fused import act, explore_runs, insert
 from launch.engine.vector import stack
 
 log = logging.getLogger(__name__)
-
-
-@jax.jit
-def explore(agent, context: dict, key: jax.Array) -> jax.Array:
-    """A tanh-Gaussian sample of the agent's policy at the last step of `context`: (1, 1, action_dim)."""
-    return agent.sample_actions(context, key, stochastic=True)
 
 
 def context_window(observations: list, actions: list, returns_to_go: list, context_length: int) -> dict:
@@ -94,90 +88,102 @@ def rollout(
 
 
 class Sequences:
-    """Trajectory replay, target-conditioned evaluation and Online DT episodes for a vector of one run."""
+    """Trajectory replays, target-conditioned evaluation and Online DT episodes for a vector of runs. Each
+    run holds its own replay (offline trajectories with its task's returns-to-go, and its online slots)."""
 
     def __init__(self, run):
-        if run.num_runs > 1:
-            raise ValueError(
-                f"agent.algorithm={run.cfg.agent.algorithm} trains one run per process: give a single seed "
-                f"and env.task (found seed={run.cfg.seed}, env.task={run.cfg.env.get('task')}), or launch "
-                "several with -m"
-            )
         self.run = run
+        self.eval_envs: list = []
 
     def build(self) -> tuple[Data, object]:
-        """The agent (normalising states by the dataset's statistics), the trajectory replay and the targets
-        of evaluation and exploration; a vector of one run (the agent and replay carry a run axis of 1)."""
+        """Each run's agent (normalising states by its dataset's statistics) and trajectory replay, stacked on
+        the run axis, and its targets of evaluation and exploration."""
         run = self.run
-        member = run.members[0]
-        self.env, self.eval_env, train_dataset, _ = envs.make_env_and_datasets(member.cfg.env, member.seed)
-        path = envs.resolve_dataset(member.cfg.env, member.seed)
-        records = [envs.describe_dataset(member.cfg.env, path, len(train_dataset["actions"]))]
-        config = agents.make_config(run.agent_settings)
-        episode_limit = max(self.env.spec.max_episode_steps or 0, self.eval_env.spec.max_episode_steps or 0)
-        replay = trajectories.make_trajectory_replay(
-            train_dataset, config.context_length, config.replay_trajectories, episode_limit
-        )
-        longest = int(replay.offline.lengths.max())
-        if longest > config.max_timestep:
-            raise ValueError(
-                f"invalid setting agent.max_timestep={config.max_timestep}: expected at least {longest}, the "
-                "longest dataset trajectory, so that every timestep has its own embedding"
+        replays, agents_, records = [], [], []
+        self.targets, self.success_targets, self.exploration_targets = [], [], []
+        for member, settings in zip(run.members, run.member_settings, strict=True):
+            env, eval_env, train_dataset, _ = envs.make_env_and_datasets(member.cfg.env, member.seed)
+            self.eval_envs.append(eval_env)
+            path = envs.resolve_dataset(member.cfg.env, member.seed)
+            records.append(envs.describe_dataset(member.cfg.env, path, len(train_dataset["actions"])))
+            config = agents.make_config(settings)
+            episode_limit = max(env.spec.max_episode_steps or 0, eval_env.spec.max_episode_steps or 0)
+            env.close()  # online, the run's env is one of the vector's
+            replay = trajectories.make_trajectory_replay(
+                train_dataset, config.context_length, config.replay_trajectories, episode_limit
             )
-        obs_dim, action_dim = train_dataset["observations"].shape[-1], train_dataset["actions"].shape[-1]
-        agent = agents.make_agent(run.agent_settings, member.seed, obs_dim, action_dim).with_statistics(
-            *trajectories.observation_statistics(train_dataset)
-        )
-        self.slot_length = replay.online.max_length  # of the run's replay, before the run axis
-        returns = trajectories.trajectory_returns(replay.offline)
-        low, high = np.quantile(returns, config.eval_target_quantiles)
-        self.targets = np.linspace(low, high, config.eval_num_targets)
-        self.success_target = float(high if config.eval_target_return is None else config.eval_target_return)
-        self.exploration_target = float(
-            self.success_target if config.online_target_return is None else config.online_target_return
-        )
-        log.info(
-            "trajectories: %d (returns %.1f to %.1f), slots of %d steps; eval targets %s, success target "
-            "%.1f, exploration target %.1f",
-            len(returns),
-            returns.min(),
-            returns.max(),
-            self.slot_length,
-            np.round(self.targets, 1).tolist(),
-            self.success_target,
-            self.exploration_target,
-        )
-        return Data(stack([replay]), obs_dim, action_dim, records), stack([agent])
+            longest = int(replay.offline.lengths.max())
+            if longest > config.max_timestep:
+                raise ValueError(
+                    f"invalid setting agent.max_timestep={config.max_timestep}: expected at least {longest}, "
+                    "the longest dataset trajectory, so that every timestep has its own embedding"
+                )
+            obs_dim, action_dim = train_dataset["observations"].shape[-1], train_dataset["actions"].shape[-1]
+            agent = agents.make_agent(settings, member.seed, obs_dim, action_dim)
+            agents_.append(agent.with_statistics(*trajectories.observation_statistics(train_dataset)))
+            replays.append(replay)
+            self.slot_length = replay.online.max_length
+            returns = trajectories.trajectory_returns(replay.offline)
+            low, high = np.quantile(returns, config.eval_target_quantiles)
+            success = float(high if config.eval_target_return is None else config.eval_target_return)
+            self.targets.append(np.linspace(low, high, config.eval_num_targets))
+            self.success_targets.append(success)
+            self.exploration_targets.append(
+                success if config.online_target_return is None else float(config.online_target_return)
+            )
+            log.info(
+                "%s: trajectories %d (returns %.1f to %.1f), slots of %d steps; eval targets %s, success "
+                "target %.1f, exploration target %.1f",
+                member.run_dir.name,
+                len(returns),
+                returns.min(),
+                returns.max(),
+                self.slot_length,
+                np.round(self.targets[-1], 1).tolist(),
+                self.success_targets[-1],
+                self.exploration_targets[-1],
+            )
+        return Data(stack(replays), obs_dim, action_dim, records), stack(agents_)
 
-    @property
-    def single_agent(self):
-        """The agent of the vector of one."""
-        return jax.tree_util.tree_map(lambda leaf: leaf[0], self.run.agent)
+    def agent_of(self, index: int):
+        """Run `index`'s agent, without the run axis."""
+        return jax.tree_util.tree_map(lambda leaf: leaf[index], self.run.agent)
 
-    def evaluate(self, round_index: int) -> tuple[list[dict], list[list[np.ndarray]]]:
-        cfg, agent = self.run.cfg, self.single_agent
-        config = agent.config
-        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), round_index)
+    def evaluate(self, runs: list[int], rounds: list[int]) -> tuple[list[dict], list[list[np.ndarray]]]:
+        """The eval/ metrics and videos of each run in `runs`, in its evaluation round of `rounds`: episodes
+        conditioned on its success target, and its return-alignment error over its sweep of targets."""
+        results, videos = [], []
+        for index, round_index in zip(runs, rounds, strict=True):
+            metrics, frames = self.evaluate_run(index, round_index)
+            results.append(metrics)
+            videos.append(frames)
+        return results, videos
+
+    def evaluate_run(self, index: int, round_index: int) -> tuple[dict, list[np.ndarray]]:
+        cfg, agent, env = self.run.cfg, self.agent_of(index), self.eval_envs[index]
+        seed = self.run.members[index].seed
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), round_index)
         episodes = [
             rollout(
                 act,
                 agent,
-                self.eval_env,
-                self.success_target,
-                episode_seed(cfg.seed, EpisodePurpose.EVAL, round_index * cfg.eval_episodes + index),
+                env,
+                self.success_targets[index],
+                episode_seed(seed, EpisodePurpose.EVAL, round_index * cfg.eval_episodes + episode),
                 key,
                 np.inf,
-                render=index < cfg.eval.video_episodes,
+                render=episode < cfg.eval.video_episodes,
             )
-            for index in range(cfg.eval_episodes)
+            for episode in range(cfg.eval_episodes)
         ]
         errors = []
-        repeats = config.eval_episodes_per_target
-        for target_index, target in enumerate(self.targets):
+        repeats = agent.config.eval_episodes_per_target
+        targets = self.targets[index]
+        for target_index, target in enumerate(targets):
             for repeat in range(repeats):
-                index = (round_index * len(self.targets) + target_index) * repeats + repeat
-                seed = episode_seed(cfg.seed, EpisodePurpose.TARGET_SWEEP, index)
-                episode = rollout(act, agent, self.eval_env, target, seed, key, np.inf)
+                episode_index = (round_index * len(targets) + target_index) * repeats + repeat
+                reset_seed = episode_seed(seed, EpisodePurpose.TARGET_SWEEP, episode_index)
+                episode = rollout(act, agent, env, target, reset_seed, key, np.inf)
                 errors.append(abs(episode["return"] - target))
         metrics = {
             "eval/success": float(np.mean([episode["success"] for episode in episodes])),
@@ -185,53 +191,130 @@ class Sequences:
             "eval/episode_length": float(np.mean([len(episode["rewards"]) for episode in episodes])),
             "eval/return_alignment_error": float(np.mean(errors)),
         }
-        videos = [np.stack(episode["frames"]) for episode in episodes[: cfg.eval.video_episodes]]
-        return [metrics], [videos]
+        return metrics, [np.stack(episode["frames"]) for episode in episodes[: cfg.eval.video_episodes]]
 
-    def online(self) -> OnlineEpisodes:
+    def online(self) -> OnlineSequences:
         self.run.agent = self.run.agent.replace(online=True)
-        return OnlineEpisodes(self)
+        return OnlineSequences(self, self.run.vector_env("online"))
 
     def close(self) -> None:
-        self.env.close()
-        self.eval_env.close()
+        for env in self.eval_envs:
+            env.close()
 
 
-class OnlineEpisodes:
-    """The host side of the online phase for a sequence agent: one whole episode per step of the loop."""
+class OnlineSequences:
+    """The host side of the online phase for sequence agents: each run's open episode (what its context
+    windows are cut from), one environment step of every run at a time. A run's episode end is its only
+    event point: its trajectory enters its replay and its owed updates run."""
 
-    def __init__(self, kind: Sequences):
-        self.kind, self.run = kind, kind.run
-        self.act_key = jax.random.PRNGKey(self.run.cfg.seed + 2)
-        self.owed = 0
-        self.metrics: list[dict] = [{}]
+    def __init__(self, kind: Sequences, vector_env):
+        self.kind, self.run, self.vector_env = kind, kind.run, vector_env
+        run = self.run
+        self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
+        saved = [counters.online or {} for counters in run.counters.runs]
+        self.owed = [s.get("owed", 0) for s in saved]
+        self.episodes = [
+            {key: list(s.get(key, [])) for key in ("observations", "actions", "rewards")} for s in saved
+        ]
+        self.returns_to_go = [  # the target left before each step of the open episode
+            self.returns_to_go_of(index, episode["rewards"]) for index, episode in enumerate(self.episodes)
+        ]
+        self.ended = [False] * run.num_runs  # whose episode ended at the last step (its event point)
+        self.metrics: list[dict] = [{} for _ in run.members]
+        shape = vector_env.single_observation_space.shape
+        self.observations = envs.reset_runs(
+            vector_env,
+            np.zeros((run.num_runs,) + shape, np.float32),
+            range(run.num_runs),
+            [self.episode_seed(index) for index in range(run.num_runs)],
+            [episode["actions"] for episode in self.episodes],
+        )
+        for index, s in enumerate(saved):
+            if "observation" in s and not np.array_equal(self.observations[index], s["observation"]):
+                raise RuntimeError(
+                    f"resuming {run.members[index].run_dir}: replaying the open episode's actions did not "
+                    "reproduce its state; the env is not deterministic given its reset seed and actions"
+                )
 
-    def catch_up(self, every_run: bool) -> None:
-        """The updates owed by the episode just played (all of them: an episode end is a chunk's end)."""
-        if self.owed:
-            self.metrics = self.run.update([self.owed], online=True)
-            self.owed = 0
+    def episode_seed(self, index: int) -> int:
+        member = self.run.members[index]
+        return episode_seed(member.seed, EpisodePurpose.ONLINE, self.run.counters.runs[index].episode)
 
-    def open_episodes(self) -> list[None]:
-        return [None]  # events fall at episode ends: nothing is open
+    def returns_to_go_of(self, index: int, rewards: list[float]) -> list[float]:
+        """R_0 = the run's exploration target, R_{t+1} = min(R_t - r_t, 0), for an episode's steps so far."""
+        returns_to_go = [self.kind.exploration_targets[index]]
+        for reward in rewards:
+            returns_to_go.append(min(returns_to_go[-1] - reward, 0.0))
+        return returns_to_go
+
+    def at_event_point(self, index: int) -> bool:
+        return self.ended[index]
+
+    def catch_up(self, due: list[bool]) -> None:
+        """The owed updates of each run whose episode has just ended (all its owed updates)."""
+        counts = [owed if ended else 0 for owed, ended in zip(self.owed, self.ended, strict=True)]
+        if not any(counts):
+            return
+        for index, metrics in enumerate(self.run.update(counts, online=True)):
+            if counts[index]:
+                self.metrics[index] = metrics
+                self.owed[index] = 0
+
+    def open_episodes(self) -> list[dict]:
+        """Each run's open episode, for a checkpoint (JSON): replayed from its reset seed on resume."""
+        return [
+            {**episode, "owed": owed, "observation": observation.tolist()}
+            for episode, owed, observation in zip(self.episodes, self.owed, self.observations, strict=True)
+        ]
+
+    def windows(self) -> dict:
+        """Every run's context window at its current step, stacked: leaves (runs, 1, K, ...); the action of
+        this step is a zero placeholder (a_t is not seen when predicting a_t)."""
+        context_length = self.run.agent.config.context_length
+        windows = []
+        for index, episode in enumerate(self.episodes):
+            returns_to_go = self.returns_to_go[index]
+            observations = [*episode["observations"], self.observations[index]]
+            actions = [*episode["actions"], np.zeros(self.vector_env.single_action_space.shape, np.float32)]
+            windows.append(context_window(observations, actions, returns_to_go, context_length))
+        return {key: np.stack([window[key] for window in windows]) for key in windows[0]}
 
     def step(self) -> None:
-        """One episode (cut at the end of the phase): its trajectory to the replay, its updates owed."""
+        """One environment step of every run; a run whose episode ends (or is cut at the phase's end) puts
+        its trajectory in its replay and starts its next episode."""
         run, cfg, counters = self.run, self.run.cfg, self.run.counters
-        start, episode_index = counters.env_step, counters.runs[0].episode
-        episode = rollout(
-            explore,
-            self.kind.single_agent,
-            self.kind.env,
-            self.kind.exploration_target,
-            episode_seed(cfg.seed, EpisodePurpose.ONLINE, episode_index),
-            jax.random.fold_in(self.act_key, episode_index),
-            cfg.online_steps - start,
+        episodes = np.asarray([counters.episode for counters in counters.runs])
+        steps = np.asarray([len(episode["rewards"]) for episode in self.episodes])
+        keys = jax.vmap(jax.random.fold_in)(jax.vmap(jax.random.fold_in)(self.act_keys, episodes), steps)
+        actions = np.asarray(explore_runs(run.agent, self.windows(), keys))[:, 0, 0]
+        next_observations, rewards, terminated, truncated, infos = self.vector_env.step(actions)
+        counters.env_step = step = counters.env_step + 1
+        last = step == cfg.online_steps
+        for index, episode in enumerate(self.episodes):
+            episode["observations"].append(self.observations[index].tolist())
+            episode["actions"].append(actions[index].tolist())
+            episode["rewards"].append(float(rewards[index]))
+            returns_to_go = self.returns_to_go[index]
+            returns_to_go.append(min(returns_to_go[-1] - float(rewards[index]), 0.0))
+            self.owed[index] += run.members[index].cfg.utd_ratio if step >= cfg.start_training else 0
+        self.observations = np.asarray(next_observations, np.float32)
+        done = np.asarray(terminated) | np.asarray(truncated)
+        self.ended = [bool(d) or last for d in done]
+        ended = [index for index, end in enumerate(self.ended) if end]
+        if not ended:
+            return
+        padded = [
+            trajectories.pad_trajectory(e["observations"], e["actions"], e["rewards"], self.kind.slot_length)
+            for e in self.episodes
+        ]
+        run.replay = insert(run.replay, stack(padded), np.asarray(self.ended))
+        for index in ended:
+            rewards_ = self.episodes[index]["rewards"]
+            success = float(infos["success"][index])
+            run.end_episode(index, float(sum(rewards_)), len(rewards_), success, bool(done[index]))
+            self.episodes[index] = {"observations": [], "actions": [], "rewards": []}
+            self.returns_to_go[index] = self.returns_to_go_of(index, [])
+        restart = [index for index in ended if done[index] and not last]
+        self.observations = envs.reset_runs(
+            self.vector_env, self.observations, restart, [self.episode_seed(index) for index in restart]
         )
-        trajectory = trajectories.pad_trajectory(
-            episode["observations"], episode["actions"], episode["rewards"], self.kind.slot_length
-        )
-        run.replay = insert(run.replay, stack([trajectory]))
-        counters.env_step = step = start + len(episode["rewards"])
-        run.end_episode(0, episode["return"], len(episode["rewards"]), episode["success"], episode["done"])
-        self.owed = cfg.utd_ratio * max(0, step - max(start, cfg.start_training - 1))
