@@ -1,22 +1,23 @@
-"""Single-task OGBench envs and their offline datasets (downloaded, or generated with OGBench's oracles), and
-robomimic's lift, can and square with their human demonstrations (envs/robomimic.py)."""
+"""OGBench's single-task and goal-conditioned envs and their offline datasets (downloaded, or generated with
+OGBench's oracles), and robomimic's lift, can and square with their human demonstrations (envs/robomimic.py).
+envs/make.py sends each env name to the module that makes it."""
 
 from envs import headless  # noqa: F401  (first: picks MuJoCo's GL backend before OGBench imports it)
 
 # isort: split
 from envs import goal_conditioned, provenance, shards
-from envs.datasets import (
-    ResolvedDataset,
-    describe_dataset,
-    load_tasks,
-    locate_dataset,
-    make_env_and_datasets,
-    resolve_dataset,
-    validate_dataset,
-)
+from envs.datasets import ResolvedDataset, locate_dataset, validate_dataset
 from envs.errors import DatasetError
 from envs.generate import generate_dataset
-from envs.suite import dataset_file_name, domain_of, make_env, sparse_rewards
+from envs.make import (
+    describe_dataset,
+    domain_of,
+    load_tasks,
+    make_env,
+    make_env_and_datasets,
+    resolve_dataset,
+)
+from envs.suite import dataset_file_name, sparse_rewards
 from envs.vector import make_vector_env, reset_runs
 
 __all__ = [

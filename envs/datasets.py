@@ -36,8 +36,7 @@ import ogbench
 import ogbench.relabel_utils
 import ogbench.utils
 
-from envs import provenance, robomimic
-from envs.config import EnvConfig, cfg_value
+from envs.config import EnvConfig
 from envs.errors import DatasetError
 from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
 from envs.generate import generate_dataset
@@ -173,21 +172,6 @@ def locate_dataset(env_cfg, seed: int) -> ResolvedDataset:
     return ResolvedDataset(existing, "existing", None)
 
 
-def describe_dataset(env_cfg, path: Path, transitions: int) -> dict:
-    """What a run records of the dataset it trains on (envs/provenance.py `describe`): a file without a
-    generation record under its publisher's name (OGBench's, or robomimic's) counts as downloaded."""
-    name = cfg_value(env_cfg, "name")
-    published = robomimic.is_robomimic(name) or Path(path).name == dataset_file_name(name)
-    return provenance.describe(Path(path), transitions, published)
-
-
-def resolve_dataset(env_cfg, seed: int) -> Path:
-    """The train file for `env_cfg` (see `locate_dataset`; robomimic's file for a robomimic name)."""
-    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
-        return robomimic.dataset_path(env_cfg)
-    return locate_dataset(env_cfg, seed).path
-
-
 def _how_to_regenerate(path: Path, name: str) -> str:
     val_path = val_path_of(path)
     return (
@@ -290,14 +274,9 @@ def load_tasks(env_cfgs: Sequence, seed: int) -> dict:
     """The train dataset that `env_cfgs` (tasks of one domain, read from one file) share, loaded and checked
     once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`."""
     first = env_cfgs[0]
-    if robomimic.is_robomimic(cfg_value(first, "name")):  # a robomimic file holds one task
-        env, eval_env, train, _ = robomimic.make_env_and_datasets(first, seed)
-        env.close()
-        eval_env.close()
-        return {**train, "rewards": train["rewards"][None], "masks": train["masks"][None]}
     cfg = EnvConfig.from_cfg(first)
     task_envs = [make_env(env_cfg) for env_cfg in env_cfgs]
-    path = resolve_dataset(first, seed)
+    path = locate_dataset(first, seed).path
     validate_dataset(path, task_envs[0], cfg.name)
     train = load_relabelled(path, cfg.name, task_envs, cfg.sparse)
     for env in task_envs:
@@ -312,14 +291,11 @@ def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.
     `env_cfg.sparse` the rewards go through `sparse_rewards` (masks are unchanged). They are relabelled with
     the env made for `env_cfg.success_timing`, as `ogbench.make_env_and_datasets(..., success_timing=...)`
     does; OGBench's relabelling judges each transition on its first state whatever the timing (1.1.2's did
-    too), so only the envs' rewards and successes move with it. Robomimic names go to envs/robomimic.py (one
-    file, no validation set: None).
+    too), so only the envs' rewards and successes move with it.
     """
-    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
-        return robomimic.make_env_and_datasets(env_cfg, seed)
     cfg = EnvConfig.from_cfg(env_cfg)
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
-    path = resolve_dataset(env_cfg, seed)
+    path = locate_dataset(env_cfg, seed).path
     counts = validate_dataset(path, env, cfg.name)
     train, val = (load_relabelled(file, cfg.name, [env], cfg.sparse) for file in (path, val_path_of(path)))
     for dataset in (train, val):  # one task: rewards and masks (transitions,)

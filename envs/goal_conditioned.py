@@ -19,7 +19,7 @@ import numpy as np
 import ogbench
 
 from envs.config import EnvConfig, cfg_value
-from envs.datasets import resolve_dataset, validate_dataset
+from envs.datasets import locate_dataset, validate_dataset
 from envs.suite import DATASET_TYPES, ORACLEREP, SeededReset
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def make_env_and_datasets(env_cfg, seed: int) -> tuple[GoalConditioned, GoalCond
     """
     cfg = EnvConfig.from_cfg(env_cfg)
     env, eval_env = make_env(env_cfg), make_env(env_cfg)
-    path = resolve_dataset(env_cfg, seed)
+    path = locate_dataset(env_cfg, seed).path
     counts = validate_dataset(path, env.env, cfg.name)
     datasets = ogbench.make_env_and_datasets(
         cfg.name, dataset_path=str(path), compact_dataset=False, dataset_only=True, cur_env=env.unwrapped

@@ -4,15 +4,15 @@ A single-task name reads `<domain>-<dataset type>-singletask[-task<N>]-<version>
 `cube-double-play-singletask-task2-v0`. OGBench registers the environment without the dataset type
 (`cube-double-singletask-task2-v0`) and publishes the data without the task (`cube-double-play-v0.npz`).
 The helpers here apply the rules of `ogbench.make_env_and_datasets`, so the file they name is the one
-OGBench itself would load.
+OGBench itself would load. This module knows OGBench alone: envs/make.py sends goal-conditioned (oraclerep)
+and robomimic names elsewhere.
 """
 
 import gymnasium
 import numpy as np
 import ogbench  # noqa: F401  (importing it registers the environments)
 
-from envs import robomimic
-from envs.config import EnvConfig, cfg_value
+from envs.config import EnvConfig
 
 DATASET_TYPES = ("navigate", "stitch", "explore", "play", "noisy")
 ORACLEREP = "oraclerep"
@@ -68,11 +68,8 @@ def domain_of(name: str) -> str:
     """The words before the dataset type ('cube-double', 'pointmaze-medium'); keys per-domain hyperparameters.
 
     Works for single-task names, dataset names ('cube-double-play-v0') and variants with extra words after the
-    dataset type ('puzzle-3x3-play-sparse-singletask-task1-v0' -> 'puzzle-3x3'). A robomimic name's domain is
-    its task ('lift-mh-low_dim' -> 'lift').
+    dataset type ('puzzle-3x3-play-sparse-singletask-task1-v0' -> 'puzzle-3x3').
     """
-    if robomimic.is_robomimic(name):
-        return robomimic.task_of(name)
     splits = name.split("-")
     for i, word in enumerate(splits):
         if word in DATASET_TYPES and i > 0:
@@ -117,15 +114,8 @@ def make_env(env_cfg) -> gymnasium.Env:
     Episodes terminate on success as OGBench defines it, judged on the state before or after each step as
     `env_cfg.success_timing` says (None: the installed OGBench's default); the time limit is OGBench's unless
     `env_cfg.max_episode_steps` sets one (short debug runs). `reset(seed=s)` is deterministic (SeededReset).
-    Robomimic names go to envs/robomimic.py.
     """
-    if robomimic.is_robomimic(cfg_value(env_cfg, "name")):
-        return robomimic.make_env(env_cfg)
     cfg = EnvConfig.from_cfg(env_cfg)
-    if is_goal_conditioned(cfg.name):
-        from envs import goal_conditioned  # it builds on this module
-
-        return goal_conditioned.make_env(env_cfg)
     env_id = env_id_of(cfg.name)
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)

@@ -15,7 +15,7 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from envs.suite import make_env
+from envs.make import make_env
 
 
 class ReplayOnReset(gymnasium.Wrapper):

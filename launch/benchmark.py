@@ -30,7 +30,8 @@ import buffers
 import envs
 from buffers import Replay
 from envs.file_format import FILE_DTYPES
-from envs.shards import ShardLoader, ShardStream
+from buffers.stream import ShardStream
+from envs.shards import ShardLoader
 from envs.suite import dataset_name_of
 from launch.engine import devices, fused, settings
 from launch.engine.fused import act, fused_updates, insert

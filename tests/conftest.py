@@ -8,7 +8,9 @@ import jax
 import pytest
 from omegaconf import OmegaConf
 
-from envs import generate_dataset, provenance
+from envs import generate_dataset, make_env, provenance
+from envs.shards import ShardLoader, generate_shards, locate_shards
+from tests.helpers import env_cfg
 
 # Many tests compile the same update; JAX's persistent cache turns every compile after the first into a load.
 # Subprocess tests inherit it through the environment variable.
@@ -44,6 +46,11 @@ def tiny_dataset_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def cube_env():
+    return make_env(env_cfg("cube"))
+
+
 # A sharded set in the published layout: 4 shards of cube-quadruple, 2 episodes x 51 steps (100 transitions).
 TINY_SHARDS = dict(num_shards=4, num_episodes=2, max_episode_steps=51, workers=1)
 
@@ -52,8 +59,6 @@ TINY_SHARDS = dict(num_shards=4, num_episodes=2, max_episode_steps=51, workers=1
 def tiny_shards_cfg(tmp_path_factory):
     """configs/env/cube_quadruple_100m.yaml pointing at TINY_SHARDS, generated once by `generate_shards` (kept
     in $CHUNKRL_TEST_DATA when that is set)."""
-    from envs.shards import generate_shards
-
     cache = os.environ.get("CHUNKRL_TEST_DATA")
     directory = Path(cache) if cache else tmp_path_factory.mktemp("ogbench-data")
     root = OmegaConf.create(
@@ -64,3 +69,15 @@ def tiny_shards_cfg(tmp_path_factory):
         OmegaConf.update(root, f"env.generate.{key}", TINY_SHARDS[key])
     generate_shards(root.env, seed=0)
     return root.env
+
+
+@pytest.fixture(scope="module")
+def shard_paths(tiny_shards_cfg):
+    """The shards of `tiny_shards_cfg`, in index order."""
+    return locate_shards(tiny_shards_cfg, seed=0)
+
+
+@pytest.fixture(scope="module")
+def loader():
+    """A ShardLoader of the tiny shards for cube-quadruple's task 2."""
+    return ShardLoader(["cube-quadruple-play-singletask-task2-v0"], sparse=False)

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -39,3 +41,28 @@ def train_interrupted(train, cfg, run_dir, monkeypatch, online_dispatch: int) ->
         raise AssertionError(f"the run finished before its online dispatch {online_dispatch}")
     finally:
         monkeypatch.setattr(Run, "update", original)
+
+
+# --- envs/: the tiny datasets of tests/conftest.py and configs/env -----------------------------------------
+
+CUBE, MAZE = "cube-double-play-v0", "pointmaze-medium-navigate-v0"
+STEPS = 201  # per episode in the tiny datasets (tests/conftest.py)
+
+
+def env_cfg(group: str, **overrides):
+    """configs/env/<group>.yaml as Hydra composes it, with dotted-key overrides (`generate__workers=2`)."""
+    root = OmegaConf.create({"env": OmegaConf.load(CONFIGS / "env" / f"{group}.yaml")})
+    for key, value in overrides.items():
+        OmegaConf.update(root, "env." + key.replace("__", "."), value)
+    return root.env
+
+
+def load_pair(path: Path) -> tuple[dict, dict]:
+    with np.load(path) as train, np.load(str(path).replace(".npz", "-val.npz")) as val:
+        return dict(train), dict(val)
+
+
+def write_pair(path: Path, train: dict, val: dict) -> Path:
+    np.savez_compressed(path, **train)
+    np.savez_compressed(str(path).replace(".npz", "-val.npz"), **val)
+    return path

@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig
 
 import buffers
+import buffers.stream
 import envs
 from launch.engine.vector import Member
 
@@ -50,7 +51,7 @@ def chunk_data(cfg: DictConfig, members: list[Member]) -> Data:
 
 def streamed_data(cfg: DictConfig, members: list[Member]) -> Data:
     """A replay whose offline store holds `env.shards_in_memory` shards of a sharded (100M/1B) set, streamed
-    (envs/shards.py); the shards carry a reward row per task of the vector.
+    (buffers/stream.py); the shards carry a reward row per task of the vector.
 
     The runs of a vector share one stream, in the shard order of the vector's first seed.
     """
@@ -70,7 +71,7 @@ def streamed_data(cfg: DictConfig, members: list[Member]) -> Data:
         )
     tasks = list(dict.fromkeys(member.task for member in members))
     names = [next(m for m in members if m.task == task).env_cfg["name"] for task in tasks]
-    stream = envs.shards.open_stream(first.cfg.env, first.seed, names)
+    stream = buffers.stream.open_stream(first.cfg.env, first.seed, names)
     offline = stream.initial_store()
     replay = buffers.replay.replay_over(
         offline,
