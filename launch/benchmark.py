@@ -29,8 +29,8 @@ import agents
 import buffers
 import envs
 from buffers import Replay
-from envs.file_format import FILE_DTYPES
 from buffers.stream import ShardStream
+from envs.file_format import FILE_DTYPES
 from envs.shards import ShardLoader
 from envs.suite import dataset_name_of
 from launch.engine import devices, fused, settings
