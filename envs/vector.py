@@ -45,7 +45,8 @@ def _make_replayable(env_cfg: dict) -> gymnasium.Env:
 
 def _make_in_worker(env_cfg: dict) -> gymnasium.Env:
     """In a worker process: the trainer alone answers the cluster's stop signals (it checkpoints, then
-    closes its envs: launch/preemption.py); a worker they killed would take the env down first."""
+    closes its envs: launch/reliability/preemption.py); a worker they killed would take the env down
+    first."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_IGN)
     return _make_replayable(env_cfg)

@@ -9,7 +9,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python launch/benchmark.py --runs 4 --devices 1,2
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
-(launch/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
+(launch/engine/fused.py), on synthetic datasets with the sizes of the config's env (cube-double by default).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def vector_case(
     (agents, rngs, replay).
 
     sweep: (key, values): run i has agent setting `key` = values[i] (a hyperparameter vector), seed 0.
-    run_map: "vmap" or "map" (None: the backend's choice, launch/fused.py RUN_MAPS). shared_count: one
+    run_map: "vmap" or "map" (None: the backend's choice, launch/engine/fused.py RUN_MAPS). shared_count: one
     unbatched count for every run, as every offline dispatch of the train loop; False: a count per run, as
     online catch-ups. num_devices > 1: the run axis sharded over that many local devices, as `devices=N`
     trains (always vmapped)."""

@@ -15,12 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from launch import lock, preemption
 from launch.engine import settings
 from launch.engine.protocol import run_protocol
 from launch.engine.run import Run
 from launch.engine.vector import vector_members
-from launch.logger import METRICS_FILE
+from launch.reliability import lock, preemption
+from launch.reliability.metrics import METRICS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""launch/aggregate.py (rliable's statistics) against slow, obvious NumPy computations on hand-made scores."""
+"""launch/analysis/aggregate.py (rliable's statistics) against slow, obvious NumPy computations on hand-made
+scores."""
 
 import itertools
 import statistics
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from rliable import library, metrics
 
-from launch import aggregate
+from launch.analysis import aggregate
 
 
 def slow_iqm(scores: np.ndarray) -> float:

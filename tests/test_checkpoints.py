@@ -1,5 +1,5 @@
-"""Checkpoints that survive the cluster (launch/checkpoints.py): a torn metrics line or latest checkpoint, a
-full disk, a resume that extends the run or asks for what the checkpoint cannot give."""
+"""Checkpoints that survive the cluster (launch/reliability/checkpoints.py): a torn metrics line or latest
+checkpoint, a full disk, a resume that extends the run or asks for what the checkpoint cannot give."""
 
 import errno
 import json
@@ -16,9 +16,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from launch import train as train_module
-from launch.checkpoints import Checkpointer, ResumeRefused
-from launch.disk import WriteFailed
-from launch.logger import Logger
+from launch.reliability.checkpoints import Checkpointer, ResumeRefused
+from launch.reliability.disk import WriteFailed
+from launch.reliability.logger import Logger
 from tests.helpers import train_interrupted
 from tests.test_train import rows, tiny_config
 
@@ -76,7 +76,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous(tmp_path, ca
         for path in state_files(latest):
             path.unlink()
     checkpointer = Checkpointer(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="launch.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="launch.reliability.checkpoints"):
         step, state, counters = checkpointer.restore(lambda config, counters: {"weights": jnp.zeros(64)})
     assert (step, counters) == (10, {"step": 10})
     np.testing.assert_array_equal(state["weights"], np.full(64, 10.0))

@@ -1,4 +1,4 @@
-"""launch/devices.py: a vector's run axis sharded over local devices (2 forced host devices, in a subprocess:
+"""launch/engine/devices.py: a vector's run axis sharded over local devices (2 forced host devices, in a subprocess:
 the device count is fixed when JAX starts)."""
 
 import os

@@ -8,7 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from envs import domain_of
-from launch import paper
+from launch.analysis import paper
 from tests.helpers import CONFIGS
 
 # preset -> (env config group, the CSV's name for the domain, sparse reward)

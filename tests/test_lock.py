@@ -1,4 +1,4 @@
-"""One writer per run directory (launch/lock.py), with real processes."""
+"""One writer per run directory (launch/reliability/lock.py), with real processes."""
 
 import json
 import os
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from launch import lock
 from launch import train as train_module
+from launch.reliability import lock
 from tests.test_train import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = (
-    "import sys, time; from pathlib import Path; from launch import lock\n"
+    "import sys, time; from pathlib import Path; from launch.reliability import lock\n"
     "with lock.held(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()"
 )
 

@@ -1,5 +1,6 @@
-"""W&B per member (launch/logger.py): every run of a vector is its own offline W&B run, read back from its
-`.wandb` file and compared with the member's metrics.jsonl, offline and online phases, and after a resume."""
+"""W&B per member (launch/reliability/logger.py): every run of a vector is its own offline W&B run, read back
+from its `.wandb` file and compared with the member's metrics.jsonl, offline and online phases, and after a
+resume."""
 
 import numpy as np
 

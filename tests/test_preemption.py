@@ -1,5 +1,5 @@
-"""Real signals sent to `python launch/train.py` (launch/preemption.py): the run checkpoints where it is,
-exits with INTERRUPTED_EXIT_CODE, and its resumed run equals the uninterrupted one."""
+"""Real signals sent to `python launch/train.py` (launch/reliability/preemption.py): the run checkpoints where
+it is, exits with INTERRUPTED_EXIT_CODE, and its resumed run equals the uninterrupted one."""
 
 import json
 import os
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from launch import train as train_module
-from launch.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
 from tests.helpers import compose_config
 from tests.test_train import TINY, rows, tiny_config
 

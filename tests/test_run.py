@@ -1,4 +1,4 @@
-"""Vectors of runs (launch/run.py): each run of a vector is the run it would have been alone."""
+"""Vectors of runs (launch/engine/run.py): each run of a vector is the run it would have been alone."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Hyperparameter lists as vector axes (launch/run.py, agents/config.py): each member is the run alone."""
+"""Hyperparameter lists as vector axes (launch/engine/vector.py, agents/config.py): each member is the run alone."""
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,6 @@ replay and agents, acts online and evaluates. The engine never reads an agent's 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import agents
 import buffers
 import envs
-from launch import preemption
-from launch.checkpoints import Checkpointer, check_resumable
 from launch.engine import devices, settings
 from launch.engine.chunk_data import resident_shards
 from launch.engine.chunks import Chunks
@@ -29,27 +26,15 @@ from launch.engine.fused import fused_updates
 from launch.engine.schedule import Counters
 from launch.engine.sequences import Sequences
 from launch.engine.vector import Member, run_tags, stack, vector_members
-from launch.logger import METRICS_FILE, Logger
+from launch.reliability import preemption
+from launch.reliability.checkpoints import Checkpointer, check_resumable
+from launch.reliability.logger import Logger
+from launch.reliability.metrics import METRICS_FILE, drop_rows_after
 
 log = logging.getLogger(__name__)
 
 # batch_kind of an agent (agents/*.py) -> the engine's side of it
 KINDS = {"chunks": Chunks, "trajectories": Sequences}
-
-
-def logged_rows(path: Path) -> list[str]:
-    """The rows of a metrics.jsonl; a torn last row (the process killed mid-write) is dropped, with a
-    warning."""
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise ValueError(f"{path} line {number} is not JSON: {line[:80]!r}") from None
-            log.warning("%s: dropping its torn last line %r (a write cut short)", path, line[:80])
-            return lines[:-1]
-    return lines
 
 
 class NonFiniteLossError(RuntimeError):
@@ -156,10 +141,7 @@ class Run:
             self.replay = self.replay.replace(offline=self.stream.restore(self.counters.stream))
         self.place()
         for member in self.members:
-            metrics = member.run_dir / METRICS_FILE
-            if metrics.exists():
-                rows = [row for row in logged_rows(metrics) if json.loads(row)["step"] <= step]
-                metrics.write_text("".join(row + "\n" for row in rows))
+            drop_rows_after(member.run_dir / METRICS_FILE, step)
         self.start_step = self.saved_step = step
         log.info("resumed from step %d (%s phase)", step, self.counters.phase)
 
@@ -313,7 +295,7 @@ class Run:
         self.saved_step = self.global_step
 
     def stop_if_signalled(self, actors=None) -> None:
-        """After a signal (launch/preemption.py): a checkpoint of this step (with the open episodes of the
+        """After a signal (launch/reliability/preemption.py): a checkpoint of this step (with the open episodes of the
         online `actors`), unless one was just saved, then `Interrupted`."""
         if self.global_step != self.start_step:
             preemption.pause_for_tests("step", self.global_step)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from launch.disk import write_failed
+from launch.reliability.disk import write_failed
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-CURVES_CSV = Path(__file__).resolve().parents[1] / "data" / "paper" / "q-chunking-curves.csv"
+CURVES_CSV = Path(__file__).resolve().parents[2] / "data" / "paper" / "q-chunking-curves.csv"
 METHODS = {
     "qc": "QC",
     "qc_fql": "QC-FQL",

@@ -1,8 +1,8 @@
-"""The one place metrics leave the process: a local metrics.jsonl (always) and W&B (unless disabled)."""
+"""The one place metrics leave the process: a local metrics.jsonl (always; its format: metrics.py) and W&B
+(unless disabled)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import secrets
@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from launch.disk import write_failed
-
-METRICS_FILE = "metrics.jsonl"
+from launch.reliability.disk import write_failed
+from launch.reliability.metrics import METRICS_FILE, line_of
 
 
 def _plain(value: Any) -> Any:
@@ -72,7 +71,7 @@ class Logger:
         row.update({key: _plain(value) for key, value in metrics.items()})
         try:
             with self.metrics_path.open("a") as file:
-                file.write(json.dumps(row) + "\n")
+                file.write(line_of(row))
         except OSError as error:
             raise write_failed(self.run_dir, METRICS_FILE, error) from error
         if self.wandb_run is not None:

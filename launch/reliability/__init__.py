@@ -1,0 +1,4 @@
+"""What keeps a run alive (docs/reliability.md): checkpoints and resume (checkpoints.py), signals from the
+cluster (preemption.py), one writer per run dir (lock.py), the error for a failed write (disk.py), the one
+metrics writer (logger.py: metrics.jsonl and W&B) and the format and reader of metrics.jsonl (metrics.py).
+"""
