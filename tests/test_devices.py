@@ -1,5 +1,5 @@
-"""launch/engine/devices.py: a vector's run axis sharded over local devices (2 forced host devices, in a subprocess:
-the device count is fixed when JAX starts)."""
+"""launch/engine/devices.py: a vector's run axis sharded over local devices (2 forced host devices, in a
+subprocess: the device count is fixed when JAX starts)."""
 
 import os
 import subprocess

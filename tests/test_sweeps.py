@@ -1,4 +1,5 @@
-"""Hyperparameter lists as vector axes (launch/engine/vector.py, agents/config.py): each member is the run alone."""
+"""Hyperparameter lists as vector axes (launch/engine/vector.py, agents/config.py): each member is the run
+alone."""
 
 import jax
 import jax.numpy as jnp

@@ -295,8 +295,8 @@ class Run:
         self.saved_step = self.global_step
 
     def stop_if_signalled(self, actors=None) -> None:
-        """After a signal (launch/reliability/preemption.py): a checkpoint of this step (with the open episodes of the
-        online `actors`), unless one was just saved, then `Interrupted`."""
+        """After a signal (launch/reliability/preemption.py): a checkpoint of this step (with the open
+        episodes of the online `actors`), unless one was just saved, then `Interrupted`."""
         if self.global_step != self.start_step:
             preemption.pause_for_tests("step", self.global_step)
         signum = preemption.received()
