@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 import jax, numpy as np, pytest
 from launch import train as train_module
-from tests.test_run import assert_same_rows, rows, tiny_config
+from tests.test_vector import assert_same_rows, rows, tiny_config
 
 assert len(jax.local_devices()) == 2
 data, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -7,7 +7,7 @@ import numpy as np
 from launch import train as train_module
 from tests import wandb_records
 from tests.helpers import train_interrupted
-from tests.test_run import rows, tiny_config
+from tests.test_vector import rows, tiny_config
 
 
 def offline_config(dataset_dir, *overrides):

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from envs import describe_dataset, generate_dataset, locate_dataset, provenance
 from launch import train as train_module
 from tests.helpers import MAZE, env_cfg
-from tests.test_run import tiny_config
+from tests.test_vector import tiny_config
 
 
 def file_sha256(path) -> str:

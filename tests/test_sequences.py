@@ -12,7 +12,7 @@ from launch import train as train_module
 from launch.engine.run import Run
 from launch.reliability import preemption
 from tests.helpers import compose_config
-from tests.test_run import assert_same_rows, untimed
+from tests.test_vector import assert_same_rows, untimed
 
 # ---- end to end -------------------------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
-"""Hyperparameter lists as vector axes (launch/engine/vector.py, agents/config.py): each member is the run
-alone."""
+"""Vectors of runs (launch/engine/vector.py): seeds, tasks and hyperparameters (agents/config.py) as axes;
+each member is the run it would have been alone."""
+
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,14 +13,66 @@ from omegaconf import OmegaConf
 import agents
 from launch import plot
 from launch import train as train_module
-from launch.engine import vector as run_module
+from launch.engine import vector
 from tests.helpers import compose_config, train_interrupted
-from tests.test_run import assert_same_rows, rows, tiny_config
+
+TINY = [
+    "agent.hidden_dims=[16,16]",
+    "batch_size=16",
+    "offline_steps=10",
+    "online_steps=20",
+    "start_training=5",
+    "eval_interval=10",
+    "eval_episodes=1",
+    "log_interval=5",
+    "save_interval=10",
+    "updates_per_dispatch=5",
+    "env.max_episode_steps=8",
+    "buffer_size=2000",
+]
+AGENT_OVERRIDES = {
+    "qc_fql": [],
+    "qc": ["agent.num_samples=4", "agent.flow_steps=3"],
+    "rlpd": ["random_action_steps=5", "agent.num_qs=2"],
+}
+
+
+def tiny_config(dataset_dir, agent, *overrides):
+    return compose_config(
+        f"agent={agent}",
+        "env=pointmaze",
+        f"env.dataset_dir={dataset_dir}",
+        "env.download=false",
+        "logger.mode=disabled",
+        *TINY,
+        *AGENT_OVERRIDES[agent],
+        *overrides,
+    )
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def untimed(logged: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "time"} for row in logged]
+
+
+def assert_same_rows(vector_rows: list[dict], single_rows: list[dict]):
+    assert len(vector_rows) == len(single_rows) > 0
+    for got, expected in zip(vector_rows, single_rows, strict=True):
+        assert got.keys() == expected.keys()
+        assert (got["step"], got["phase"]) == (expected["step"], expected["phase"])
+        for key in got.keys() - {"step", "phase", "time"}:
+            if key.endswith("success"):
+                assert got[key] == expected[key], key
+            else:
+                np.testing.assert_allclose(got[key], expected[key], rtol=2e-4, atol=1e-5, err_msg=key)
 
 
 def test_hyperparameter_lists_are_axes_named_in_every_member_dir(tmp_path):
     cfg = compose_config("agent.alpha=[30,100,300]", "env.task=[2,4]", "seed=[0,1]")
-    members = run_module.vector_members(cfg, tmp_path)
+    members = vector.vector_members(cfg, tmp_path)
     assert len(members) == 12
     assert [m.run_dir.name for m in members[:3]] == [
         "alpha=30,task=2,seed=0",
@@ -27,8 +82,8 @@ def test_hyperparameter_lists_are_axes_named_in_every_member_dir(tmp_path):
     member = members[9]
     assert member.run_dir == tmp_path / "alpha=300,task=2,seed=1"
     assert (member.cfg.agent.alpha, member.cfg.env.task, member.cfg.seed) == (300, 2, 1)
-    assert run_module.run_tags(member)[-3:] == ["task=2", "seed=1", "alpha=300"]
-    utd = run_module.vector_members(
+    assert vector.run_tags(member)[-3:] == ["task=2", "seed=1", "alpha=300"]
+    utd = vector.vector_members(
         compose_config("agent=rlpd", "agent.lr=[1e-4,3e-4]", "utd_ratio=[1,2]"), tmp_path
     )
     assert [m.run_dir.name for m in utd] == [
@@ -38,7 +93,7 @@ def test_hyperparameter_lists_are_axes_named_in_every_member_dir(tmp_path):
         "lr=0.0003,utd_ratio=2",
     ]
     with pytest.raises(ValueError, match=r"invalid setting agent.alpha=\[1, 1\]: expected distinct numbers"):
-        run_module.vector_members(compose_config("agent.alpha=[1,1]"), tmp_path)
+        vector.vector_members(compose_config("agent.alpha=[1,1]"), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -55,8 +110,8 @@ def test_a_list_for_a_shape_changing_key_fails_naming_it_and_pointing_to_multiru
     with pytest.raises(
         ValueError, match=rf"^{key}=.* changes array shapes.* with -m \(a multirun of vectors\)"
     ):
-        run_module.vector_members(compose_config(override), tmp_path)
-    assert not run_module.vector_members(compose_config("agent.hidden_dims=[8,16]"), tmp_path)[0].axes
+        vector.vector_members(compose_config(override), tmp_path)
+    assert not vector.vector_members(compose_config("agent.hidden_dims=[8,16]"), tmp_path)[0].axes
 
 
 def test_sweepable_settings_are_the_leaves_of_a_config():
@@ -64,7 +119,7 @@ def test_sweepable_settings_are_the_leaves_of_a_config():
         agents.make_config({"algorithm": "qc_fql", "alpha": a, "hidden_dims": [8]}) for a in (3, 300)
     )
     assert jax.tree_util.tree_structure(low) == jax.tree_util.tree_structure(high)
-    stacked = run_module.stack([low, high])
+    stacked = vector.stack([low, high])
     np.testing.assert_array_equal(stacked.alpha, [3.0, 300.0])
     np.testing.assert_allclose(
         jax.vmap(lambda c: c.alpha * c.discount)(stacked), [3 * 0.99, 300 * 0.99], rtol=1e-6
@@ -91,7 +146,7 @@ def test_the_baselines_hold_their_sweepable_settings_as_per_run_leaves(algorithm
     made = [
         agents.make_agent({"algorithm": algorithm, "hidden_dims": [8], key: v}, 0, 3, 2) for v in (0.5, 0.7)
     ]
-    stacked = run_module.stack(made)
+    stacked = vector.stack(made)
     np.testing.assert_allclose(getattr(stacked.config, key), [0.5, 0.7])
     np.testing.assert_allclose(stacked.opt_state.hyperparams["learning_rate"], [3e-4, 3e-4])
 
@@ -193,38 +248,57 @@ def test_evaluation_sweeps_are_checked_at_start_up(tmp_path):
         train_module.train(compose_config("eval.execution_lengths=[0]"), tmp_path)
 
 
-def test_a_vector_of_one_and_an_unbatched_count_give_the_vmapped_updates():
-    """The plain path (one run, a shared count) against the vmapped path of two copies of the same run; in a
-    2-run alpha vector with per-run counts, the run given 0 updates comes back unchanged, and jax.lax.map
-    over the runs gives what jax.vmap gives."""
-    import buffers
-    from launch.engine.fused import fused_updates
-    from tests.test_buffers import hand_built
+def test_lists_make_one_member_per_task_and_seed(tmp_path):
+    cfg = compose_config("seed=[0,1,2]", "env.task=[1,3]")
+    members = vector.vector_members(cfg, tmp_path)
+    assert [(m.task, m.seed) for m in members] == [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
+    assert members[4].run_dir == tmp_path / "task=3,seed=1"
+    assert members[4].cfg.env.name == "cube-double-play-singletask-task3-v0"
+    assert vector.vector_members(compose_config("seed=4"), tmp_path)[0].run_dir == tmp_path
+    with pytest.raises(ValueError, match=r"invalid setting seed=\[1, 1\]: expected distinct integers"):
+        vector.vector_members(compose_config("seed=[1,1]"), tmp_path)
 
-    settings = {"algorithm": "qc_fql", "hidden_dims": [8], "chunk_length": 2}
-    replay = buffers.make_replay([hand_built()], [0, 0], [0, 0], 100, 10, None)
-    lone = jax.tree_util.tree_map(lambda leaf: leaf[:1], replay.run_part())
-    one = run_module.stack([agents.make_agent(settings, 0, 2, 2)])
-    twice = run_module.stack([agents.make_agent(settings, 0, 2, 2)] * 2)
-    keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
-    kw = dict(batch_size=4, online=False)
-    plain = fused_updates(one, keys[:1], replay.with_run_part(lone), jnp.int32(3), **kw)
-    batched = fused_updates(twice, keys, replay, jnp.int32([3, 3]), **kw)
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a[0], b[1], rtol=1e-5, atol=1e-6),
-        (plain[0].params, plain[2]),
-        (batched[0].params, batched[2]),
+
+@pytest.mark.parametrize("agent", ["qc_fql", "qc", "rlpd"])
+def test_each_run_of_a_vector_equals_the_run_alone(tiny_dataset_dir, tmp_path, agent):
+    """2 tasks x 2 seeds in one process against the four single runs: offline and online losses, episode
+    returns and evaluation successes, row by row."""
+    vector = train_module.train(
+        tiny_config(tiny_dataset_dir, agent, "seed=[0,1]", "env.task=[1,2]"), tmp_path / "vector"
     )
+    assert vector.replay.offline.rewards.shape[0] == 2  # the dataset once, a reward row per task
+    for index, member in enumerate(vector.members):
+        alone = train_module.train(
+            tiny_config(tiny_dataset_dir, agent, f"seed={member.seed}", f"env.task={member.task}"),
+            tmp_path / f"alone{index}",
+        )
+        saved = OmegaConf.load(member.run_dir / ".hydra" / "config.yaml")
+        assert (saved.seed, saved.env.task) == (member.seed, member.task)
+        assert_same_rows(rows(member.run_dir), rows(tmp_path / f"alone{index}"))
+        member_params = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], vector.agent.params)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b[0], rtol=1e-3, atol=1e-5),
+            member_params,
+            alone.agent.params,
+        )
 
-    def alphas():
-        return run_module.stack([agents.make_agent({**settings, "alpha": a}, 0, 2, 2) for a in (3.0, 300.0)])
 
-    before = jax.tree_util.tree_map(np.asarray, alphas().params)
-    after = fused_updates(alphas(), keys, replay, jnp.int32([0, 3]), **kw)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[0], b[0]), after[0].params, before)
-    looped = fused_updates(alphas(), keys, replay, jnp.int32([0, 3]), **kw, run_map="map")  # jax.lax.map
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        (looped[0].params, looped[2]),
-        (after[0].params, after[2]),
+def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_path, monkeypatch):
+    """The kill-and-resume test on a vector of two runs, interrupted mid-episode online."""
+    overrides = ("seed=[0,1]", "env.task=3")
+    full = train_module.train(tiny_config(tiny_dataset_dir, "qc_fql", *overrides), tmp_path / "full")
+    # killed at the 4th online dispatch: past the checkpoint at env step 10, with an episode open since step 8
+    train_interrupted(
+        train_module.train,
+        tiny_config(tiny_dataset_dir, "qc_fql", *overrides),
+        tmp_path / "resumed",
+        monkeypatch,
+        4,
     )
+    resumed = train_module.train(
+        tiny_config(tiny_dataset_dir, "qc_fql", *overrides, "resume=true"), tmp_path / "resumed"
+    )
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay.online, full.replay.online)
+    for name in ("seed=0", "seed=1"):  # the same rows, none duplicated by the resume (task 3 is no axis)
+        assert untimed(rows(tmp_path / "resumed" / name)) == untimed(rows(tmp_path / "full" / name))
