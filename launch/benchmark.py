@@ -28,72 +28,27 @@ from hydra import compose, initialize_config_dir
 import agents
 import buffers
 import envs
-from buffers import Replay
-from buffers.stream import ShardStream
-from envs.file_format import FILE_DTYPES
-from envs.shards import ShardLoader
-from envs.suite import dataset_name_of
 from launch.engine import devices, fused, settings
-from launch.engine.fused import act, fused_updates, insert
+from launch.engine.fused import act, fused_updates
 from launch.engine.run import Run
 from launch.engine.vector import stack
+from launch.speed.stream import bench_stream
+from launch.speed.synthetic import synthetic_dataset, synthetic_replay
+from launch.speed.timing import (
+    agent_bytes,
+    matmul_gflop_per_s,
+    peak_device_bytes,
+    timed,
+    timed_in_turn,
+    update_flops,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def synthetic_dataset(
-    num: int, obs_dim: int, action_dim: int, episode_length: int = 1000, seed: int = 0
-) -> dict:
-    """Random transitions: `num` steps in episodes of `episode_length`."""
-    rng = np.random.default_rng(seed)
-    states = rng.normal(size=(num + 1, obs_dim)).astype(np.float32)
-    terminals = np.zeros(num, np.float32)
-    terminals[episode_length - 1 :: episode_length] = 1.0
-    terminals[-1] = 1.0
-    return {
-        "observations": states[:-1],
-        "next_observations": states[1:],
-        "actions": rng.uniform(-1, 1, (num, action_dim)).astype(np.float32),
-        "rewards": -rng.integers(0, 3, num).astype(np.float32),
-        "masks": np.ones(num, np.float32),
-        "terminals": terminals,
-    }
 
 
 def run_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         return compose("config", overrides=list(overrides))
-
-
-def timed_in_turn(functions: dict, repeats: int) -> dict:
-    """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
-    called in turn `repeats` times after one warm-up call each: every case sees the same minutes of the
-    machine, whose speed drifts by about 10% over minutes on a shared 2-core CPU, so ratios between cases
-    are side by side rather than minutes apart."""
-    for function in functions.values():
-        function()
-    samples = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - start)
-    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
-
-
-def timed(function, repeats: int) -> float:
-    """Median seconds per call of `function()`, which must block until its result is ready."""
-    return timed_in_turn({"only": function}, repeats)["only"]
-
-
-def update_flops(agent, replay, batch_size: int) -> float:
-    """XLA's estimate of the floating-point operations of one update."""
-    config = agent.config
-    batch = replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
-    compiled = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile()
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    return float(analysis.get("flops", float("nan")))
 
 
 def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -> dict:
@@ -127,35 +82,6 @@ def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -
         "jit_sample_ms": round(1e3 * device_seconds, 4),
         "numpy_sample_ms": round(1e3 * timed(numpy_sample, repeats), 4),
     }
-
-
-def agent_bytes(agent) -> int:
-    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(agent))
-
-
-def peak_device_bytes() -> int | None:
-    """The process's peak memory so far on its first device, as a GPU's allocator reports it (a CPU reports
-    none): the memory a vector needs, where `device_bytes_agents` is only what its agents hold."""
-    stats = jax.devices()[0].memory_stats()
-    return None if stats is None else stats.get("peak_bytes_in_use")
-
-
-def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
-    """A replay of synthetic data for `runs` runs, and whether updates sample it as online (mixed) batches."""
-    if cfg.env.get("goal_conditioned"):  # DQC's setting: the observation ends in the goal representation
-        dataset = synthetic_dataset(100_000, obs_dim - cfg.env.goal_dim, action_dim)
-        dataset["oracle_reps"] = dataset["observations"][:, : cfg.env.goal_dim]
-        return buffers.make_goal_replay(dataset), False
-    dataset = synthetic_dataset(100_000, obs_dim, action_dim)
-    ratios = None if cfg.offline_ratio is None else [cfg.offline_ratio] * runs
-    replay = buffers.make_replay([dataset], [0] * runs, [0] * runs, 200_000, 1000, ratios)
-    online = cfg.offline_ratio is not None  # mixed sampling needs online data
-    if online:
-        transitions = synthetic_dataset(1000, obs_dim, action_dim, seed=1)
-        replay = insert(
-            replay, {key: np.broadcast_to(value, (runs,) + value.shape) for key, value in transitions.items()}
-        )
-    return replay, online
 
 
 def vector_case(
@@ -224,16 +150,6 @@ def vector_case(
     }
     state["obs_dim"] = obs_dim
     return description, updates, state
-
-
-def matmul_gflop_per_s(rows: int, width: int, chain: int = 200) -> float:
-    """The device's rate on a chain of (rows, width) @ (width, width) matmuls, an update's bulk shape: the
-    ceiling its GFLOP/s is read against (each product feeds the next, so XLA cannot hoist any out)."""
-    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
-    w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / width
-    chained = jax.jit(lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
-    seconds = timed(lambda: jax.block_until_ready(chained(x, w)), 3)
-    return 2 * rows * width * width * chain / seconds / 1e9
 
 
 def single_run_figures(description: dict, updates, state: dict, repeats: int) -> dict:
@@ -342,107 +258,6 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
     }
 
 
-def write_synthetic_shards(directory: Path, env, name: str, num_shards: int, episodes: int, steps: int):
-    """`num_shards` shards of random steps in the published file format of `name`'s env, under their names."""
-    _, info = env.reset(seed=0)
-    per_step = {
-        "observations": env.observation_space.shape,
-        "actions": env.action_space.shape,
-        **{key: np.shape(info[key]) for key in ("qpos", "qvel", "button_states") if key in info},
-    }
-    rng = np.random.default_rng(0)
-    paths = []
-    for index in range(num_shards):
-        arrays = {
-            key: rng.normal(size=(episodes * steps, *shape)).astype(FILE_DTYPES[key])
-            for key, shape in per_step.items()
-        }
-        arrays["actions"] = np.clip(arrays["actions"], -1, 1)
-        arrays["terminals"] = (np.arange(episodes * steps) % steps == steps - 1).astype(bool)
-        paths.append(directory / f"{dataset_name_of(name)}-{index:03d}.npz")
-        np.savez_compressed(paths[-1], **arrays)
-    return paths
-
-
-def streamed_updates(
-    agent, rng, replay: Replay, stream: ShardStream | None, dispatches: int, *, swap_every, **kw
-):
-    """`dispatches` calls of `fused_updates(num_updates=swap_every)`, each followed by a shard swap (none when
-    `stream` is None): the train loop's pattern, the swap waiting only when the reader has fallen behind."""
-    for _ in range(dispatches):
-        agent, rng, metrics, _, _ = fused_updates(agent, rng, replay, jnp.int32([swap_every]), **kw)
-        if stream is not None:
-            replay = replay.replace(offline=stream.swap(replay.offline))
-    jax.block_until_ready(metrics)
-    return agent, rng, replay
-
-
-def single_run_replay(offline: buffers.TransitionStore, obs_dim: int, action_dim: int) -> Replay:
-    """The replay of a vector of one run over all of `offline` (no online data)."""
-    segment = buffers.Segment(jnp.zeros(1, jnp.int32), offline.count[None], jnp.zeros(1, jnp.int32))
-    return Replay(offline, stack([buffers.empty(obs_dim, action_dim, 1)]), segment, None)
-
-
-def bench_stream(
-    overrides: list[str], repeats: int, swap_every: int, num_shards: int, shard_steps: tuple
-) -> dict:
-    """Offline qc_fql updates/s with one shard resident and a swap every `swap_every` updates, against the
-    same shards all resident in one store; the shards are random steps in the env's file format."""
-    cfg = run_config("agent=qc_fql", *overrides)
-    agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
-    env = envs.make_env(cfg.env)
-    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    loader = ShardLoader([cfg.env.name], cfg.env.sparse)
-    with tempfile.TemporaryDirectory() as directory:
-        paths = write_synthetic_shards(Path(directory), env, cfg.env.name, num_shards, *shard_steps)
-        resident = buffers.from_dataset(buffers.replay.concatenate([loader(path) for path in paths])[0])
-        stream = ShardStream(paths, loader, seed=0, shards_in_memory=1)
-        streamed = stream.initial_store()
-        replays = {
-            "resident": (single_run_replay(resident, obs_dim, action_dim), None),
-            "streamed": (single_run_replay(streamed, obs_dim, action_dim), stream),
-        }
-        agent, rng = (
-            stack([agents.make_agent(agent_cfg, 0, obs_dim, action_dim)]),
-            jax.random.PRNGKey(0)[None],
-        )
-        dispatches = max(1, 200 // swap_every)
-        seconds = {name: [] for name in replays}
-        for repeat in range(repeats + 1):  # the first round compiles
-            for name, (replay, source) in replays.items():  # alternated, so load on the machine hits both
-                start = time.perf_counter()
-                agent, rng, replay = streamed_updates(
-                    agent,
-                    rng,
-                    replay,
-                    source,
-                    dispatches,
-                    swap_every=swap_every,
-                    batch_size=cfg.batch_size,
-                    online=False,
-                )
-                replays[name] = (replay, source)
-                if repeat:
-                    seconds[name].append(time.perf_counter() - start)
-        swaps, waited = stream.position, stream.waited_s
-        stream.close()
-    updates = dispatches * swap_every
-    speed = {name: updates / float(np.median(times)) for name, times in seconds.items()}
-    return {
-        "env": cfg.env.name,
-        "batch_size": cfg.batch_size,
-        "hidden_dims": agent_cfg.get("hidden_dims"),
-        "shards": num_shards,
-        "steps_per_shard": shard_steps[0] * shard_steps[1],
-        "swap_every_updates": swap_every,
-        "updates_per_s_resident": round(speed["resident"], 2),
-        "updates_per_s_streamed": round(speed["streamed"], 2),
-        "streamed_over_resident": round(speed["streamed"] / speed["resident"], 3),
-        "swaps": swaps,
-        "seconds_swaps_waited_for_the_reader": round(waited, 3),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -482,9 +297,8 @@ def main() -> None:
     report = {"device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__}
     if args.stream:
         shard_steps = tuple(int(part) for part in args.shard_size.split("x"))
-        report["stream"] = bench_stream(
-            args.overrides, args.repeats, args.swap_every, args.shards, shard_steps
-        )
+        cfg = run_config("agent=qc_fql", *args.overrides)
+        report["stream"] = bench_stream(cfg, args.repeats, args.swap_every, args.shards, shard_steps)
         print(json.dumps(report, indent=2))
         return
     if args.sweep:

@@ -22,23 +22,6 @@ def test_run_map_benchmark_reports_both_maps_for_both_counts(monkeypatch, capsys
     assert all(rate > 0 for rate in rates.values())
 
 
-def test_cases_are_timed_in_turn_after_one_warm_up_each(monkeypatch):
-    now, calls = [0.0], []
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: now[0])
-    costs = {"a": iter([90, 1, 2, 30]), "b": iter([90, 5, 5, 6])}  # the first of each is its warm-up
-
-    def case(name):
-        def call():
-            calls.append(name)
-            now[0] += next(costs[name])
-
-        return call
-
-    seconds = benchmark.timed_in_turn({"a": case("a"), "b": case("b")}, repeats=3)
-    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
-    assert seconds == {"a": 2.0, "b": 5.0}  # medians of the timed calls, the warm-ups left out
-
-
 def test_sweep_benchmark_reports_both_vectors_and_their_ratio(monkeypatch, capsys):
     argv = ["benchmark.py", "--sweep", "alpha=1,10", "--dispatch", "2", "--repeats", "1"]
     monkeypatch.setattr(sys, "argv", [*argv, "agent.hidden_dims=[8]", "batch_size=8"])
@@ -49,18 +32,6 @@ def test_sweep_benchmark_reports_both_vectors_and_their_ratio(monkeypatch, capsy
     assert seeds["runs"] == swept["runs"] == 2
     expected = swept["updates_per_s_aggregate"] / seeds["updates_per_s_aggregate"]
     assert abs(report["ratio"] - expected) < 1e-3
-
-
-def test_peak_device_bytes_is_the_allocators_peak_and_none_on_a_cpu(monkeypatch):
-    if benchmark.jax.default_backend() == "cpu":
-        assert benchmark.peak_device_bytes() is None  # a CPU's allocator reports nothing
-
-    class Gpu:
-        def memory_stats(self):
-            return {"bytes_in_use": 10, "peak_bytes_in_use": 123}
-
-    monkeypatch.setattr(benchmark.jax, "devices", lambda: [Gpu()])
-    assert benchmark.peak_device_bytes() == 123
 
 
 def test_single_run_report_reads_its_rate_against_the_matmul_ceiling(monkeypatch, capsys):

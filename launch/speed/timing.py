@@ -1,0 +1,61 @@
+"""How launch/benchmark.py times what trains: cases in turn, FLOPs per update, the device's matmul ceiling
+and its memory."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+
+def timed_in_turn(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
+    called in turn `repeats` times after one warm-up call each: every case sees the same minutes of the
+    machine, whose speed drifts by about 10% over minutes on a shared 2-core CPU, so ratios between cases
+    are side by side rather than minutes apart."""
+    for function in functions.values():
+        function()
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
+
+
+def timed(function, repeats: int) -> float:
+    """Median seconds per call of `function()`, which must block until its result is ready."""
+    return timed_in_turn({"only": function}, repeats)["only"]
+
+
+def update_flops(agent, replay, batch_size: int) -> float:
+    """XLA's estimate of the floating-point operations of one update."""
+    config = agent.config
+    batch = replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
+    compiled = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis.get("flops", float("nan")))
+
+
+def agent_bytes(agent) -> int:
+    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(agent))
+
+
+def peak_device_bytes() -> int | None:
+    """The process's peak memory so far on its first device, as a GPU's allocator reports it (a CPU reports
+    none): the memory a vector needs, where `device_bytes_agents` is only what its agents hold."""
+    stats = jax.devices()[0].memory_stats()
+    return None if stats is None else stats.get("peak_bytes_in_use")
+
+
+def matmul_gflop_per_s(rows: int, width: int, chain: int = 200) -> float:
+    """The device's rate on a chain of (rows, width) @ (width, width) matmuls, an update's bulk shape: the
+    ceiling its GFLOP/s is read against (each product feeds the next, so XLA cannot hoist any out)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
+    w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / width
+    chained = jax.jit(lambda x, w: jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x))
+    seconds = timed(lambda: jax.block_until_ready(chained(x, w)), 3)
+    return 2 * rows * width * width * chain / seconds / 1e9
