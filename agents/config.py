@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import jax
 
@@ -12,6 +12,13 @@ ConfigT = TypeVar("ConfigT", bound="AgentConfig")
 
 # Keys of configs/agent/*.yaml that name the agent rather than configure it.
 META_KEYS = ("name", "algorithm")
+_SWEEPABLE = "sweepable"
+
+
+def sweepable(default: Any) -> Any:
+    """A config field that may take a different value in each run of a vector: a scalar that changes no
+    array shape (`alpha: float = sweepable(300.0)`). It becomes a leaf of the config's pytree."""
+    return dataclasses.field(default=default, metadata={_SWEEPABLE: True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,28 +29,16 @@ class AgentConfig:
     execution_length: actions of each chunk executed before the policy is queried again (receding horizon);
     None executes the whole chunk.
 
-    A config is a pytree: the fields named in `SWEEPABLE` (scalars that change no array shape) are its
+    A config is a pytree: the fields marked `sweepable(...)` (scalars that change no array shape) are its
     leaves and everything else is static. An agent that holds its config as a pytree field and reads these
     values inside its jitted functions can then be stacked with agents of other values and `jax.vmap`-ed:
-    each run of a vector sees its own alpha, tau or discount. A subclass may extend `SWEEPABLE`.
+    each run of a vector sees its own alpha, tau or discount. A subclass that redefines a field marks it
+    again.
     """
-
-    SWEEPABLE: ClassVar[tuple[str, ...]] = (
-        "discount",
-        "lr",
-        "tau",
-        "alpha",
-        "bc_alpha",
-        "kappa_b",
-        "kappa_d",
-        "expectile",
-        "alpha_actor",
-        "alpha_critic",
-    )
 
     chunk_length: int = 5
     action_chunking: bool = True
-    discount: float = 0.99
+    discount: float = sweepable(0.99)
     offline_pretraining: bool = True
     execution_length: int | None = None
 
@@ -64,7 +59,7 @@ class AgentConfig:
     @classmethod
     def sweepable(cls) -> tuple[str, ...]:
         """The fields of this config that may take a different value in each run of a vector."""
-        return tuple(field.name for field in dataclasses.fields(cls) if field.name in cls.SWEEPABLE)
+        return tuple(field.name for field in dataclasses.fields(cls) if field.metadata.get(_SWEEPABLE))
 
     def replace_static(self: ConfigT, **changes) -> ConfigT:
         """A copy with static fields changed and the leaves (possibly stacked arrays) kept; for evaluating a
@@ -92,7 +87,7 @@ class AgentConfig:
                 )
             if isinstance(value, list | tuple):
                 value = tuple(value)
-            elif key in cls.SWEEPABLE and isinstance(value, int):  # float leaves whatever the YAML says
+            elif key in cls.sweepable() and isinstance(value, int):  # float leaves whatever the YAML says
                 value = float(value)
             kwargs[key] = value
         return cls(**kwargs)

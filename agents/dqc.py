@@ -34,7 +34,7 @@ from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Critic, VectorField
 
 VALUE_TYPES = ("reach", "return")
@@ -57,12 +57,12 @@ class Config(AgentConfig):
 
     chunk_length: int = 25
     policy_chunk_length: int = 5
-    discount: float | None = None
+    discount: float | None = sweepable(None)
     value_type: str | None = None
     goal_dim: int = 0
     use_chunk_critic: bool = True
-    kappa_b: float = 0.93
-    kappa_d: float = 0.8
+    kappa_b: float = sweepable(0.93)
+    kappa_d: float = sweepable(0.8)
     distill_method: str = "expectile"
     implicit_backup_type: str = "quantile"
     q_agg: str = "min"
@@ -71,8 +71,8 @@ class Config(AgentConfig):
     hidden_dims: tuple[int, ...] = (1024, 1024, 1024, 1024)
     critic_layer_norm: bool = True
     actor_layer_norm: bool = True
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     num_qs: int = 2
 
     def __post_init__(self):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Actor, Critic, Value
 
 AWR_WEIGHT_CLIP = 100.0
@@ -32,15 +32,15 @@ class Config(AgentConfig):
     """
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
     q_agg: str = "min"
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
-    expectile: float = 0.9
-    alpha: float = 10.0
+    expectile: float = sweepable(0.9)
+    alpha: float = sweepable(10.0)
 
 
 def value_loss(agent, batch: dict, params: dict) -> tuple[jax.Array, dict]:

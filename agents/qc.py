@@ -20,7 +20,7 @@ from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Critic
 
 
@@ -28,8 +28,8 @@ from agents.networks import Critic
 class Config(AgentConfig):
     """Paper defaults (spec, "QC (best-of-N)"); num_samples is 64 on puzzle-3x3 via configs/agent/qc.yaml."""
 
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
     q_agg: str = "mean"

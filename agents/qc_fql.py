@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
 from agents.networks import Critic, VectorField
 
@@ -25,15 +25,15 @@ from agents.networks import Critic, VectorField
 class Config(AgentConfig):
     """Paper defaults (spec, "QC-FQL")."""
 
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
     q_agg: str = "mean"
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     flow_steps: int = 10
-    alpha: float = 300.0
+    alpha: float = sweepable(300.0)
 
 
 class Agent(step.TDAgent):

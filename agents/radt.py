@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 
 dense_init = nn.initializers.normal(stddev=0.02)
 Dense = functools.partial(nn.Dense, kernel_init=dense_init)
@@ -57,7 +57,7 @@ class Config(AgentConfig):
     num_heads: int = 1
     embed_dim: int = 128
     dropout: float = 0.1
-    lr: float = 1e-4
+    lr: float = sweepable(1e-4)
     weight_decay: float = 1e-4
     warmup_steps: int = 10000
     grad_clip: float = 0.25

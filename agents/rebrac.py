@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Actor, Critic
 
 # keys of a chunk batch with a time axis after the batch axis (buffers/chunks.py)
@@ -42,16 +42,16 @@ class Config(AgentConfig):
     (FQL: min)."""
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
     q_agg: str = "min"
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     actor_final_init_scale: float = 0.01
-    alpha_actor: float = 0.1
-    alpha_critic: float = 0.0
+    alpha_actor: float = sweepable(0.1)
+    alpha_critic: float = sweepable(0.0)
     actor_freq: int = 2
     actor_noise: float = 0.2
     actor_noise_clip: float = 0.5

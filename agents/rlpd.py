@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import MLP, Critic, default_init
 
 # ColinQiyangLi/qc rlpd_distributions/tanh_normal.py
@@ -68,8 +68,8 @@ class Config(AgentConfig):
     """
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 10
     critic_layer_norm: bool = True
@@ -78,7 +78,7 @@ class Config(AgentConfig):
     target_entropy_multiplier: float = 0.5
     target_subsample: int | None = None
     backup_entropy: bool = False
-    bc_alpha: float = 0.0
+    bc_alpha: float = sweepable(0.0)
 
     def __post_init__(self):
         if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:
