@@ -10,8 +10,9 @@ import jax
 
 ConfigT = TypeVar("ConfigT", bound="AgentConfig")
 
-# Keys of configs/agent/*.yaml that name the agent rather than configure it.
-META_KEYS = ("name", "algorithm")
+# Keys of configs/agent/*.yaml that name the agent rather than configure it; paper_label is the paper's name
+# of the method (launch/plot.py --paper draws the published curve of that name).
+META_KEYS = ("name", "algorithm", "paper_label")
 _SWEEPABLE = "sweepable"
 
 

@@ -18,9 +18,10 @@ drops out after its last point, and the band there is over fewer runs. The end-o
 runs that reached the end of that phase; the others are listed as missing or incomplete.
 
 --paper adds the authors' published curve (launch/paper.py) for each agent and task of the runs that the
-paper has: dashed, with its 95% band, labelled "paper: <method>" (the paper's own 5-task mean when the runs
-cover a whole OGBench domain, one curve per task for other mixes), and the table gains its value at the end
-of each phase. Runs the paper has no curve for plot as without it.
+paper has (the method named by the run's agent.paper_label): dashed, with its 95% band, labelled
+"paper: <method>" (the paper's own 5-task mean when the runs cover a whole OGBench domain, one curve per
+task for other mixes), and the table gains its value at the end of each phase. Runs the paper has no curve
+for plot as without it.
 
 --aggregate writes instead rliable's aggregates over runs x tasks (launch/aggregate.py; a run's task is its
 env.name): OUT.md with IQM, mean, median and optimality gap of the final metric per phase, probability of
@@ -396,7 +397,7 @@ def paper_overlays(
     budgets: dict[str, Counter] = {}
     notes, timings = set(), set()
     for run, config in runs:
-        curve = paper.match_curve(curves, config.agent.name, config.env.name)
+        curve = paper.match_curve(curves, config.agent.get("paper_label"), config.env.name)
         if curve is None:
             notes.add(f"no paper curve for {config.agent.name} on {config.env.name}")
             continue
@@ -478,7 +479,8 @@ def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -
     for value, by_task in methods.items():
         runs = [run for column in by_task.values() for run in column]
         members = [
-            paper.match_curve(curves, column[0][1].agent.name, task) for task, column in by_task.items()
+            paper.match_curve(curves, column[0][1].agent.get("paper_label"), task)
+            for task, column in by_task.items()
         ]
         if None in members:
             notes.append(f"{value}: no paper curve for some of its tasks, so no paper aggregate")

@@ -1,6 +1,7 @@
 """launch/plot.py on hand-built sweeps with known answers, the launcher configs, and a real tiny multirun."""
 
 import csv
+import functools
 import itertools
 import json
 import subprocess
@@ -16,9 +17,15 @@ from omegaconf import OmegaConf
 from launch import paper, plot
 from launch.aggregate import curves_figure
 from tests import wandb_records
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def paper_label(agent: str) -> str:
+    """configs/agent/<agent>.yaml's paper_label as a run's saved config carries it (YAML)."""
+    return json.dumps(compose_config(f"agent={agent}").agent.paper_label)
 
 
 def write_run(
@@ -39,7 +46,8 @@ def write_run(
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
-        f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
+        f"agent:\n  name: {agent}\n  paper_label: {paper_label(agent)}\n  chunk_length: {chunk_length}\n"
+        "  hidden_dims: [32, 32]\n"
         f"env:\n  name: {env}\n  success_timing: null\ndataset:\n  source: {dataset_source}\n"
     )
     rows = []
@@ -379,7 +387,8 @@ def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missin
     (run_dir / ".hydra").mkdir(parents=True)
     tasks, seeds = sorted({task for task, _ in members}), sorted({seed for _, seed in members})
     (run_dir / ".hydra" / "config.yaml").write_text(
-        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n  chunk_length: 5\n"
+        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n"
+        f"  paper_label: {paper_label(agent)}\n  chunk_length: 5\n"
         f"env:\n  task: {tasks}\n  name: cube-double-play-singletask-task${{env.task}}-v0\n"
     )
     for task, seed in members:
