@@ -58,6 +58,15 @@ class AgentConfig:
         return self.chunk_length
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field with its default, tuples as lists: the base of the agent's Hydra group
+        (agents.register_defaults), so that the dataclass is the one source of each default."""
+        return {
+            field.name: list(field.default) if isinstance(field.default, tuple) else field.default
+            for field in dataclasses.fields(cls)
+        }
+
+    @classmethod
     def sweepable(cls) -> tuple[str, ...]:
         """The fields of this config that may take a different value in each run of a vector."""
         return tuple(field.name for field in dataclasses.fields(cls) if field.metadata.get(_SWEEPABLE))

@@ -34,12 +34,12 @@ class Config(AgentConfig):
     tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "min"
-    critic_layer_norm: bool = True
-    actor_layer_norm: bool = False
-    expectile: float = sweepable(0.9)
-    num_samples: int = 32
-    flow_steps: int = 10
+    q_agg: str = "min"  # ensemble reduction for V's target and for scoring the N samples (FQL: min)
+    critic_layer_norm: bool = True  # value and critic
+    actor_layer_norm: bool = False  # the flow's MLP
+    expectile: float = sweepable(0.9)  # paper D.3 and FQL, every domain
+    num_samples: int = 32  # N flow samples per action (paper D.3 and FQL, every domain)
+    flow_steps: int = 10  # Euler steps per flow sample (paper Tab. 3)
 
     def __post_init__(self):
         for name in ("num_samples", "flow_steps"):

@@ -33,13 +33,14 @@ class Config(AgentConfig):
 
     chunk_length: int = 1
     lr: float = sweepable(3e-4)
-    tau: float = sweepable(0.005)
+    tau: float = sweepable(0.005)  # Polyak rate of the target critic (the value has no target)
+    # value, critic and actor MLPs (FQL value_hidden_dims, actor_hidden_dims)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "min"
-    critic_layer_norm: bool = True
+    q_agg: str = "min"  # ensemble reduction for V's target and the AWR advantage (FQL: min of 2)
+    critic_layer_norm: bool = True  # value and critic (FQL layer_norm)
     actor_layer_norm: bool = False
-    expectile: float = sweepable(0.9)
+    expectile: float = sweepable(0.9)  # paper D.3 and FQL
     alpha: float = sweepable(10.0)
 
 

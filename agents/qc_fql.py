@@ -23,7 +23,8 @@ from agents.networks import Critic, VectorField
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Paper defaults (spec, "QC-FQL")."""
+    """Paper defaults (spec, "QC-FQL"). alpha: the reference's (ColinQiyangLi/qc agents/acfql.py get_config),
+    where the paper gives no per-domain value (configs/agent/qc_fql.yaml holds the paper's table)."""
 
     lr: float = sweepable(3e-4)
     tau: float = sweepable(0.005)
@@ -33,7 +34,7 @@ class Config(AgentConfig):
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     flow_steps: int = 10
-    alpha: float = sweepable(300.0)
+    alpha: float = sweepable(100.0)
 
 
 class Agent(step.TDAgent):

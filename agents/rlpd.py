@@ -75,10 +75,10 @@ class Config(AgentConfig):
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     init_temperature: float = 1.0
-    target_entropy_multiplier: float = 0.5
+    target_entropy_multiplier: float = 0.5  # target entropy = -0.5 * chunk_length * action_dim
     target_subsample: int | None = None
-    backup_entropy: bool = False
-    bc_alpha: float = sweepable(0.0)
+    backup_entropy: bool = False  # true: subtract gamma^h * temperature * log pi(a'|s') in the target
+    bc_alpha: float = sweepable(0.0)  # weight of -log pi(dataset chunk | s); QC-RLPD: 0.01
 
     def __post_init__(self):
         if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:

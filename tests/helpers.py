@@ -4,6 +4,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+import agents  # noqa: F401  registers each Config's defaults, which configs/agent/*.yaml build on
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
