@@ -52,11 +52,15 @@ def make_agent(agent_cfg: Mapping[str, Any], seed: int, obs_dim: int, action_dim
 
 def register_defaults() -> None:
     """Stores each algorithm's Config defaults as the Hydra config agent_defaults/<algorithm>: every field is
-    then a key of the composed agent group, and `agent.<field>=...` overrides it without a `+`. Runs at
-    import; call it again after adding an algorithm to ALGORITHMS."""
+    then a key of the composed agent group, and `agent.<field>=...` overrides it without a `+`. Its PRESETS
+    go to agent_presets/<algorithm>/<preset>, which configs/agent/<algorithm>.yaml lists for the chosen
+    preset. Runs at import; call it again after adding an algorithm to ALGORITHMS."""
+    store = ConfigStore.instance()
     for algorithm in ALGORITHMS:
-        node = agent_module(algorithm).Config.defaults()
-        ConfigStore.instance().store(group="agent_defaults", name=algorithm, node=node)
+        config = agent_module(algorithm).Config
+        store.store(group="agent_defaults", name=algorithm, node=config.defaults())
+        for preset, values in config.presets().items():
+            store.store(group=f"agent_presets/{algorithm}", name=preset, node=values)
 
 
 register_defaults()

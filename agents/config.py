@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import jax
 
@@ -35,7 +35,12 @@ class AgentConfig:
     values inside its jitted functions can then be stacked with agents of other values and `jax.vmap`-ed:
     each run of a vector sees its own alpha, tau or discount. A subclass that redefines a field marks it
     again.
+
+    PRESETS: what a preset (configs/preset/<name>.yaml) sets in this agent, {preset: {field: value}}, such as
+    the sizes of preset=debug's tiny networks: a preset names no agent's fields itself, so it suits them all.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     chunk_length: int = 5
     action_chunking: bool = True
@@ -61,10 +66,12 @@ class AgentConfig:
     def defaults(cls) -> dict[str, Any]:
         """Every field with its default, tuples as lists: the base of the agent's Hydra group
         (agents.register_defaults), so that the dataclass is the one source of each default."""
-        return {
-            field.name: list(field.default) if isinstance(field.default, tuple) else field.default
-            for field in dataclasses.fields(cls)
-        }
+        return _plain({field.name: field.default for field in dataclasses.fields(cls)})
+
+    @classmethod
+    def presets(cls) -> dict[str, dict[str, Any]]:
+        """PRESETS with tuples as lists, for Hydra."""
+        return {name: _plain(values) for name, values in cls.PRESETS.items()}
 
     @classmethod
     def sweepable(cls) -> tuple[str, ...]:
@@ -101,6 +108,10 @@ class AgentConfig:
                 value = float(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
 
 def _register(cls: type[AgentConfig]) -> None:

@@ -76,6 +76,7 @@ class Config(AgentConfig):
     lr: float = sweepable(3e-4)
     tau: float = sweepable(0.005)  # Polyak rate of the target action critic
     num_qs: int = 2
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         # frozen: the derived defaults are written once, here, so every reader sees the resolved values

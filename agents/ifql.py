@@ -40,6 +40,7 @@ class Config(AgentConfig):
     expectile: float = sweepable(0.9)  # paper D.3 and FQL, every domain
     num_samples: int = 32  # N flow samples per action (paper D.3 and FQL, every domain)
     flow_steps: int = 10  # Euler steps per flow sample (paper Tab. 3)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         for name in ("num_samples", "flow_steps"):

@@ -42,6 +42,7 @@ class Config(AgentConfig):
     actor_layer_norm: bool = False
     expectile: float = sweepable(0.9)  # paper D.3 and FQL
     alpha: float = sweepable(10.0)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
 
 def value_loss(agent, batch: dict, params: dict) -> tuple[jax.Array, dict]:

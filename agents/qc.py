@@ -42,6 +42,7 @@ class Config(AgentConfig):
     diffusion_steps: int = 10  # denoising steps T (behavior=diffusion)
     diffusion_schedule: str = "cosine"  # cosine | linear
     diffusion_sampler: str = "ddpm"  # ddpm (stochastic) | ddim (deterministic)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         choices = {

@@ -35,6 +35,7 @@ class Config(AgentConfig):
     actor_layer_norm: bool = False
     flow_steps: int = 10
     alpha: float = sweepable(100.0)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
 
 class Agent(step.TDAgent):

@@ -78,6 +78,7 @@ class Config(AgentConfig):
     # Online DT's exploration target return; null: the eval success target
     online_target_return: float | None = None
     replay_trajectories: int = 1000  # online replay size in trajectories, seeded with the best offline ones
+    PRESETS = {"debug": {"embed_dim": 32, "num_layers": 1}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         def require(condition, setting, expected):

@@ -61,6 +61,7 @@ class Config(AgentConfig):
     actor_freq: int = 2  # actor and target updates every 2nd update (TD3's delay)
     actor_noise: float = 0.2  # std of the target-policy smoothing and exploration noise
     actor_noise_clip: float = 0.5
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         if self.action_chunking and self.chunk_length > 1:

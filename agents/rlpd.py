@@ -79,6 +79,7 @@ class Config(AgentConfig):
     target_subsample: int | None = None
     backup_entropy: bool = False  # true: subtract gamma^h * temperature * log pi(a'|s') in the target
     bc_alpha: float = sweepable(0.0)  # weight of -log pi(dataset chunk | s); QC-RLPD: 0.01
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:

@@ -99,10 +99,17 @@ def agent_part(name: str) -> tuple[dict, list]:
 
 @pytest.mark.parametrize("algorithm", sorted(agents.ALGORITHMS))
 def test_an_algorithms_yaml_builds_on_its_config_and_repeats_none_of_its_defaults(algorithm):
-    """configs/agent/<algorithm>.yaml lists agent_defaults/<algorithm> (its Config's defaults) first and sets
-    only what differs; a variant (fql, dqc_ns, ...) builds on such a YAML and states its own values."""
+    """configs/agent/<algorithm>.yaml lists agent_defaults/<algorithm> (its Config's defaults) first, then
+    itself, then its Config's values for the chosen preset, and sets only what differs; a variant (fql,
+    dqc_ns, ...) builds on such a YAML and states its own values."""
     values, defaults = agent_part(algorithm)
-    assert [entry.split("@")[0] for entry in defaults] == [f"/agent_defaults/{algorithm}", "_self_"]
+    entries = [entry if isinstance(entry, str) else next(iter(entry.items())) for entry in defaults]
+    package = "agent" if "agent" in OmegaConf.load(CONFIGS / "agent" / f"{algorithm}.yaml") else "_here_"
+    assert entries == [
+        f"/agent_defaults/{algorithm}@{package}",
+        "_self_",
+        (f"optional /agent_presets/{algorithm}@{package}", "${preset}"),
+    ]
     assert values["algorithm"] == algorithm
     config_defaults = agents.agent_module(algorithm).Config.defaults()
     repeated = {key: value for key, value in values.items() if config_defaults.get(key, object()) == value}

@@ -79,3 +79,12 @@ def test_invalid_run_settings_fail_naming_the_setting(monkeypatch):
         OmegaConf.update(cfg, key, value)
         with pytest.raises(ValueError, match=f"invalid setting {message}"):
             settings.validate(cfg)
+
+
+@pytest.mark.parametrize("agent", sorted(path.stem for path in (CONFIGS / "agent").glob("*.yaml")))
+def test_the_debug_preset_gives_every_agent_its_configs_tiny_sizes(agent):
+    cfg = compose_config(f"agent={agent}", "preset=debug")
+    settings.validate(cfg)
+    config = agents.make_config(settings.agent_settings(cfg, None))
+    sizes = type(config).PRESETS["debug"]
+    assert sizes and {key: getattr(config, key) for key in sizes} == sizes
