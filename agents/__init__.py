@@ -5,7 +5,10 @@ Every agent is an immutable pytree with
   update(batch) -> (agent, info)          # pure; batch from buffers.gather_chunks
   sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
   eval_actions(observations, key)    # optional: the evaluation policy where it differs (temperature 0)
-and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml.
+and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml. The
+dataclass holds every default: importing this package registers each Config's defaults as the Hydra config
+agent_defaults/<algorithm>, which configs/agent/<algorithm>.yaml lists first and then states only what
+differs (per-domain tables, the paper's variants).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from typing import Any
+
+from hydra.core.config_store import ConfigStore
 
 # algorithm name (the `algorithm` key of configs/agent/*.yaml) -> module defining `Agent` and `Config`
 ALGORITHMS = {
@@ -43,3 +48,19 @@ def make_agent(agent_cfg: Mapping[str, Any], seed: int, obs_dim: int, action_dim
     """A freshly initialised agent for a resolved agent config (a plain mapping)."""
     module = agent_module(agent_cfg["algorithm"])
     return module.Agent.create(seed, obs_dim, action_dim, make_config(agent_cfg))
+
+
+def register_defaults() -> None:
+    """Stores each algorithm's Config defaults as the Hydra config agent_defaults/<algorithm>: every field is
+    then a key of the composed agent group, and `agent.<field>=...` overrides it without a `+`. Its PRESETS
+    go to agent_presets/<algorithm>/<preset>, which configs/agent/<algorithm>.yaml lists for the chosen
+    preset. Runs at import; call it again after adding an algorithm to ALGORITHMS."""
+    store = ConfigStore.instance()
+    for algorithm in ALGORITHMS:
+        config = agent_module(algorithm).Config
+        store.store(group="agent_defaults", name=algorithm, node=config.defaults())
+        for preset, values in config.presets().items():
+            store.store(group=f"agent_presets/{algorithm}", name=preset, node=values)
+
+
+register_defaults()

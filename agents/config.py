@@ -10,8 +10,16 @@ import jax
 
 ConfigT = TypeVar("ConfigT", bound="AgentConfig")
 
-# Keys of configs/agent/*.yaml that name the agent rather than configure it.
-META_KEYS = ("name", "algorithm")
+# Keys of configs/agent/*.yaml that name the agent rather than configure it; paper_label is the paper's name
+# of the method (launch/plot.py --paper draws the published curve of that name).
+META_KEYS = ("name", "algorithm", "paper_label")
+_SWEEPABLE = "sweepable"
+
+
+def sweepable(default: Any) -> Any:
+    """A config field that may take a different value in each run of a vector: a scalar that changes no
+    array shape (`alpha: float = sweepable(300.0)`). It becomes a leaf of the config's pytree."""
+    return dataclasses.field(default=default, metadata={_SWEEPABLE: True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,28 +30,21 @@ class AgentConfig:
     execution_length: actions of each chunk executed before the policy is queried again (receding horizon);
     None executes the whole chunk.
 
-    A config is a pytree: the fields named in `SWEEPABLE` (scalars that change no array shape) are its
+    A config is a pytree: the fields marked `sweepable(...)` (scalars that change no array shape) are its
     leaves and everything else is static. An agent that holds its config as a pytree field and reads these
     values inside its jitted functions can then be stacked with agents of other values and `jax.vmap`-ed:
-    each run of a vector sees its own alpha, tau or discount. A subclass may extend `SWEEPABLE`.
+    each run of a vector sees its own alpha, tau or discount. A subclass that redefines a field marks it
+    again.
+
+    PRESETS: what a preset (configs/preset/<name>.yaml) sets in this agent, {preset: {field: value}}, such as
+    the sizes of preset=debug's tiny networks: a preset names no agent's fields itself, so it suits them all.
     """
 
-    SWEEPABLE: ClassVar[tuple[str, ...]] = (
-        "discount",
-        "lr",
-        "tau",
-        "alpha",
-        "bc_alpha",
-        "kappa_b",
-        "kappa_d",
-        "expectile",
-        "alpha_actor",
-        "alpha_critic",
-    )
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     chunk_length: int = 5
     action_chunking: bool = True
-    discount: float = 0.99
+    discount: float = sweepable(0.99)
     offline_pretraining: bool = True
     execution_length: int | None = None
 
@@ -62,9 +63,20 @@ class AgentConfig:
         return self.chunk_length
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field with its default, tuples as lists: the base of the agent's Hydra group
+        (agents.register_defaults), so that the dataclass is the one source of each default."""
+        return _plain({field.name: field.default for field in dataclasses.fields(cls)})
+
+    @classmethod
+    def presets(cls) -> dict[str, dict[str, Any]]:
+        """PRESETS with tuples as lists, for Hydra."""
+        return {name: _plain(values) for name, values in cls.PRESETS.items()}
+
+    @classmethod
     def sweepable(cls) -> tuple[str, ...]:
         """The fields of this config that may take a different value in each run of a vector."""
-        return tuple(field.name for field in dataclasses.fields(cls) if field.name in cls.SWEEPABLE)
+        return tuple(field.name for field in dataclasses.fields(cls) if field.metadata.get(_SWEEPABLE))
 
     def replace_static(self: ConfigT, **changes) -> ConfigT:
         """A copy with static fields changed and the leaves (possibly stacked arrays) kept; for evaluating a
@@ -92,10 +104,14 @@ class AgentConfig:
                 )
             if isinstance(value, list | tuple):
                 value = tuple(value)
-            elif key in cls.SWEEPABLE and isinstance(value, int):  # float leaves whatever the YAML says
+            elif key in cls.sweepable() and isinstance(value, int):  # float leaves whatever the YAML says
                 value = float(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
 
 def _register(cls: type[AgentConfig]) -> None:

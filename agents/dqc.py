@@ -34,7 +34,7 @@ from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Critic, VectorField
 
 VALUE_TYPES = ("reach", "return")
@@ -55,25 +55,28 @@ class Config(AgentConfig):
     DQC on cube-quadruple (configs/agent/dqc.yaml sets the per-domain kappas and q_agg).
     """
 
-    chunk_length: int = 25
-    policy_chunk_length: int = 5
-    discount: float | None = None
-    value_type: str | None = None
+    chunk_length: int = 25  # H: the chunk critic's backup horizon, the length of every sampled chunk
+    policy_chunk_length: int = 5  # h_a: actions per policy query, the first h_a of the sampled chunk
+    # null: 0.999 for reach (the paper), 0.99 for return (the single-task protocol)
+    discount: float | None = sweepable(None)
+    value_type: str | None = None  # reach | return; null: reach when goal_dim > 0, else return
     goal_dim: int = 0
+    # false: no Q_H, Q_A regresses the H-step target itself (the QC/NS/OS ablations)
     use_chunk_critic: bool = True
-    kappa_b: float = 0.93
-    kappa_d: float = 0.8
-    distill_method: str = "expectile"
-    implicit_backup_type: str = "quantile"
+    kappa_b: float = sweepable(0.93)
+    kappa_d: float = sweepable(0.8)
+    distill_method: str = "expectile"  # expectile | quantile
+    implicit_backup_type: str = "quantile"  # expectile | quantile
     q_agg: str = "min"
-    num_samples: int = 32
-    flow_steps: int = 10
-    hidden_dims: tuple[int, ...] = (1024, 1024, 1024, 1024)
+    num_samples: int = 32  # N of best-of-N
+    flow_steps: int = 10  # Euler steps per flow sample
+    hidden_dims: tuple[int, ...] = (1024, 1024, 1024, 1024)  # every MLP (critics, value, behaviour flow)
     critic_layer_norm: bool = True
     actor_layer_norm: bool = True
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)  # Polyak rate of the target action critic
     num_qs: int = 2
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         # frozen: the derived defaults are written once, here, so every reader sees the resolved values

@@ -20,7 +20,7 @@ from agents import best_of_n as bon
 from agents import critic as td
 from agents import iql, step
 from agents.behavior import Flow
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Critic, Value, VectorField
 
 
@@ -30,16 +30,17 @@ class Config(AgentConfig):
     and for scoring the N samples (FQL: min)."""
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "min"
-    critic_layer_norm: bool = True
-    actor_layer_norm: bool = False
-    expectile: float = 0.9
-    num_samples: int = 32
-    flow_steps: int = 10
+    q_agg: str = "min"  # ensemble reduction for V's target and for scoring the N samples (FQL: min)
+    critic_layer_norm: bool = True  # value and critic
+    actor_layer_norm: bool = False  # the flow's MLP
+    expectile: float = sweepable(0.9)  # paper D.3 and FQL, every domain
+    num_samples: int = 32  # N flow samples per action (paper D.3 and FQL, every domain)
+    flow_steps: int = 10  # Euler steps per flow sample (paper Tab. 3)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         for name in ("num_samples", "flow_steps"):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Actor, Critic, Value
 
 AWR_WEIGHT_CLIP = 100.0
@@ -32,15 +32,17 @@ class Config(AgentConfig):
     """
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)  # Polyak rate of the target critic (the value has no target)
+    # value, critic and actor MLPs (FQL value_hidden_dims, actor_hidden_dims)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "min"
-    critic_layer_norm: bool = True
+    q_agg: str = "min"  # ensemble reduction for V's target and the AWR advantage (FQL: min of 2)
+    critic_layer_norm: bool = True  # value and critic (FQL layer_norm)
     actor_layer_norm: bool = False
-    expectile: float = 0.9
-    alpha: float = 10.0
+    expectile: float = sweepable(0.9)  # paper D.3 and FQL
+    alpha: float = sweepable(10.0)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
 
 def value_loss(agent, batch: dict, params: dict) -> tuple[jax.Array, dict]:

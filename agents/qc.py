@@ -20,27 +20,29 @@ from agents import behavior as bm
 from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Critic
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Paper defaults (spec, "QC (best-of-N)"); num_samples is 64 on puzzle-3x3 via configs/agent/qc.yaml."""
+    """Paper defaults (spec, "QC (best-of-N)"). num_samples: the authors' robomimic N, where the paper gives
+    no per-domain value (configs/agent/qc.yaml holds the paper's table: 32, 64 on puzzle-3x3)."""
 
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "mean"
+    q_agg: str = "mean"  # ensemble reduction for the target and for scoring the N samples
     critic_layer_norm: bool = True
-    actor_layer_norm: bool = False
-    behavior: str = "flow"
-    num_samples: int = 32
-    flow_steps: int = 10
-    diffusion_steps: int = 10
-    diffusion_schedule: str = "cosine"
-    diffusion_sampler: str = "ddpm"
+    actor_layer_norm: bool = False  # the behaviour model's MLP
+    behavior: str = "flow"  # flow | diffusion
+    num_samples: int = 16
+    flow_steps: int = 10  # Euler steps per flow sample
+    diffusion_steps: int = 10  # denoising steps T (behavior=diffusion)
+    diffusion_schedule: str = "cosine"  # cosine | linear
+    diffusion_sampler: str = "ddpm"  # ddpm (stochastic) | ddim (deterministic)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         choices = {

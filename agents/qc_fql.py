@@ -16,24 +16,26 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
 from agents.networks import Critic, VectorField
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Paper defaults (spec, "QC-FQL")."""
+    """Paper defaults (spec, "QC-FQL"). alpha: the reference's (ColinQiyangLi/qc agents/acfql.py get_config),
+    where the paper gives no per-domain value (configs/agent/qc_fql.yaml holds the paper's table)."""
 
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
     q_agg: str = "mean"
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     flow_steps: int = 10
-    alpha: float = 300.0
+    alpha: float = sweepable(100.0)
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
 
 class Agent(step.TDAgent):

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 
 dense_init = nn.initializers.normal(stddev=0.02)
 Dense = functools.partial(nn.Dense, kernel_init=dense_init)
@@ -48,34 +48,38 @@ class Config(AgentConfig):
     (configs/agent/dt.yaml sets it).
     """
 
-    chunk_length: int = 1
+    chunk_length: int = 1  # one action per policy query (the other code reads agent.chunk_length)
     action_chunking: bool = False
-    return_alignment: bool = True
-    seq_ra: bool = True
-    step_ra: bool = True
-    context_length: int = 20
+    return_alignment: bool = True  # false: the interleaved (R, s, a) Decision Transformer
+    seq_ra: bool = True  # sequence-level return alignment: gated cross-attention to the return tokens
+    step_ra: bool = True  # step-level return alignment: adaLN-Zero modulation (both ignored by DT)
+    context_length: int = 20  # K steps per window
     num_layers: int = 3
     num_heads: int = 1
     embed_dim: int = 128
     dropout: float = 0.1
-    lr: float = 1e-4
+    lr: float = sweepable(1e-4)  # AdamW
     weight_decay: float = 1e-4
-    warmup_steps: int = 10000
-    grad_clip: float = 0.25
-    max_timestep: int = 1001
+    warmup_steps: int = 10000  # linear warm-up of the learning rate
+    grad_clip: float = 0.25  # global-norm gradient clipping
+    max_timestep: int = 1001  # timestep embeddings: at least the longest dataset trajectory
     learnable_timestep_embedding: bool = False
+    # returns-to-go are divided by this (OGBench returns are about -(steps to success))
     return_scale: float = 100.0
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     init_temperature: float = 0.1
     temperature_lr: float = 1e-4
-    target_entropy: float | None = None
+    target_entropy: float | None = None  # Online DT's entropy target; null: -action_dim
+    # the sweep of target returns spans these quantiles of dataset returns
     eval_target_quantiles: tuple[float, float] = (0.05, 0.95)
     eval_num_targets: int = 5
-    eval_episodes_per_target: int = 2
-    eval_target_return: float | None = None
+    eval_episodes_per_target: int = 2  # episodes per sweep target, for eval/return_alignment_error
+    eval_target_return: float | None = None  # target of the eval/success episodes; null: the top of the sweep
+    # Online DT's exploration target return; null: the eval success target
     online_target_return: float | None = None
-    replay_trajectories: int = 1000
+    replay_trajectories: int = 1000  # online replay size in trajectories, seeded with the best offline ones
+    PRESETS = {"debug": {"embed_dim": 32, "num_layers": 1}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         def require(condition, setting, expected):

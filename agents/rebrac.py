@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import Actor, Critic
 
 # keys of a chunk batch with a time axis after the batch axis (buffers/chunks.py)
@@ -37,24 +37,31 @@ def split_next_actions(batch: dict) -> tuple[dict, jax.Array, jax.Array]:
 
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
-    """Defaults of FQL's agents/rebrac.py get_config (spec, "ReBRAC"); the paper's coefficient 0.1 sets
-    alpha_actor (configs/agent/rebrac.yaml says why). q_agg reduces the ensemble for the target and the actor
-    (FQL: min)."""
+    """Defaults of FQL's agents/rebrac.py get_config (spec, "ReBRAC"); q_agg reduces the ensemble for the
+    target and the actor (FQL: min). With chunk_length > 1 only action_chunking = False (an n-step return) is
+    supported.
+
+    alpha_actor: the paper (Tab. 4, D.3) gives one coefficient, 0.1 on every domain, swept over 0.01-1. FQL's
+    ReBRAC takes two (alpha_actor, alpha_critic, both 0 by default) and its README tunes them per env. We read
+    the paper's 0.1 as the actor's BC coefficient, ReBRAC's (and TD3+BC's) main knob, and keep FQL's
+    alpha_critic = 0: unconfirmed by the paper.
+    """
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)  # Polyak rate of the target critic and the target actor
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 2
-    q_agg: str = "min"
+    q_agg: str = "min"  # ensemble reduction for the target and the actor's Q (FQL: min of 2)
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
-    actor_final_init_scale: float = 0.01
-    alpha_actor: float = 0.1
-    alpha_critic: float = 0.0
-    actor_freq: int = 2
-    actor_noise: float = 0.2
+    actor_final_init_scale: float = 0.01  # FQL actor_fc_scale: the tanh policy starts near 0
+    alpha_actor: float = sweepable(0.1)  # weight of ||pi(s) - a||^2 in the actor loss
+    alpha_critic: float = sweepable(0.0)  # weight of ||a' - a'_data||^2 subtracted from the target Q
+    actor_freq: int = 2  # actor and target updates every 2nd update (TD3's delay)
+    actor_noise: float = 0.2  # std of the target-policy smoothing and exploration noise
     actor_noise_clip: float = 0.5
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         if self.action_chunking and self.chunk_length > 1:

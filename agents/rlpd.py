@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
-from agents.config import AgentConfig
+from agents.config import AgentConfig, sweepable
 from agents.networks import MLP, Critic, default_init
 
 # ColinQiyangLi/qc rlpd_distributions/tanh_normal.py
@@ -68,17 +68,18 @@ class Config(AgentConfig):
     """
 
     chunk_length: int = 1
-    lr: float = 3e-4
-    tau: float = 0.005
+    lr: float = sweepable(3e-4)
+    tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 10
     critic_layer_norm: bool = True
     actor_layer_norm: bool = False
     init_temperature: float = 1.0
-    target_entropy_multiplier: float = 0.5
+    target_entropy_multiplier: float = 0.5  # target entropy = -0.5 * chunk_length * action_dim
     target_subsample: int | None = None
-    backup_entropy: bool = False
-    bc_alpha: float = 0.0
+    backup_entropy: bool = False  # true: subtract gamma^h * temperature * log pi(a'|s') in the target
+    bc_alpha: float = sweepable(0.0)  # weight of -log pi(dataset chunk | s); QC-RLPD: 0.01
+    PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
 
     def __post_init__(self):
         if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:

@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+import agents  # noqa: F401  registers each Config's defaults: the config composes its agent group
 import envs
 from envs import shards
 

@@ -18,9 +18,10 @@ drops out after its last point, and the band there is over fewer runs. The end-o
 runs that reached the end of that phase; the others are listed as missing or incomplete.
 
 --paper adds the authors' published curve (launch/analysis/paper.py) for each agent and task of the runs that
-the paper has: dashed, with its 95% band, labelled "paper: <method>" (the paper's own 5-task mean when the
-runs cover a whole OGBench domain, one curve per task for other mixes), and the table gains its value at the
-end of each phase. Runs the paper has no curve for plot as without it.
+the paper has (the method named by the run's agent.paper_label): dashed, with its 95% band, labelled
+"paper: <method>" (the paper's own 5-task mean when the runs cover a whole OGBench domain, one curve per task
+for other mixes), and the table gains its value at the end of each phase. Runs the paper has no curve for
+plot as without it.
 
 --aggregate writes instead rliable's aggregates over runs x tasks (launch/analysis/aggregate.py; a run's task
 is its env.name): OUT.md with IQM, mean, median and optimality gap of the final metric per phase, probability

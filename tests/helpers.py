@@ -6,6 +6,8 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import agents  # noqa: F401  registers each Config's defaults, which configs/agent/*.yaml build on
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 

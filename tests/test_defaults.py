@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
+import agents
 import envs
 from launch.engine import settings
 from tests.helpers import CONFIGS, compose_config
@@ -83,3 +85,48 @@ def test_a_dqc_batch_size_set_by_the_user_wins_over_the_agents_4096(agent):
     assert compose_config(f"agent={agent}", "batch_size=512").batch_size == 512
     assert compose_config(f"agent={agent}", "preset=debug").batch_size == 32
     assert compose_config("agent=qc_fql").batch_size == 256
+
+
+# ---- one source: each agent's Config holds its defaults, the YAML only what differs ------------------------
+
+
+def agent_part(name: str) -> tuple[dict, list]:
+    """configs/agent/<name>.yaml's agent keys (unresolved) and its defaults list."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "agent" / f"{name}.yaml"))
+    values = raw.get("agent", raw)
+    return {key: value for key, value in values.items() if key != "defaults"}, raw.get("defaults", [])
+
+
+@pytest.mark.parametrize("algorithm", sorted(agents.ALGORITHMS))
+def test_an_algorithms_yaml_builds_on_its_config_and_repeats_none_of_its_defaults(algorithm):
+    """configs/agent/<algorithm>.yaml lists agent_defaults/<algorithm> (its Config's defaults) first, then
+    itself, then its Config's values for the chosen preset, and sets only what differs; a variant (fql,
+    dqc_ns, ...) builds on such a YAML and states its own values."""
+    values, defaults = agent_part(algorithm)
+    entries = [entry if isinstance(entry, str) else next(iter(entry.items())) for entry in defaults]
+    package = "agent" if "agent" in OmegaConf.load(CONFIGS / "agent" / f"{algorithm}.yaml") else "_here_"
+    assert entries == [
+        f"/agent_defaults/{algorithm}@{package}",
+        "_self_",
+        (f"optional /agent_presets/{algorithm}@{package}", "${preset}"),
+    ]
+    assert values["algorithm"] == algorithm
+    config_defaults = agents.agent_module(algorithm).Config.defaults()
+    repeated = {key: value for key, value in values.items() if config_defaults.get(key, object()) == value}
+    assert not repeated, f"configs/agent/{algorithm}.yaml repeats its Config's defaults: {repeated}"
+
+
+@pytest.mark.parametrize("algorithm", sorted(agents.ALGORITHMS))
+def test_a_by_domain_tables_default_is_the_configs_default(algorithm):
+    """Where the paper gives no per-domain value, an algorithm's own agent falls back to its Config's default
+    (a variant such as fql may set another fallback)."""
+    values, _ = agent_part(algorithm)
+    config_defaults = agents.agent_module(algorithm).Config.defaults()
+    tables = {
+        key.removesuffix(settings.BY_DOMAIN): table
+        for key, table in values.items()
+        if key.endswith(settings.BY_DOMAIN)
+    }
+    for key, table in tables.items():
+        if "default" in table:
+            assert table["default"] == config_defaults[key], f"{algorithm}.yaml {key}_by_domain's default"

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from envs import domain_of
 from launch.analysis import paper
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, compose_config
 
 # preset -> (env config group, the CSV's name for the domain, sparse reward)
 OGBENCH_PRESETS = {
@@ -32,15 +32,31 @@ def swept(params) -> dict[str, list[str]]:
     return {override.key_or_group: list(override.sweep_string_iterator()) for override in overrides}
 
 
+def paper_labels() -> dict[str, str]:
+    """The paper's method name -> this codebase's agent, from each agent's `paper_label`."""
+    agents = sorted(path.stem for path in (CONFIGS / "agent").glob("*.yaml"))
+    labels = {agent: compose_config(f"agent={agent}").agent.paper_label for agent in agents}
+    return {label: agent for agent, label in labels.items() if label is not None}
+
+
 def paper_methods(benchmark: str, prefix: str) -> set[str]:
     """This codebase's agents that the CSV has a curve of for tasks starting with `prefix`."""
-    names = {method: agent for agent, method in paper.METHODS.items()}
+    names = paper_labels()
     with paper.CURVES_CSV.open() as file:
         return {
             names[row["method"]]
             for row in csv.DictReader(file)
             if row["benchmark"] == benchmark and row["task"].startswith(prefix) and row["method"] in names
         }
+
+
+def test_each_paper_label_names_one_agent_and_a_published_method():
+    agents = sorted(path.stem for path in (CONFIGS / "agent").glob("*.yaml"))
+    labels = [compose_config(f"agent={agent}").agent.paper_label for agent in agents]
+    named = [label for label in labels if label is not None]
+    assert len(named) == len(set(named)), "two agents carry one paper_label (a variant inherited it?)"
+    with paper.CURVES_CSV.open() as file:
+        assert set(named) <= {row["method"] for row in csv.DictReader(file)}
 
 
 def test_every_paper_preset_is_listed():

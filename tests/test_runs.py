@@ -1,6 +1,7 @@
 """launch/analysis/runs.py: the runs under a dir, and each one's curve from hand-built run dirs with known
 answers (a crashed run, a torn last line, a vector's members)."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,7 +11,14 @@ from omegaconf import OmegaConf
 
 from launch import plot
 from launch.analysis.runs import expected_runs, find_runs, load_run, swept_value
+from tests.helpers import compose_config
 from tests.test_curves import drawn_figure
+
+
+@functools.cache
+def paper_label(agent: str) -> str:
+    """configs/agent/<agent>.yaml's paper_label as a run's saved config carries it (YAML)."""
+    return json.dumps(compose_config(f"agent={agent}").agent.paper_label)
 
 
 def write_run(
@@ -31,7 +39,8 @@ def write_run(
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"seed: {seed}\noffline_steps: {offline_steps}\nonline_steps: {online_steps}\n"
-        f"agent:\n  name: {agent}\n  chunk_length: {chunk_length}\n  hidden_dims: [32, 32]\n"
+        f"agent:\n  name: {agent}\n  paper_label: {paper_label(agent)}\n  chunk_length: {chunk_length}\n"
+        "  hidden_dims: [32, 32]\n"
         f"env:\n  name: {env}\n  success_timing: null\ndataset:\n  source: {dataset_source}\n"
     )
     rows = []
@@ -58,7 +67,8 @@ def vector_run(run_dir: Path, agent: str, members: list[tuple[int, int]], missin
     (run_dir / ".hydra").mkdir(parents=True)
     tasks, seeds = sorted({task for task, _ in members}), sorted({seed for _, seed in members})
     (run_dir / ".hydra" / "config.yaml").write_text(
-        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n  chunk_length: 5\n"
+        f"seed: {seeds}\noffline_steps: 100\nonline_steps: 100\nagent:\n  name: {agent}\n"
+        f"  paper_label: {paper_label(agent)}\n  chunk_length: 5\n"
         f"env:\n  task: {tasks}\n  name: cube-double-play-singletask-task${{env.task}}-v0\n"
     )
     for task, seed in members:

@@ -42,7 +42,8 @@ def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -
     for value, by_task in methods.items():
         runs = [run for column in by_task.values() for run in column]
         members = [
-            paper.match_curve(curves, column[0][1].agent.name, task) for task, column in by_task.items()
+            paper.match_curve(curves, column[0][1].agent.get("paper_label"), task)
+            for task, column in by_task.items()
         ]
         if None in members:
             notes.append(f"{value}: no paper curve for some of its tasks, so no paper aggregate")

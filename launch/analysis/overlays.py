@@ -50,7 +50,7 @@ def paper_overlays(
     budgets: dict[str, Counter] = {}
     notes, timings = set(), set()
     for run, config in runs:
-        curve = paper.match_curve(curves, config.agent.name, config.env.name)
+        curve = paper.match_curve(curves, config.agent.get("paper_label"), config.env.name)
         if curve is None:
             notes.add(f"no paper curve for {config.agent.name} on {config.env.name}")
             continue

@@ -1,6 +1,7 @@
 """The paper's published success curves (data/paper/q-chunking-curves.csv), matched to runs, on their x.
 
-A run matches a paper curve through its agent name (qc -> QC, ...) and env name: an OGBench single-task env
+A run matches a paper curve through the method name its agent config carries (`agent.paper_label`, set by
+configs/agent/*.yaml: qc -> QC, ...) and its env name: an OGBench single-task env
 `<domain>-play[-100m]-singletask-task<N>-v0` is the paper's task `<domain>-play-task<N>`; a robomimic env
 whose name holds `lift-mh`, `can-mh` or `square-mh` is the paper's `lift`, `can` or `square`.
 
@@ -20,21 +21,6 @@ from pathlib import Path
 import numpy as np
 
 CURVES_CSV = Path(__file__).resolve().parents[2] / "data" / "paper" / "q-chunking-curves.csv"
-METHODS = {
-    "qc": "QC",
-    "qc_fql": "QC-FQL",
-    "bfn": "BFN",
-    "bfn_n": "BFN-n",
-    "fql": "FQL",
-    "fql_n": "FQL-n",
-    "rlpd": "RLPD",
-    "rlpd_ac": "RLPD-AC",
-    "iql": "IQL",
-    "rebrac": "ReBRAC",
-    "ifql": "IFQL",
-    "ifql_n": "IFQL-n",
-    "qc_ifql": "QC-IFQL",
-}
 OGBENCH_DOMAINS = ("cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3")
 PAPER_BUDGET = (1_000_000, 1_000_000)  # offline updates, online environment steps
 _OGBENCH_TASK = re.compile(rf"({'|'.join(OGBENCH_DOMAINS)})-play(?:-100m)?-singletask-task(\d+)-v\d+")
@@ -95,13 +81,14 @@ def load_curves(path: Path = CURVES_CSV) -> dict[tuple[str, str, str], PaperCurv
 
 
 def match_curve(
-    curves: dict[tuple[str, str, str], PaperCurve], agent_name: str, env_name: str
+    curves: dict[tuple[str, str, str], PaperCurve], paper_label: str | None, env_name: str
 ) -> PaperCurve | None:
-    """The paper's curve for a run of `agent_name` on `env_name`, None when the paper has none."""
+    """The paper's curve of method `paper_label` (a run's agent.paper_label) on `env_name`, None when the
+    paper has none."""
     task = paper_task(env_name)
-    if agent_name not in METHODS or task is None:
+    if paper_label is None or task is None:
         return None
-    return curves.get((*task, METHODS[agent_name]))
+    return curves.get((*task, paper_label))
 
 
 def aggregate_curve(

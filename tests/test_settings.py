@@ -1,0 +1,90 @@
+"""launch/settings.py: the agent group with its per-domain defaults, the registry's errors and the checks of a
+run's settings."""
+
+import re
+
+import pytest
+from omegaconf import OmegaConf
+
+import agents
+from launch.engine import settings
+from tests.helpers import CONFIGS, compose_config
+
+
+@pytest.mark.parametrize(
+    ("agent_name", "domain", "alpha"),
+    [
+        ("qc_fql", "cube-double", 300.0),
+        ("qc_fql", "cube-triple", 100.0),
+        ("fql", "puzzle-3x3", 100.0),
+        ("fql", "cube-triple", 300.0),
+        ("fql_n", "scene", 100.0),
+        ("qc_fql", "pointmaze-medium", 100.0),  # no paper value: the reference default (acfql.py)
+    ],
+)
+def test_alpha_defaults_follow_the_paper_per_domain(agent_name, domain, alpha):
+    cfg = compose_config(f"agent={agent_name}")
+    assert settings.agent_settings(cfg, domain)["alpha"] == alpha
+    cfg.agent.alpha = 7.0
+    assert settings.agent_settings(cfg, domain)["alpha"] == 7.0
+
+
+def test_unknown_agent_setting_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown agent setting 'chunk_lenght'.*'chunk_length'"):
+        agents.make_config({"algorithm": "qc_fql", "chunk_lenght": 3})
+    valid = re.escape(str(sorted(agents.ALGORITHMS)))
+    with pytest.raises(ValueError, match=f"unknown agent algorithm 'nope'; valid: {valid}"):
+        agents.make_config({"algorithm": "nope"})
+
+
+def test_the_registry_and_the_agent_configs_name_the_same_algorithms():
+    """Each registered algorithm has its own configs/agent/<algorithm>.yaml, and every agent YAML names a
+    registered algorithm."""
+    yamls = sorted((CONFIGS / "agent").glob("*.yaml"))
+    assert {path.stem for path in yamls} >= set(agents.ALGORITHMS)
+    assert {compose_config(f"agent={path.stem}").agent.algorithm for path in yamls} == set(agents.ALGORITHMS)
+
+
+def test_invalid_run_settings_fail_naming_the_setting(monkeypatch):
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    base = OmegaConf.create(
+        {
+            "agent": {"algorithm": "qc_fql", "chunk_length": 5},
+            "env": {},
+            "batch_size": 256,
+            "offline_ratio": None,
+            "eval_episodes": 50,
+            "offline_steps": 1,
+            "online_steps": 1,
+            "start_training": 1,
+            "random_action_steps": 0,
+            "utd_ratio": 1,
+            "eval_interval": 1,
+            "log_interval": 1,
+            "save_interval": 1,
+            "updates_per_dispatch": 1,
+            "buffer_size": 1,
+            "eval": {"video_episodes": 0},
+        }
+    )
+    settings.validate(base)
+    for key, value, message in [
+        ("agent.chunk_length", 0, "agent.chunk_length=0"),
+        ("batch_size", 0, "batch_size=0"),
+        ("offline_ratio", 1.5, "offline_ratio=1.5"),
+        ("eval_episodes", 0, "eval_episodes=0"),
+        ("eval.video_episodes", 2, r"eval.video_episodes=2: expected 0 unless MuJoCo can render headless"),
+    ]:
+        cfg = base.copy()
+        OmegaConf.update(cfg, key, value)
+        with pytest.raises(ValueError, match=f"invalid setting {message}"):
+            settings.validate(cfg)
+
+
+@pytest.mark.parametrize("agent", sorted(path.stem for path in (CONFIGS / "agent").glob("*.yaml")))
+def test_the_debug_preset_gives_every_agent_its_configs_tiny_sizes(agent):
+    cfg = compose_config(f"agent={agent}", "preset=debug")
+    settings.validate(cfg)
+    config = agents.make_config(settings.agent_settings(cfg, None))
+    sizes = type(config).PRESETS["debug"]
+    assert sizes and {key: getattr(config, key) for key in sizes} == sizes
