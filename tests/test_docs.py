@@ -167,7 +167,11 @@ def test_every_relative_link_points_to_a_file_and_heading(page):
     assert link_problems(page.read_text(), page) == []
 
 
-@pytest.mark.parametrize("page", PAGES, ids=relative)
+# The walk-through's commands name the agent it adds: tests/test_adding_an_agent.py parses them with it added.
+COMMAND_PAGES = [page for page in PAGES if page.name != "adding_an_agent.md"]
+
+
+@pytest.mark.parametrize("page", COMMAND_PAGES, ids=relative)
 def test_every_launch_command_parses(page, monkeypatch):
     problems = {command: command_problem(command, monkeypatch) for command in commands(page.read_text())}
     assert {command: problem for command, problem in problems.items() if problem} == {}
