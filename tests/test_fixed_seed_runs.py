@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import compose_config
+from tests.test_sequences import TINY as SEQUENCE_RUN
+from tests.test_vector import rows, untimed
 
 RECORDS = Path(__file__).parent / "data" / "fixed_seed_runs"
 TRANSITION_RUN = [
@@ -36,25 +38,6 @@ TRANSITION_RUN = [
     "updates_per_dispatch=5",
     "env.max_episode_steps=12",
     "buffer_size=2000",
-]
-SEQUENCE_RUN = [
-    "agent.context_length=4",
-    "agent.num_layers=1",
-    "agent.embed_dim=16",
-    "agent.warmup_steps=5",
-    "agent.eval_num_targets=2",
-    "agent.eval_episodes_per_target=1",
-    "agent.replay_trajectories=5",
-    "batch_size=8",
-    "offline_steps=20",
-    "online_steps=30",
-    "start_training=5",
-    "eval_interval=10",
-    "eval_episodes=1",
-    "log_interval=10",
-    "save_interval=10",
-    "updates_per_dispatch=10",
-    "env.max_episode_steps=12",
 ]
 # Settings an agent's tiny run needs beyond the shared ones (samples and ensembles kept small).
 EXTRA = {
@@ -76,7 +59,8 @@ SEQUENCE_AGENTS = ("radt", "dt")
 
 
 def fixed_seed_config(dataset_dir, agent: str):
-    run = SEQUENCE_RUN if agent in SEQUENCE_AGENTS else TRANSITION_RUN
+    if agent in SEQUENCE_AGENTS:
+        return compose_config(f"agent={agent}", f"env.dataset_dir={dataset_dir}", "seed=0", *SEQUENCE_RUN)
     return compose_config(
         f"agent={agent}",
         "env=pointmaze",
@@ -84,14 +68,9 @@ def fixed_seed_config(dataset_dir, agent: str):
         "env.download=false",
         "logger.mode=disabled",
         "seed=0",
-        *run,
+        *TRANSITION_RUN,
         *EXTRA.get(agent, []),
     )
-
-
-def untimed_rows(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{key: value for key, value in row.items() if key != "time"} for row in rows]
 
 
 def recorded_agents() -> list[str]:
@@ -103,7 +82,7 @@ def test_fixed_seed_run_writes_the_recorded_numbers(agent, tiny_dataset_dir, tmp
     from launch import train as train_module
 
     train_module.train(fixed_seed_config(tiny_dataset_dir, agent), tmp_path)
-    got = untimed_rows(tmp_path)
+    got = untimed(rows(tmp_path))
     expected = [json.loads(line) for line in (RECORDS / f"{agent}.jsonl").read_text().splitlines()]
     assert [(row["step"], row["phase"], sorted(row)) for row in got] == [
         (row["step"], row["phase"], sorted(row)) for row in expected
@@ -129,10 +108,10 @@ def record(dataset_dir: str, agents: list[str]) -> None:
     for agent in agents:
         run_dir = Path(tempfile.mkdtemp())
         train_module.train(fixed_seed_config(dataset_dir, agent), run_dir)
-        rows = untimed_rows(run_dir)
-        (RECORDS / f"{agent}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        logged = untimed(rows(run_dir))
+        (RECORDS / f"{agent}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in logged))
         shutil.rmtree(run_dir)
-        print(agent, len(rows), "rows")
+        print(agent, len(logged), "rows")
 
 
 if __name__ == "__main__":

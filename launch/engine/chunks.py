@@ -9,7 +9,8 @@ import numpy as np
 import agents
 import envs
 from launch.engine.chunk_data import Data, chunk_data
-from launch.engine.evaluation import EpisodePurpose, episode_seed, evaluate_runs
+from launch.engine.episodes import OnlineRuns, online_seed, reopen
+from launch.engine.evaluation import evaluate_runs
 from launch.engine.fused import act_runs, env_transitions, eval_runs, insert
 from launch.engine.vector import stack
 
@@ -71,36 +72,20 @@ class Chunks:
         """Nothing of its own: the vector envs are the run's."""
 
 
-class OnlineChunks:
+class OnlineChunks(OnlineRuns):
     """The host side of the online phase: each run's env observation, chunk queue, owed updates and open
     episode, stepped together, one environment step of every run at a time."""
 
     def __init__(self, run, vector_env):
-        self.run, self.vector_env = run, vector_env
+        super().__init__(run)
+        self.vector_env = vector_env
         cfg = run.cfg
         self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
-        saved = [counters.online or {} for counters in run.counters.runs]
-        self.queues = [[np.asarray(a, np.float32) for a in s.get("queue", [])] for s in saved]
-        self.owed = [s.get("owed", 0) for s in saved]
-        self.returns = [s.get("return", 0.0) for s in saved]
-        self.episode_actions = [s.get("actions", []) for s in saved]
+        self.queues = [[np.asarray(a, np.float32) for a in s.get("queue", [])] for s in self.saved]
+        self.returns = [s.get("return", 0.0) for s in self.saved]
+        self.episode_actions = [s.get("actions", []) for s in self.saved]
         self.random_actions = cfg.random_action_steps
-        self.metrics: list[dict] = [{} for _ in run.members]  # each run's latest update metrics
-        shape = vector_env.single_observation_space.shape
-        self.observations = np.zeros((run.num_runs,) + shape, np.float32)
-        self.observations = envs.reset_runs(
-            vector_env,
-            self.observations,
-            range(run.num_runs),
-            [self.episode_seed(index) for index in range(run.num_runs)],
-            self.episode_actions,
-        )
-        for index, s in enumerate(saved):
-            if "observation" in s and not np.array_equal(self.observations[index], s["observation"]):
-                raise RuntimeError(
-                    f"resuming {run.members[index].run_dir}: replaying the open episode's actions did not "
-                    "reproduce its state; the env is not deterministic given its reset seed and actions"
-                )
+        self.observations = reopen(run, vector_env, self.episode_actions, self.saved)
 
     def at_event_point(self, index: int) -> bool:
         """Any step is (a TD agent's run updates mid-chunk when an event is due)."""
@@ -109,20 +94,12 @@ class OnlineChunks:
     def catch_up(self, due: list[bool]) -> None:
         """The owed updates of each run whose chunk is done or that has an event due, in one dispatch; the
         other runs wait for the end of their chunk, as they would alone."""
-        counts = [
-            owed if (event or not queue) else 0
-            for owed, queue, event in zip(self.owed, self.queues, due, strict=True)
-        ]
-        if not any(counts):
-            return
-        for index, metrics in enumerate(self.run.update(counts, online=True)):
-            if counts[index]:
-                self.metrics[index] = metrics
-                self.owed[index] = 0
-
-    def episode_seed(self, index: int) -> int:
-        member = self.run.members[index]
-        return episode_seed(member.seed, EpisodePurpose.ONLINE, self.run.counters.runs[index].episode)
+        self.pay(
+            [
+                owed if (event or not queue) else 0
+                for owed, queue, event in zip(self.owed, self.queues, due, strict=True)
+            ]
+        )
 
     def open_episodes(self) -> list[dict]:
         """Each run's open episode, for a checkpoint (JSON)."""
@@ -176,5 +153,5 @@ class OnlineChunks:
                 self.queues[index], self.returns[index], self.episode_actions[index] = [], 0.0, []
                 ended.append(index)
         self.observations = envs.reset_runs(
-            self.vector_env, self.observations, ended, [self.episode_seed(index) for index in ended]
+            self.vector_env, self.observations, ended, [online_seed(run, index) for index in ended]
         )

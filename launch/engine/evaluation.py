@@ -3,28 +3,15 @@ episode's last step."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
 import envs
+from launch.engine.episodes import EpisodePurpose, episode_seed
 
 ActFn = Callable[[object, np.ndarray, jax.Array], jax.Array]
-
-
-class EpisodePurpose(enum.IntEnum):
-    """What an episode is for: with the run's seed and the episode's index it fixes the reset seed."""
-
-    ONLINE = 0
-    EVAL = 1
-    TARGET_SWEEP = 2  # a sequence agent's evaluation sweep of target returns
-
-
-def episode_seed(seed: int, purpose: EpisodePurpose, index: int) -> int:
-    """A reset seed fixed by (run seed, purpose, episode index), so resumed runs replay the same episodes."""
-    return int(np.random.SeedSequence([seed, int(purpose), index]).generate_state(1)[0])
 
 
 def evaluate_runs(

@@ -24,7 +24,7 @@ import agents
 import envs
 from buffers import trajectories
 from launch.engine.chunk_data import Data
-from launch.engine.evaluation import EpisodePurpose, episode_seed
+from launch.engine.episodes import EpisodePurpose, OnlineRuns, episode_seed, online_seed, reopen
 from launch.engine.fused import act, explore_runs, insert
 from launch.engine.vector import stack
 
@@ -202,43 +202,24 @@ class Sequences:
             env.close()
 
 
-class OnlineSequences:
+class OnlineSequences(OnlineRuns):
     """The host side of the online phase for sequence agents: each run's open episode (what its context
     windows are cut from), one environment step of every run at a time. A run's episode end is its only
     event point: its trajectory enters its replay and its owed updates run."""
 
     def __init__(self, kind: Sequences, vector_env):
-        self.kind, self.run, self.vector_env = kind, kind.run, vector_env
+        super().__init__(kind.run)
+        self.kind, self.vector_env = kind, vector_env
         run = self.run
         self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
-        saved = [counters.online or {} for counters in run.counters.runs]
-        self.owed = [s.get("owed", 0) for s in saved]
         self.episodes = [
-            {key: list(s.get(key, [])) for key in ("observations", "actions", "rewards")} for s in saved
+            {key: list(s.get(key, [])) for key in ("observations", "actions", "rewards")} for s in self.saved
         ]
         self.returns_to_go = [  # the target left before each step of the open episode
             self.returns_to_go_of(index, episode["rewards"]) for index, episode in enumerate(self.episodes)
         ]
         self.ended = [False] * run.num_runs  # whose episode ended at the last step (its event point)
-        self.metrics: list[dict] = [{} for _ in run.members]
-        shape = vector_env.single_observation_space.shape
-        self.observations = envs.reset_runs(
-            vector_env,
-            np.zeros((run.num_runs,) + shape, np.float32),
-            range(run.num_runs),
-            [self.episode_seed(index) for index in range(run.num_runs)],
-            [episode["actions"] for episode in self.episodes],
-        )
-        for index, s in enumerate(saved):
-            if "observation" in s and not np.array_equal(self.observations[index], s["observation"]):
-                raise RuntimeError(
-                    f"resuming {run.members[index].run_dir}: replaying the open episode's actions did not "
-                    "reproduce its state; the env is not deterministic given its reset seed and actions"
-                )
-
-    def episode_seed(self, index: int) -> int:
-        member = self.run.members[index]
-        return episode_seed(member.seed, EpisodePurpose.ONLINE, self.run.counters.runs[index].episode)
+        self.observations = reopen(run, vector_env, [e["actions"] for e in self.episodes], self.saved)
 
     def returns_to_go_of(self, index: int, rewards: list[float]) -> list[float]:
         """R_0 = the run's exploration target, R_{t+1} = min(R_t - r_t, 0), for an episode's steps so far."""
@@ -252,13 +233,7 @@ class OnlineSequences:
 
     def catch_up(self, due: list[bool]) -> None:
         """The owed updates of each run whose episode has just ended (all its owed updates)."""
-        counts = [owed if ended else 0 for owed, ended in zip(self.owed, self.ended, strict=True)]
-        if not any(counts):
-            return
-        for index, metrics in enumerate(self.run.update(counts, online=True)):
-            if counts[index]:
-                self.metrics[index] = metrics
-                self.owed[index] = 0
+        self.pay([owed if ended else 0 for owed, ended in zip(self.owed, self.ended, strict=True)])
 
     def open_episodes(self) -> list[dict]:
         """Each run's open episode, for a checkpoint (JSON): replayed from its reset seed on resume."""
@@ -316,5 +291,5 @@ class OnlineSequences:
             self.returns_to_go[index] = self.returns_to_go_of(index, [])
         restart = [index for index in ended if done[index] and not last]
         self.observations = envs.reset_runs(
-            self.vector_env, self.observations, restart, [self.episode_seed(index) for index in restart]
+            self.vector_env, self.observations, restart, [online_seed(run, index) for index in restart]
         )
