@@ -33,6 +33,14 @@ def train(cfg: DictConfig, run_dir: Path) -> Run:
         run = Run(cfg, run_dir)
         try:
             run.start()
+            if run.finished:
+                log.info(
+                    "%s: the run is complete (step %d); nothing to do, nothing written (a larger "
+                    "online_steps extends it)",
+                    run_dir,
+                    run.global_step,
+                )
+                return run
             run_protocol(run)
         finally:
             run.close()

@@ -1,1 +1,1 @@
-"""The run engine: the offline-to-online protocol (protocol.py) for a vector of runs, and what it is made of."""
+"""The run engine: the offline-to-online protocol (protocol.py) for a vector of runs, and its parts."""

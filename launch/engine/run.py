@@ -107,8 +107,9 @@ class Run:
     # ---- starting: a fresh run, or the latest checkpoint --------------------------------------------------
 
     def start(self) -> None:
-        """Resume from the latest checkpoint (resume=true), or start afresh, refusing to overwrite one; then
-        open each run's logger."""
+        """Resume from the latest checkpoint (resume=true), or start afresh, refusing to overwrite one;
+        then open each run's logger, unless the resumed run is already complete (`finished`), which stays
+        as it is."""
         latest = self.checkpointer.latest_step()
         if latest is None:
             if self.cfg.resume:
@@ -122,10 +123,20 @@ class Run:
             )
         else:
             self.resume()
+        if self.finished:
+            return
         self.loggers = [
             self._logger(member, record)
             for member, record in zip(self.members, self.dataset_records, strict=True)
         ]
+
+    @property
+    def finished(self) -> bool:
+        """Whether a resumed run has nothing left to do: every offline update and online step is done (a
+        larger online_steps on resume leaves steps to do). A requeued or re-submitted job lands here."""
+        counters = self.counters
+        done = counters.offline_step >= self.offline_steps and counters.env_step >= self.cfg.online_steps
+        return self.start_step is not None and done
 
     def resume(self) -> None:
         """The state of the latest checkpoint; each run's metrics.jsonl cut back to its step (the rows after
