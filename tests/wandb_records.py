@@ -8,6 +8,7 @@ first, middle, last fragment). Each record is a `wandb_internal_pb2.Record`.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +21,19 @@ def run_files(run_dir: Path) -> list[Path]:
     return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
 
 
-def records(path: Path) -> Iterator:
-    """Every record of one `.wandb` file, in order."""
+def records(path: Path, wait_s: float = 60.0) -> list:
+    """Every record of one `.wandb` file, in order, once the file is whole: `run.finish()` returns before
+    wandb's service process has flushed the file, so a file read right after it may still lack its records;
+    it is read again until it ends with the run's exit record (at most `wait_s` seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = list(_records(path))
+        if found and found[-1].HasField("exit") or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _records(path: Path) -> Iterator:
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
