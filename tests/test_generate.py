@@ -213,7 +213,9 @@ def assert_stopped(command: Command, signum: int, dataset_dir: Path, workers: in
     assert [path.name for path in dataset_dir.iterdir() if path.name.endswith(".tmp")] == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=str)
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name
+)
 def test_make_dataset_stops_at_a_signal_to_its_process_group(tmp_path, signum):
     dataset_dir = tmp_path / "data"
     overrides = [*GENERATE, f"env.dataset_dir={dataset_dir}", "env.download=false", "env.generate.workers=2"]
