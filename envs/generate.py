@@ -6,12 +6,23 @@ of workers. The first `num_episodes` episodes form the train file and the next m
 the validation file (OGBench takes num_episodes // 10; at least one keeps a tiny validation file loadable).
 Both files are written under temporary names and renamed into place only once both are complete, so a
 final name never holds a half-written file.
+
+Under `handling()` (launch/reliability/preemption.py) a signal stops the generation, and nothing is written:
+in-process at the end of the episode in flight; with workers, the parent stops within POLL_S and the
+workers, which ignore SIGINT, SIGUSR1 and SIGUSR2 (the parent alone decides), end the episode each holds
+and exit. SIGTERM still ends a worker at once, so a group's SIGTERM or a `kill` of it leaves no orphan.
 """
 
+import collections
+import concurrent.futures
+import concurrent.futures.process
 import contextlib
+import functools
 import multiprocessing
 import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +32,21 @@ from envs import provenance
 from envs.errors import DatasetError
 from envs.file_format import check_npz_path, val_path_of
 from envs.oracles import OFFICIAL_EPISODE_STEPS, OFFICIAL_EPISODES, make_collector
+from launch.reliability import preemption
+
+POLL_S = 0.2  # how often the parent, waiting for its workers' next episode, looks for a signal
+IN_FLIGHT = 1  # episodes submitted per worker: a stop waits for these to end (2 was no faster, measured)
+_IGNORED_IN_WORKERS = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 _worker_collector = None  # each worker process builds its environment and oracles once
 
 
 def _start_worker(dataset_name: str, max_episode_steps: int) -> None:
+    """Born with the stop signals blocked (`_stop_signals_blocked`); ignores all but SIGTERM for good."""
     global _worker_collector
+    for signum in _IGNORED_IN_WORKERS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, preemption.SIGNALS)
     _worker_collector = make_collector(dataset_name, max_episode_steps)
 
 
@@ -44,17 +64,64 @@ def global_numpy_rng_restored():
         np.random.set_state(state)
 
 
-def _episodes(dataset_name: str, max_episode_steps: int, seed: int, total: int, workers: int):
-    """Yields episodes 0 .. total - 1 in order."""
+@contextlib.contextmanager
+def _stop_signals_blocked():
+    """Blocks the stop signals in this thread, so the processes and threads started meanwhile inherit them
+    blocked: a Ctrl-C while a worker starts does not kill it, SIGUSR1 never kills multiprocessing's resource
+    tracker (which unblocks only SIGINT and SIGTERM, and ignores those), and no thread but the main one
+    receives them."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, preemption.SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _result(future: concurrent.futures.Future, stop_if_received: Callable[[], None]):
+    """The future's episode, looking for a signal every POLL_S while it runs."""
+    while True:
+        stop_if_received()
+        try:
+            return future.result(timeout=POLL_S)
+        except concurrent.futures.TimeoutError:
+            continue
+        except concurrent.futures.process.BrokenProcessPool:
+            stop_if_received()  # a worker ended by the SIGTERM sent to the whole process group
+            raise
+
+
+def _episodes(
+    dataset_name: str,
+    max_episode_steps: int,
+    seed: int,
+    total: int,
+    workers: int,
+    stop_if_received: Callable[[int], None],
+):
+    """Yields episodes 0 .. total - 1 in order; calls `stop_if_received(episodes done)` at each safe point."""
     if workers == 1:
         collector = make_collector(dataset_name, max_episode_steps)
         with global_numpy_rng_restored():
             for index in range(total):
+                stop_if_received(index)
                 yield collector.collect(seed, index)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker, initargs=(dataset_name, max_episode_steps)) as pool:
-        yield from pool.imap(_collect_in_worker, [(seed, index) for index in range(total)])
+    with _stop_signals_blocked():  # also multiprocessing's resource tracker, which it may start
+        executor = concurrent.futures.ProcessPoolExecutor(
+            workers,
+            multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(dataset_name, max_episode_steps),
+        )
+    futures: collections.deque = collections.deque()
+    try:
+        for index in range(total):
+            while len(futures) < min(IN_FLIGHT * workers, total - index):
+                with _stop_signals_blocked():
+                    futures.append(executor.submit(_collect_in_worker, (seed, index + len(futures))))
+            yield _result(futures.popleft(), functools.partial(stop_if_received, index))
+    finally:
+        executor.shutdown(cancel_futures=True)
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
@@ -106,16 +173,24 @@ def generate_dataset(
     total = num_episodes + num_val_episodes
     workers = min(workers, total)
 
+    def stop_if_received(done: int) -> None:
+        progress, kept = f"after {done} of {total} episodes", "nothing written, a rerun starts anew"
+        preemption.pause_for_tests("generate", done)
+        preemption.stop_if_received(f"generating {path.name}", progress, kept)
+
     start = time.perf_counter()
-    episodes = _episodes(dataset_name, max_episode_steps, seed, total, workers)
     arrays = None
-    for index, episode in enumerate(tqdm(episodes, total=total, desc=dataset_name, unit="episode")):
-        if arrays is None:  # every episode runs to the time limit, so one allocation holds them all
-            arrays = {
-                k: np.empty((total * max_episode_steps, *v.shape[1:]), v.dtype) for k, v in episode.items()
-            }
-        for key, value in episode.items():
-            arrays[key][index * max_episode_steps : (index + 1) * max_episode_steps] = value
+    with contextlib.closing(
+        _episodes(dataset_name, max_episode_steps, seed, total, workers, stop_if_received)
+    ) as episodes:
+        for index, episode in enumerate(tqdm(episodes, total=total, desc=dataset_name, unit="episode")):
+            if arrays is None:  # every episode runs to the time limit, so one allocation holds them all
+                arrays = {
+                    k: np.empty((total * max_episode_steps, *v.shape[1:]), v.dtype)
+                    for k, v in episode.items()
+                }
+            for key, value in episode.items():
+                arrays[key][index * max_episode_steps : (index + 1) * max_episode_steps] = value
     seconds = time.perf_counter() - start
 
     split = num_episodes * max_episode_steps

@@ -6,8 +6,11 @@
 Prints the train file's path, where it came from, its steps and, when generated, the steps/s measured; for a
 sharded set (env.dataset_size set), the directory, the shards written and kept, and the steps/s.
 A dataset is not a run, so Hydra is told (before any user override) to make no run directory or log file.
+SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 stop a generation at its next safe point, with one line saying what was
+kept, and exit code 75 (launch/reliability/preemption.py).
 """
 
+import logging
 import sys
 
 import hydra
@@ -16,12 +19,24 @@ from omegaconf import DictConfig
 import agents  # noqa: F401  registers each Config's defaults: the config composes its agent group
 import envs
 from envs import shards
+from launch.reliability import preemption
+
+log = logging.getLogger(__name__)
 
 _NO_RUN_DIRECTORY = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    try:
+        with preemption.handling():
+            make(cfg)
+    except preemption.Interrupted as interrupted:
+        log.warning("%s", interrupted)
+        raise SystemExit(preemption.INTERRUPTED_EXIT_CODE) from None
+
+
+def make(cfg: DictConfig) -> None:
     if cfg.env.dataset_size is not None:
         make_shards(cfg)
         return

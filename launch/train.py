@@ -64,7 +64,10 @@ def main(cfg: DictConfig) -> None:
     try:
         train(cfg, run_dir)
     except preemption.Interrupted as interrupted:
-        log.warning("%s: checkpoint saved in %s (resume=true continues from it)", interrupted, run_dir)
+        if interrupted.step is None:  # before the loop (generating its dataset); it says what was kept
+            log.warning("%s", interrupted)
+        else:
+            log.warning("%s: checkpoint saved in %s (resume=true continues from it)", interrupted, run_dir)
         preemption.hand_over(interrupted.signum)
         raise SystemExit(preemption.INTERRUPTED_EXIT_CODE) from None
 

@@ -4,7 +4,8 @@ SLURM preempts with SIGTERM and warns of a time limit with `--signal` (USR1 or U
 Ctrl-C is SIGINT. The handler only records the signal: the train loop checks it after each dispatch, env
 step and evaluation, saves a checkpoint there, closes its loggers and raises `Interrupted`; the entry point
 then exits with INTERRUPTED_EXIT_CODE. A signal arriving during that save is only recorded too, so it cannot
-tear the checkpoint.
+tear the checkpoint. Work outside the loop (generating a dataset) checks for a signal at its own safe points
+with `stop_if_received`, which raises `Interrupted` saying what was interrupted and what was kept.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTED_EXIT_CODE = 75
 # For tests, a comma-separated list of points where the run waits, the k-th until k signals have arrived, so
 # that a test signals a run at a known point without timing it: "step:N" the check after global step N,
-# "eval:N" the start of the evaluation at step N, "save:N" the start of the checkpoint of step N.
+# "eval:N" the start of the evaluation at step N, "save:N" the start of the checkpoint of step N, "generate:N"
+# a dataset's generation once N episodes are collected.
 PAUSE_ENV = "CHUNKRL_PAUSE_AT"
 
 _received: list[int] = []
@@ -31,10 +33,11 @@ _previous: dict[int, object] = {}
 
 
 class Interrupted(Exception):
-    """Raised by the train loop once its checkpoint is saved, naming the signal and the step."""
+    """Raised by the train loop once its checkpoint is saved, naming the signal and the step; or, `step`
+    None, by work outside the loop (`stop_if_received`), its `message` saying what was stopped and kept."""
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+    def __init__(self, signum: int, step: int | None = None, message: str | None = None):
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name} at step {step}")
         self.signum, self.step = signum, step
 
 
@@ -62,6 +65,16 @@ def handling():
     finally:
         for signum, handler in _previous.items():
             signal.signal(signum, handler)
+        _received.clear()  # a later `stop_if_received` outside `handling()` must not see these
+
+
+def stop_if_received(doing: str, progress: str, kept: str) -> None:
+    """A safe point outside the train loop: once a signal has arrived under `handling()`, raise `Interrupted`
+    with '<doing>: interrupted by SIGINT <progress>; <kept>'. Without `handling()` it never raises."""
+    signum = received()
+    if signum is not None:
+        name = signal.Signals(signum).name
+        raise Interrupted(signum, message=f"{doing}: interrupted by {name} {progress}; {kept}")
 
 
 def hand_over(signum: int) -> None:
