@@ -1,5 +1,10 @@
 """Small helpers shared by tests."""
 
+import os
+import queue
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +14,58 @@ from omegaconf import OmegaConf
 import agents  # noqa: F401  registers each Config's defaults, which configs/agent/*.yaml build on
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = CONFIGS.parent
+
+
+def script_env(**variables: str) -> dict:
+    """The environment of a subprocess running this checkout's code: its packages first on PYTHONPATH."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **variables, "PYTHONPATH": path}
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python launch/<script> <args>` to its end, its output captured."""
+    command = [sys.executable, f"launch/{script}", *args]
+    return subprocess.run(command, cwd=REPO, env=script_env(), capture_output=True, text=True)
+
+
+class Launched:
+    """`python launch/<script> <args>` in a subprocess in its own process group (a terminal's, a SLURM job
+    step's), with `variables` in its environment, its output read line by line as it comes."""
+
+    def __init__(self, script: str, *args: str, **variables: str):
+        self.process = subprocess.Popen(
+            [sys.executable, f"launch/{script}", *args],
+            cwd=REPO,
+            env=script_env(**variables),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        """Until a line holding `text` is printed (`timeout` seconds at most between two lines)."""
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            if text in line:
+                return
+        raise AssertionError(f"the run ended before printing {text!r}:\n{''.join(self.output)[-3000:]}")
+
+    def exit_code(self, timeout: float = 300) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        self.process.stdout.close()
+        return code
 
 
 def compose_config(*overrides: str):

@@ -3,12 +3,8 @@ signals sent to the process group of `python launch/make_dataset.py` and `python
 generate."""
 
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,10 +17,9 @@ from envs import DatasetError, generate_dataset, make_env, validate_dataset
 from envs import generate as generate_module
 from envs.file_format import FILE_DTYPES
 from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
-from tests.helpers import CUBE, MAZE, STEPS, env_cfg, load_pair, write_pair
+from tests.helpers import CUBE, MAZE, STEPS, Launched, env_cfg, load_pair, run_script, write_pair
 from tests.test_train import TINY
 
-REPO = Path(__file__).resolve().parents[1]
 # 6 + 1 validation episodes of 30 steps; the command pauses once 2 are collected, until the signal arrives
 GENERATE = ["env=pointmaze", "env.generate.num_episodes=6", "env.generate.max_episode_steps=30"]
 
@@ -131,48 +126,18 @@ def test_generation_rejects_unsupported_datasets_and_unknown_sizes(tmp_path):
         )
 
 
-class Command:
-    """`python launch/<script>` in its own process group (a terminal's, or a SLURM job step's), paused once 2
-    episodes are collected (PAUSE_ENV), its output read line by line."""
+class Command(Launched):
+    """`python launch/<script>` in its own process group, paused once 2 episodes are collected (PAUSE_ENV)."""
 
     def __init__(self, script: str, *overrides: str):
-        env = {
-            **os.environ,
-            PAUSE_ENV: "generate:2",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, f"launch/{script}", *overrides],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
+        super().__init__(script, *overrides, **{PAUSE_ENV: "generate:2"})
 
     def signal_when_paused(self, signum: int) -> list[psutil.Process]:
         """Sends `signum` to the whole process group once paused; returns the children it had then."""
-        while (line := self.lines.get(timeout=120)) is not None:
-            if "paused at generate:2" in line:
-                children = psutil.Process(self.process.pid).children(recursive=True)
-                os.killpg(self.process.pid, signum)
-                return children
-        raise AssertionError(f"the command ended before pausing:\n{''.join(self.output)[-3000:]}")
-
-    def exit_code(self, timeout: float) -> int:
-        code = self.process.wait(timeout=timeout)
-        self.process.stdout.close()
-        return code
+        self.wait_for("paused at generate:2", timeout=120)
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        os.killpg(self.process.pid, signum)
+        return children
 
 
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -226,16 +191,7 @@ def test_make_dataset_reruns_an_interrupted_generation_in_process(tmp_path):
     dataset_dir = tmp_path / "data"
     overrides = [*GENERATE, f"env.dataset_dir={dataset_dir}", "env.download=false", "env.generate.workers=1"]
     assert_stopped(Command("make_dataset.py", *overrides), signal.SIGINT, dataset_dir, workers=1)
-    rerun = subprocess.run(
-        [sys.executable, "launch/make_dataset.py", *overrides],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        },
-        capture_output=True,
-        text=True,
-    )
+    rerun = run_script("make_dataset.py", *overrides)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "source: generated" in rerun.stdout
     assert "steps: 180 in 6 episodes (validation: 30 in 1)" in rerun.stdout
@@ -246,15 +202,6 @@ def test_train_stops_at_a_signal_while_generating_its_dataset_and_its_rerun_trai
     overrides = ["agent=qc_fql", *GENERATE, f"env.dataset_dir={dataset_dir}", "env.download=false"]
     overrides += ["env.generate.workers=2", "logger.mode=disabled", *TINY, f"hydra.run.dir={run_dir}"]
     assert_stopped(Command("train.py", *overrides), signal.SIGTERM, dataset_dir, workers=2)
-    rerun = subprocess.run(
-        [sys.executable, "launch/train.py", *overrides],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        },
-        capture_output=True,
-        text=True,
-    )
+    rerun = run_script("train.py", *overrides)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (run_dir / "metrics.jsonl").is_file()

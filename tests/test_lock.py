@@ -12,9 +12,9 @@ import pytest
 
 from launch import train as train_module
 from launch.reliability import lock
+from tests.helpers import REPO, script_env
 from tests.test_train import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 HOLD = (
     "import sys, time; from pathlib import Path; from launch.reliability import lock\n"
     "with lock.held(Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()"
@@ -23,14 +23,10 @@ HOLD = (
 
 def holder(run_dir: Path) -> subprocess.Popen:
     """A second process holding `run_dir`'s lock until its stdin closes."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
     process = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(run_dir)],
         cwd=REPO,
-        env=env,
+        env=script_env(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -3,12 +3,10 @@ it is, exits with INTERRUPTED_EXIT_CODE, and its resumed run equals the uninterr
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,10 +16,9 @@ import pytest
 
 from launch import train as train_module
 from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
-from tests.helpers import compose_config
+from tests.helpers import REPO, Launched, compose_config, script_env
 from tests.test_train import TINY, rows, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 # checkpoints at offline steps 30, 40 and env steps 30, 40 (global 70, 80): none at the points signalled
 OVERRIDES = ["save_interval=30"]
 
@@ -30,47 +27,17 @@ def untimed(logged: list[dict]) -> list[dict]:
     return [{key: value for key, value in row.items() if key != "time"} for row in logged]
 
 
-class Training:
-    """`python launch/train.py` on the tiny config in a subprocess, its output read line by line."""
+class Training(Launched):
+    """`python launch/train.py` on the tiny config in a subprocess, pausing at `pause` (PAUSE_ENV)."""
 
     def __init__(self, dataset_dir: Path, run_dir: Path, pause: str, *overrides: str):
-        command = [sys.executable, "launch/train.py", "agent=qc_fql", "env=pointmaze", "logger.mode=disabled"]
-        command += [f"env.dataset_dir={dataset_dir}", "env.download=false", *TINY, *OVERRIDES, *overrides]
-        env = {
-            **os.environ,
-            PAUSE_ENV: pause,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        self.process = subprocess.Popen(
-            [*command, f"hydra.run.dir={run_dir}"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        while (line := self.lines.get(timeout=timeout)) is not None:
-            if text in line:
-                return
-        raise AssertionError(f"the run ended before printing {text!r}:\n{''.join(self.output)[-3000:]}")
+        args = ["agent=qc_fql", "env=pointmaze", "logger.mode=disabled", f"env.dataset_dir={dataset_dir}"]
+        args += ["env.download=false", *TINY, *OVERRIDES, *overrides, f"hydra.run.dir={run_dir}"]
+        super().__init__("train.py", *args, **{PAUSE_ENV: pause})
 
     def signal_at(self, point: str, signum: int) -> None:
         self.wait_for(f"paused at {point}")
         self.process.send_signal(signum)
-
-    def exit_code(self) -> int:
-        return self.process.wait(timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +122,7 @@ def test_a_submitit_multirun_is_requeued_on_its_signal_and_resumes(tiny_dataset_
         "offline_steps=20",
         "online_steps=0",
     ]
-    env = {
-        **os.environ,
-        PAUSE_ENV: "step:10",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = script_env(**{PAUSE_ENV: "step:10"})
     sweep = tmp_path / "sweep"
     command = [sys.executable, "launch/train.py", "-m", "launcher=submitit_local", "seed=0,1", *overrides]
     command += [
