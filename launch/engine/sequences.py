@@ -278,11 +278,13 @@ class OnlineSequences(OnlineRuns):
         ended = [index for index, end in enumerate(self.ended) if end]
         if not ended:
             return
-        padded = [
-            trajectories.pad_trajectory(e["observations"], e["actions"], e["rewards"], self.kind.slot_length)
-            for e in self.episodes
-        ]
-        run.replay = insert(run.replay, stack(padded), np.asarray(self.ended))
+        padded = {
+            index: trajectories.pad_trajectory(**self.episodes[index], max_length=self.kind.slot_length)
+            for index in ended
+        }
+        # the runs whose episode goes on get a stand-in that `insert` leaves out (where=False)
+        items = [padded.get(index, padded[ended[0]]) for index in range(run.num_runs)]
+        run.replay = insert(run.replay, stack(items), np.asarray(self.ended))
         for index in ended:
             rewards_ = self.episodes[index]["rewards"]
             success = float(infos["success"][index])
