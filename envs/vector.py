@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import signal
 from collections.abc import Sequence
 
@@ -43,12 +44,14 @@ def _make_replayable(env_cfg: dict) -> gymnasium.Env:
     return ReplayOnReset(make_env(env_cfg))
 
 
-def _make_in_worker(env_cfg: dict) -> gymnasium.Env:
+def _make_in_worker(env_cfg: dict, trainer: int) -> gymnasium.Env:
     """In a worker process: the trainer alone answers the cluster's stop signals (it checkpoints, then
     closes its envs: launch/reliability/preemption.py); a worker they killed would take the env down
-    first."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(signum, signal.SIG_IGN)
+    first. AsyncVectorEnv also calls this in the trainer (pid `trainer`), for the spaces of a first env:
+    there the signals must keep their handlers."""
+    if os.getpid() != trainer:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_IGN)
     return _make_replayable(env_cfg)
 
 
@@ -60,7 +63,7 @@ def make_vector_env(env_cfgs: Sequence[dict]) -> gymnasium.vector.VectorEnv:
             [functools.partial(_make_replayable, dict(env_cfgs[0]))], autoreset_mode=AutoresetMode.DISABLED
         )
     return AsyncVectorEnv(
-        [functools.partial(_make_in_worker, dict(env_cfg)) for env_cfg in env_cfgs],
+        [functools.partial(_make_in_worker, dict(env_cfg), os.getpid()) for env_cfg in env_cfgs],
         autoreset_mode=AutoresetMode.DISABLED,
         context=_start_method(),
     )

@@ -190,3 +190,9 @@ def test_a_resume_the_checkpoint_cannot_honour_is_refused_naming_the_setting(
     with pytest.raises(ResumeRefused, match="^resume=true " + re.escape(message)):
         train_module.train(config(tiny_dataset_dir, "resume=true", override), run_dir)
     assert untimed(rows(run_dir)) == uninterrupted[1]
+
+
+def test_a_run_dir_holding_glob_characters_is_refused_before_training(tmp_path):
+    """Orbax would write checkpoints under `seed=[0, 1]` that it cannot read back (its glob finds no part)."""
+    with pytest.raises(ValueError, match=r"seed=\[0, 1\]: its checkpoints could be written but not read"):
+        Checkpointer(tmp_path / "seed=[0, 1]")

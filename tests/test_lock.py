@@ -56,6 +56,17 @@ def dead_pid() -> int:
     return process.pid
 
 
+def test_a_lock_held_by_a_killed_unreaped_process_is_taken_over(tmp_path):
+    """Its pid still answers kill(pid, 0) until reaped, but the process is gone (a zombie)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    (tmp_path / lock.LOCK_FILE).write_text(json.dumps({"pid": process.pid, "host": socket.gethostname()}))
+    with lock.held(tmp_path):
+        assert json.loads((tmp_path / lock.LOCK_FILE).read_text())["pid"] == os.getpid()
+    process.wait()
+
+
 @pytest.mark.parametrize(
     "holder_host, age_s, stale",
     [

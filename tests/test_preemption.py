@@ -146,3 +146,13 @@ def test_a_submitit_multirun_is_requeued_on_its_signal_and_resumes(tiny_dataset_
     (seed1,) = sweep.glob("*/*/1_*seed=1/metrics.jsonl")
     assert untimed(rows(seed0.parent)) == untimed(rows(uninterrupted))
     assert [row["step"] for row in rows(seed1.parent)] == [row["step"] for row in rows(uninterrupted)]
+
+
+def test_a_vector_of_runs_checkpoints_on_a_signal_after_its_env_workers_started(tiny_dataset_dir, tmp_path):
+    """Two runs step their envs in worker processes, which ignore the stop signals; making them (gymnasium
+    builds a first env in the trainer, for its spaces) must leave the trainer's handlers in place."""
+    training = Training(tiny_dataset_dir, tmp_path, "step:63", "seed=[0,1]")
+    training.signal_at("step:63", signal.SIGTERM)
+    assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
+    assert any("interrupted by SIGTERM at step 63: checkpoint saved" in line for line in training.output)
+    assert max(int(path.name) for path in (tmp_path / "checkpoints").iterdir()) == 63

@@ -88,3 +88,11 @@ def test_the_debug_preset_gives_every_agent_its_configs_tiny_sizes(agent):
     config = agents.make_config(settings.agent_settings(cfg, None))
     sizes = type(config).PRESETS["debug"]
     assert sizes and {key: getattr(config, key) for key in sizes} == sizes
+
+
+def test_run_dir_names_turn_a_list_into_a_readable_path_component():
+    """Lists in a run or sweep dir name lose the brackets Orbax cannot read checkpoints under."""
+    assert settings.path_safe("agent.alpha=[10, 30],seed=[0,1]") == "agent.alpha=(10,30),seed=(0,1)"
+    assert settings.path_safe(OmegaConf.create({"seed": [0, 1]}).seed) == "(0,1)"
+    long = "x" * 200
+    assert settings.path_safe(long) == settings.path_safe(long) and len(settings.path_safe(long)) == 120

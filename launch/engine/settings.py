@@ -14,8 +14,11 @@ import agents
 BY_DOMAIN = "_by_domain"
 
 
-def path_safe(name: str, limit: int = 120) -> str:
-    """`name` if it fits in a path component, else its start plus a hash of the whole (deterministic)."""
+def path_safe(name: object, limit: int = 120) -> str:
+    """`name` as a path component: a list's brackets become parentheses and lose their spaces
+    (`seed=[0, 1]` -> `seed=(0,1)`: Orbax cannot read checkpoints under a glob character class), and a name
+    too long is cut to its start plus a hash of the whole (deterministic)."""
+    name = str(name).replace("[", "(").replace("]", ")").replace(", ", ",")
     if len(name) <= limit:
         return name
     return f"{name[: limit - 17]}-{hashlib.sha1(name.encode()).hexdigest()[:16]}"

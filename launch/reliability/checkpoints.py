@@ -30,9 +30,20 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
+# Orbax globs for the per-process parts of a checkpoint inside its directory: in a path holding a glob
+# character class (`seed=[0, 1]`) the glob finds none, and the checkpoint is written but never readable.
+GLOB_CHARACTERS = "[]*?"
+
+
 class Checkpointer:
     def __init__(self, run_dir: Path, keep: int = 2):
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
+        if any(character in str(self.directory) for character in GLOB_CHARACTERS):
+            raise ValueError(
+                f"run directory {run_dir}: its checkpoints could be written but not read back, because "
+                f"the path holds one of {GLOB_CHARACTERS} (Orbax reads checkpoints with a glob); choose a "
+                "hydra.run.dir (or hydra.sweep.subdir) without them"
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(

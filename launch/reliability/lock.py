@@ -35,7 +35,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Killed but not yet reaped: a job step SIGKILLed by SLURM whose parent died with it, under an init that
+    does not reap orphans (some containers), keeps its pid while it can never write again."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux), or reaped meanwhile
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _stale(holder: dict, age_s: float) -> bool:
