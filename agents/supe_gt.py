@@ -113,7 +113,8 @@ class SegmentEncoder(nn.Module):
         x = MLP((self.hidden_size, self.hidden_size), activate_final=True, rlpd_style=True)(states)
         x = jnp.concatenate([x, actions], axis=-1)
         for _ in range(2):
-            x = nn.Bidirectional(nn.RNN(nn.GRUCell(self.hidden_size)), nn.RNN(nn.GRUCell(self.hidden_size)))(x)
+            forward, backward = (nn.RNN(nn.GRUCell(self.hidden_size)) for _ in range(2))
+            x = nn.Bidirectional(forward, backward)(x)
         outputs = nn.Dense(2 * self.skill_dim, kernel_init=default_init)(x.reshape(x.shape[0], -1))
         means, log_variances = jnp.split(outputs, 2, axis=-1)
         return means, 0.5 * log_variances
@@ -140,7 +141,7 @@ class VAE(nn.Module):
         return self.prior_net(observations)
 
     def decode(self, observations, latents):
-        """Means and log-stds of the chunk's actions given (s_t, z): each (batch, chunk_length * action_dim)."""
+        """Means and log-stds of the actions from (s_t, z), each (batch, chunk_length * action_dim)."""
         return self.decoder(jnp.concatenate([observations, latents], axis=-1))
 
     def __call__(self, states, actions):  # initialises every part
@@ -214,7 +215,8 @@ class Agent(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
-        vae = VAE(config.vae_hidden_dims, config.encoder_size, config.skill_dim, config.chunk_length, action_dim)
+        sizes = (config.vae_hidden_dims, config.encoder_size, config.skill_dim, config.chunk_length)
+        vae = VAE(*sizes, action_dim)
         optimizer = step.adam(config.lr)
         rng, vae_key, high_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         shape = (1, config.chunk_length)
