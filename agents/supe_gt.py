@@ -188,7 +188,7 @@ def relabel(batch: dict, latents: jax.Array) -> dict:
     rewards, masks, valid and next_observations and bootstrap with gamma^chunk_length; the last reward is
     replaced by the authors' sum, which drops rewards after a zero mask: sum_k gamma^k r_{t+k} m_{t..t+k-1}.
     """
-    rewards = batch["rewards"]
+    rewards = jnp.asarray(batch["rewards"])
     steps = jnp.concatenate([rewards[:, :1], jnp.diff(rewards, axis=1)], axis=1)  # gamma^k r_{t+k}
     alive = jnp.concatenate([jnp.ones_like(batch["masks"][:, :1]), batch["masks"][:, :-1]], axis=1)
     return {
