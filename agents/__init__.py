@@ -5,6 +5,7 @@ Every agent is an immutable pytree with
   update(batch) -> (agent, info)          # pure; batch from buffers.gather_chunks
   sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
   eval_actions(observations, key)    # optional: the evaluation policy where it differs (temperature 0)
+  online_update(batch) -> (agent, info)   # optional: the online phase's update where it differs (SUPE-GT)
 and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml. The
 dataclass holds every default: importing this package registers each Config's defaults as the Hydra config
 agent_defaults/<algorithm>, which configs/agent/<algorithm>.yaml lists first and then states only what
@@ -29,6 +30,7 @@ ALGORITHMS = {
     "iql": "agents.iql",  # IQL (AWR policy)
     "rebrac": "agents.rebrac",  # ReBRAC
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
+    "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
 }
 
 

@@ -54,6 +54,7 @@ EXTRA = {
     "rlpd": ["random_action_steps=5", "agent.num_qs=2"],
     "rlpd_ac": ["random_action_steps=5", "agent.num_qs=2"],
     "qc_rlpd": ["random_action_steps=5", "agent.num_qs=2"],
+    "supe_gt": ["agent.num_qs=2", "agent.vae_hidden_dims=[16,16]", "agent.encoder_size=8"],
 }
 SEQUENCE_AGENTS = ("radt", "dt")
 

@@ -20,9 +20,12 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     """`num_updates` updates of one run (a traced count: one compilation serves every dispatch size)."""
     config = agent.config
 
+    # An agent that learns differently online (one that pre-trains offline) brings an `online_update`.
+    update = type(agent).online_update if online and hasattr(agent, "online_update") else type(agent).update
+
     def one_update(agent, key):
         batch = replay.sample(key, batch_size, config.sample_length, config.discount, online)
-        return agent.update(batch)
+        return update(agent, batch)
 
     info_shapes = jax.eval_shape(one_update, agent, rng)[1]
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info_shapes)
