@@ -153,3 +153,44 @@ def test_a_state_update_ignores_aug_prob():
         (a.params, a.rng),
         (b.params, b.rng),
     )
+
+
+def square_images(count: int, size: int = 64, side: int = 8, seed: int = 0):
+    """`count` black 64x64 RGB frames, each with a white side x side square at a random place, and the
+    action that the square's (row, column) maps to in [-1, 1]^2: a behaviour only pixels reveal."""
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, size - side + 1, (count, 2))
+    images = np.zeros((count, size, size, 3), np.uint8)
+    for image, (row, col) in zip(images, corners, strict=True):
+        image[row : row + side, col : col + side] = 255
+    return images, (corners / (size - side) * 2 - 1).astype(np.float32)
+
+
+@pytest.mark.slow  # about 3 minutes on this 2-core CPU; `pytest -m slow tests/test_encoders.py`
+def test_qc_fql_learns_a_behaviour_from_pixels():
+    """QC-FQL with impala_small on 32 square images: after 300 updates (batch 16) the flow-matching loss and
+    the distilled policy's action MSE to the dataset are below half their values over the first 10 updates.
+    Half is a margin no drift reaches by chance: the MSE of a policy that ignores the image is at least
+    the actions' variance (1/3 at the start, the uniform law of the corners), and a loss that merely
+    fluctuates does not halve; on this data one run measured 1.24 -> 0.37 and 0.34 -> 0.08."""
+    images, corner_actions = map(jnp.asarray, square_images(32))
+    cfg = dict(algorithm="qc_fql", chunk_length=2, hidden_dims=[64, 64], encoder="impala_small", flow_steps=5)
+    agent = agents.make_agent(cfg, seed=0, obs_dim=images.shape[1:], action_dim=2)
+
+    def update(agent, idx):
+        chunk = jnp.repeat(images[idx][:, None], 2, axis=1)  # a static scene: the next frames are the same
+        batch = {
+            "observations": images[idx],
+            "next_observations": chunk,
+            "actions": jnp.repeat(corner_actions[idx][:, None], 2, axis=1),
+            "rewards": jnp.zeros((16, 2)),
+            "masks": jnp.ones((16, 2)),
+            "valid": jnp.ones((16, 2)),
+        }
+        agent, info = agent.update(batch)
+        return agent, jnp.stack([info["actor/bc_flow_loss"], info["actor/mse"]])
+
+    indices = jax.random.randint(jax.random.PRNGKey(0), (300, 16), 0, 32)
+    _, losses = jax.jit(lambda agent, idx: jax.lax.scan(update, agent, idx))(agent, indices)
+    start, end = np.asarray(losses[:10]).mean(0), np.asarray(losses[-20:]).mean(0)
+    assert (end < start / 2).all(), (start, end)
