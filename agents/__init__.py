@@ -1,7 +1,7 @@
 """Agents: networks, losses and action selection; no I/O.
 
 Every agent is an immutable pytree with
-  create(seed, obs_dim, action_dim, config) -> agent
+  create(seed, obs_dim, action_dim, config) -> agent   # obs_dim: an int, or an image's (h, w, c)
   update(batch) -> (agent, info)          # pure; batch from buffers.gather_chunks
   sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
   eval_actions(observations, key)    # optional: the evaluation policy where it differs (temperature 0)
@@ -46,7 +46,7 @@ def make_config(agent_cfg: Mapping[str, Any]):
     return agent_module(agent_cfg["algorithm"]).Config.from_mapping(agent_cfg)
 
 
-def make_agent(agent_cfg: Mapping[str, Any], seed: int, obs_dim: int, action_dim: int):
+def make_agent(agent_cfg: Mapping[str, Any], seed: int, obs_dim: int | tuple[int, ...], action_dim: int):
     """A freshly initialised agent for a resolved agent config (a plain mapping)."""
     module = agent_module(agent_cfg["algorithm"])
     return module.Agent.create(seed, obs_dim, action_dim, make_config(agent_cfg))

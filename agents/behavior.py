@@ -183,7 +183,7 @@ class Diffusion:
 def make(config, policy_dim: int) -> Flow | Diffusion:
     """The behaviour model named by `config.behavior` (an agents.qc.Config): a VectorField of
     `config.hidden_dims` over flat (policy_dim,) chunks, with `config.actor_layer_norm`."""
-    net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm)
+    net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm, config.encoder)
     if config.behavior == "flow":
         return Flow(net, config.flow_steps)
     if config.behavior == "diffusion":

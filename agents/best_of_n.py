@@ -11,9 +11,10 @@ import jax.numpy as jnp
 
 
 def repeat(observations: jax.Array, num_samples: int) -> jax.Array:
-    """(batch, dim) -> (batch, num_samples, dim): each candidate beside its observation."""
-    batch, dim = observations.shape
-    return jnp.broadcast_to(observations[:, None], (batch, num_samples, dim))
+    """(batch, *obs) -> (batch, num_samples, *obs): each candidate beside its observation (a state vector
+    or an image)."""
+    batch, *shape = observations.shape
+    return jnp.broadcast_to(observations[:, None], (batch, num_samples, *shape))
 
 
 def select(candidates: jax.Array, scores: jax.Array) -> jax.Array:

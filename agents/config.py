@@ -29,6 +29,11 @@ class AgentConfig:
     offline_pretraining = False (the online-only RLPD family) skips the offline phase.
     execution_length: actions of each chunk executed before the policy is queried again (receding horizon);
     None executes the whole chunk.
+    encoder: None for state vectors; a name of agents.networks.ENCODERS ('impala_small') for pixel
+    observations (uint8 (batch, height, width, channels)): every network of the agent then runs its own
+    encoder instance on the observations first (agents/networks.py). aug_prob: the probability that an update
+    random-crops its batch's pixels (agents/step.py `random_crop`, FQL's p_aug); only image batches are
+    cropped. Both are static: a vector's runs share one network shape and one jitted update.
 
     A config is a pytree: the fields marked `sweepable(...)` (scalars that change no array shape) are its
     leaves and everything else is static. An agent that holds its config as a pytree field and reads these
@@ -47,6 +52,8 @@ class AgentConfig:
     discount: float = sweepable(0.99)
     offline_pretraining: bool = True
     execution_length: int | None = None
+    encoder: str | None = None
+    aug_prob: float = 0.0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

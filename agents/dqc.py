@@ -35,7 +35,7 @@ from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.networks import Critic, VectorField
+from agents.networks import Critic, VectorField, example_observations
 
 VALUE_TYPES = ("reach", "return")
 ASYMMETRIC_LOSSES = ("expectile", "quantile")
@@ -162,23 +162,28 @@ class Agent(step.TDAgent):
     behavior: bm.Flow = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
-        """obs_dim counts the goal: the state's entries followed by config.goal_dim goal entries."""
-        if obs_dim <= config.goal_dim:
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
+        """obs_dim counts the goal: the state's entries followed by config.goal_dim goal entries; an image
+        shape (h, w, c) has no goal entries."""
+        if isinstance(obs_dim, int) and obs_dim <= config.goal_dim:
             raise ValueError(f"obs_dim={obs_dim} must exceed goal_dim={config.goal_dim} (state then goal)")
+        if not isinstance(obs_dim, int) and config.goal_dim:
+            raise ValueError(f"goal_dim={config.goal_dim} needs state observations, not images {obs_dim}")
         policy_dim = config.policy_dim(action_dim)
-        critic = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
-        value_net = Critic(config.hidden_dims, 1, config.critic_layer_norm)  # V(s, g): no action input
+        critic = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder)
+        # V(s, g): no action input
+        value_net = Critic(config.hidden_dims, 1, config.critic_layer_norm, encoder=config.encoder)
         behavior = bm.Flow(
-            VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm), config.flow_steps
+            VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm, config.encoder),
+            config.flow_steps,
         )
         rng, *keys = jax.random.split(jax.random.PRNGKey(seed), 5)
-        obs = jnp.zeros((1, obs_dim))
+        obs = example_observations(obs_dim)
         params = {
             "action_critic": critic.init(keys[0], obs, jnp.zeros((1, policy_dim))),
-            "value": value_net.init(keys[1], obs, obs[:, :0]),
+            "value": value_net.init(keys[1], obs, jnp.zeros((1, 0))),
             "behavior": behavior.init(
-                keys[2], obs[:, : obs_dim - config.goal_dim], jnp.zeros((1, policy_dim))
+                keys[2], obs[..., : obs.shape[-1] - config.goal_dim], jnp.zeros((1, policy_dim))
             ),
         }
         if config.use_chunk_critic:
@@ -212,7 +217,7 @@ class Agent(step.TDAgent):
 
     def value(self, params: dict, observations: jax.Array) -> jax.Array:
         """V's output (logit or raw value): (batch,)."""
-        return self.value_net.apply(params, observations, observations[..., :0])[0]
+        return self.value_net.apply(params, observations, jnp.zeros((observations.shape[0], 0)))[0]
 
     # ---- acting --------------------------------------------------------------------------------------------
 

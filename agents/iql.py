@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.networks import Actor, Critic, Value
+from agents.networks import Actor, Critic, Value, example_observations
 
 AWR_WEIGHT_CLIP = 100.0
 
@@ -84,13 +84,15 @@ class Agent(step.TDAgent):
     actor_net: Actor = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
         policy_dim = config.policy_dim(action_dim)
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
-        value_net = Value(config.hidden_dims, config.critic_layer_norm)
-        actor_net = Actor(config.hidden_dims, policy_dim, config.actor_layer_norm)
+        critic_net = Critic(
+            config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder
+        )
+        value_net = Value(config.hidden_dims, config.critic_layer_norm, config.encoder)
+        actor_net = Actor(config.hidden_dims, policy_dim, config.actor_layer_norm, encoder=config.encoder)
         rng, critic_key, value_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, policy_dim))
+        obs, act = example_observations(obs_dim), jnp.zeros((1, policy_dim))
         params = {
             "critic": critic_net.init(critic_key, obs, act),
             "value": value_net.init(value_key, obs),

@@ -1,7 +1,15 @@
-"""Networks shared by every agent: MLPs, critic ensembles and flow vector fields."""
+"""Networks shared by every agent: MLPs, critic ensembles, flow vector fields and the pixel encoder.
+
+Every network takes an optional `encoder` name (agents.config.AgentConfig.encoder): None feeds observations
+to the MLP as they are (state vectors; the parameters and numbers of a state run are those without this
+option), a name of ENCODERS runs that encoder on the observations first, inside the network, so each network
+owns its own encoder parameters and trains them with its own loss, as FQL does (seohongpark/fql
+agents/fql.py gives the critic, the BC flow and the one-step policy one encoder instance each).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -36,6 +44,67 @@ class MLP(nn.Module):
         return x
 
 
+class ResnetStack(nn.Module):
+    """One IMPALA stage: a 3x3 convolution to `features` channels, a 3x3 max-pool of stride 2, then
+    `num_blocks` residual blocks of (ReLU, conv, ReLU, conv) + skip; Xavier-uniform kernels (FQL's
+    ResnetStack)."""
+
+    features: int
+    num_blocks: int
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.xavier_uniform()
+        conv = functools.partial(nn.Conv, self.features, (3, 3), strides=1, padding="SAME", kernel_init=init)
+        x = nn.max_pool(conv()(x), window_shape=(3, 3), strides=(2, 2), padding="SAME")
+        for _ in range(self.num_blocks):
+            x = x + conv()(nn.relu(conv()(nn.relu(x))))
+        return x
+
+
+class ImpalaEncoder(nn.Module):
+    """The IMPALA ResNet of FQL's utils/encoders.py: pixels scaled to [0, 1], one ResnetStack per entry of
+    `stack_sizes`, ReLU, flattened, then a Dense layer of `mlp_dim` units with GELU (FQL's MLP with
+    activate_final; no layer norm, no dropout, FQL's defaults). Works on any leading shape:
+    (..., height, width, channels) uint8 -> (..., mlp_dim)."""
+
+    stack_sizes: tuple[int, ...] = (16, 32, 32)
+    num_blocks: int = 2
+    mlp_dim: int = 512
+
+    @nn.compact
+    def __call__(self, x):
+        leading = x.shape[:-3]
+        x = x.astype(jnp.float32) / 255.0
+        for features in self.stack_sizes:
+            x = ResnetStack(features, self.num_blocks)(x)
+        x = nn.relu(x).reshape((*leading, -1))
+        return MLP((self.mlp_dim,), activate_final=True)(x)
+
+
+# encoder name (agent.encoder) -> module; impala_small is FQL's name for IMPALA with one block per stack
+ENCODERS = {"impala_small": functools.partial(ImpalaEncoder, stack_sizes=(16, 32, 32), num_blocks=1)}
+
+
+def encode(encoder: str | None, observations):
+    """The features a network's MLP sees: the observations themselves without an encoder, else the named
+    encoder's output. Call inside a network's compact __call__: the encoder's parameters become that
+    network's `encoder` submodule."""
+    if encoder is None:
+        return observations
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown agent.encoder {encoder!r}; valid: null or one of {sorted(ENCODERS)}")
+    return ENCODERS[encoder](name="encoder")(observations)
+
+
+def example_observations(obs_shape: int | Sequence[int]):
+    """One zero observation (1, *shape) to initialise networks with: obs_shape is an int for state vectors
+    (float32) or an image shape (height, width, channels) for pixels (uint8, as the engine hands them)."""
+    if isinstance(obs_shape, int):
+        return jnp.zeros((1, obs_shape))
+    return jnp.zeros((1, *obs_shape), jnp.uint8)
+
+
 class Critic(nn.Module):
     """Ensemble of `num_qs` Q-networks on (observation, flattened action chunk).
 
@@ -46,9 +115,11 @@ class Critic(nn.Module):
     num_qs: int = 2
     layer_norm: bool = True
     rlpd_style: bool = False  # MLP.rlpd_style
+    encoder: str | None = None  # one encoder for the whole ensemble, as FQL's Value
 
     @nn.compact
     def __call__(self, observations, actions):
+        observations = encode(self.encoder, observations)
         ensemble = nn.vmap(
             MLP,
             variable_axes={"params": 0},
@@ -68,9 +139,11 @@ class Value(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
+    encoder: str | None = None
 
     @nn.compact
     def __call__(self, observations):
+        observations = encode(self.encoder, observations)
         return MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm)(observations).squeeze(-1)
 
 
@@ -82,9 +155,11 @@ class Actor(nn.Module):
     output_dim: int
     layer_norm: bool = False
     final_init_scale: float = 0.01
+    encoder: str | None = None
 
     @nn.compact
     def __call__(self, observations):
+        observations = encode(self.encoder, observations)
         features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(observations)
         head_init = nn.initializers.variance_scaling(self.final_init_scale, "fan_avg", "uniform")
         return nn.Dense(self.output_dim, kernel_init=head_init)(features)
@@ -96,9 +171,11 @@ class VectorField(nn.Module):
     hidden_dims: Sequence[int]
     output_dim: int
     layer_norm: bool = False
+    encoder: str | None = None
 
     @nn.compact
     def __call__(self, observations, x, times=None):
+        observations = encode(self.encoder, observations)
         inputs = [observations, x] if times is None else [observations, x, times]
         return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(
             jnp.concatenate(inputs, axis=-1)

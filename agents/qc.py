@@ -21,7 +21,7 @@ from agents import best_of_n as bon
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.networks import Critic
+from agents.networks import Critic, example_observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +66,14 @@ class Agent(step.TDAgent):
     behavior: bm.Flow | bm.Diffusion = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
         policy_dim = config.policy_dim(action_dim)
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+        critic_net = Critic(
+            config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder
+        )
         behavior = bm.make(config, policy_dim)
         rng, critic_key, behavior_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, policy_dim))
+        obs, act = example_observations(obs_dim), jnp.zeros((1, policy_dim))
         params = {
             "critic": critic_net.init(critic_key, obs, act),
             "behavior": behavior.init(behavior_key, obs, act),

@@ -18,7 +18,7 @@ from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
-from agents.networks import Critic, VectorField
+from agents.networks import Critic, VectorField, example_observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +44,15 @@ class Agent(step.TDAgent):
     onestep_net: VectorField = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
         policy_dim = config.policy_dim(action_dim)
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
-        flow_net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm)
-        onestep_net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm)
+        critic_net = Critic(
+            config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder
+        )
+        flow_net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm, config.encoder)
+        onestep_net = VectorField(config.hidden_dims, policy_dim, config.actor_layer_norm, config.encoder)
         rng, critic_key, flow_key, onestep_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, policy_dim))
+        obs, act = example_observations(obs_dim), jnp.zeros((1, policy_dim))
         params = {
             "critic": critic_net.init(critic_key, obs, act),
             "actor_bc_flow": flow_net.init(flow_key, obs, act, jnp.zeros((1, 1))),

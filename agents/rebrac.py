@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.networks import Actor, Critic
+from agents.networks import Actor, Critic, example_observations
 
 # keys of a chunk batch with a time axis after the batch axis (buffers/chunks.py)
 TIME_KEYS = ("actions", "rewards", "masks", "terminals", "valid", "next_observations")
@@ -85,13 +85,19 @@ class Agent(step.TDAgent):
     actor_net: Actor = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm)
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
+        critic_net = Critic(
+            config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder
+        )
         actor_net = Actor(
-            config.hidden_dims, action_dim, config.actor_layer_norm, config.actor_final_init_scale
+            config.hidden_dims,
+            action_dim,
+            config.actor_layer_norm,
+            config.actor_final_init_scale,
+            config.encoder,
         )
         rng, critic_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
-        obs = jnp.zeros((1, obs_dim))
+        obs = example_observations(obs_dim)
         params = {
             "critic": critic_net.init(critic_key, obs, jnp.zeros((1, action_dim))),
             "actor": actor_net.init(actor_key, obs),

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.networks import MLP, Critic, default_init
+from agents.networks import MLP, Critic, default_init, encode, example_observations
 
 # ColinQiyangLi/qc rlpd_distributions/tanh_normal.py
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -48,11 +48,12 @@ class GaussianActor(nn.Module):
     hidden_dims: tuple[int, ...]
     output_dim: int
     layer_norm: bool = False
+    encoder: str | None = None  # agents.networks.encode
 
     @nn.compact
     def __call__(self, observations):
         x = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, rlpd_style=True)(
-            observations
+            encode(self.encoder, observations)
         )
         means = nn.Dense(self.output_dim, kernel_init=default_init, name="mean")(x)
         return means, nn.Dense(self.output_dim, kernel_init=default_init, name="log_std")(x)
@@ -99,17 +100,25 @@ class Agent(step.TDAgent):
     actor_net: GaussianActor = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, seed: int, obs_dim: int, action_dim: int, config: Config) -> Agent:
+    def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
         policy_dim = config.policy_dim(action_dim)
-        critic_net = Critic(config.hidden_dims, config.num_qs, config.critic_layer_norm, rlpd_style=True)
-        actor_net = GaussianActor(config.hidden_dims, policy_dim, config.actor_layer_norm)
+        critic_net = Critic(
+            config.hidden_dims,
+            config.num_qs,
+            config.critic_layer_norm,
+            rlpd_style=True,
+            encoder=config.encoder,
+        )
+        actor_net = GaussianActor(
+            config.hidden_dims, policy_dim, config.actor_layer_norm, encoder=config.encoder
+        )
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
         optimizer = step.adam(config.lr)
 
         @jax.jit  # one compilation instead of one per eager initialiser op: seconds saved on a CPU
         def initial_state(key):
             critic_key, actor_key = jax.random.split(key)
-            obs = jnp.zeros((1, obs_dim))
+            obs = example_observations(obs_dim)
             params = {
                 "critic": critic_net.init(critic_key, obs, jnp.zeros((1, policy_dim))),
                 "actor": actor_net.init(actor_key, obs),

@@ -63,13 +63,54 @@ def sum_losses(**named: tuple[jax.Array, dict]) -> tuple[jax.Array, dict]:
     return total, info
 
 
+CROP_PADDING = 3  # pixels of edge padding each side for the random crop, FQL's utils/datasets.py `augment`
+
+
+def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CROP_PADDING) -> dict:
+    """FQL's random-crop augmentation on pixel batches: with probability `aug_prob` (one draw per batch, as
+    FQL's `np.random.rand() < p_aug`), every sample is edge-padded by `padding` pixels and cropped back to its
+    size at a shift (dy, dx) drawn uniformly in [0, 2 * padding] for that sample. The shift is the same for
+    every frame of the sample's stack (frames lie on the channel axis) and for each of its
+    next_observations, as FQL crops observations and next_observations with one `crop_froms`.
+
+    observations: (batch, height, width, channels); next_observations: (batch, steps, height, width,
+    channels). Other keys pass through.
+    """
+    apply_key, shift_key = jax.random.split(key)
+    shifts = jax.random.randint(shift_key, (batch["observations"].shape[0], 2), 0, 2 * padding + 1)
+
+    def crop(images, shift):
+        """images: one sample's (..., height, width, channels)."""
+        leading = images.ndim - 3
+        pads = [(0, 0)] * leading + [(padding, padding), (padding, padding), (0, 0)]
+        start = (0,) * leading + (shift[0], shift[1], 0)
+        return jax.lax.dynamic_slice(jnp.pad(images, pads, mode="edge"), start, images.shape)
+
+    apply = jax.random.uniform(apply_key) < aug_prob
+    cropped = dict(batch)
+    for name in ("observations", "next_observations"):
+        cropped[name] = jnp.where(apply, jax.vmap(crop)(batch[name], shifts), batch[name])
+    return cropped
+
+
+def augments(config, batch: dict) -> bool:
+    """Whether an update crops its batch: a positive `aug_prob` and image observations (batch, h, w, c)."""
+    return getattr(config, "aug_prob", 0.0) > 0 and batch["observations"].ndim == 4
+
+
 def optimizer_step(agent, batch: dict, *noise_shape: int):
     """Draws the update's noise, takes the gradient of `agent.total_loss` and one optimizer step.
+
+    A pixel batch is first random-cropped (`random_crop`, when `augments`) with a key of its own split from
+    the noise key, so a state run's keys and numbers are those without augmentation.
 
     noise_shape: the arguments of `agent.draw_noise` after the key. Returns the agent with its rng, params and
     optimizer state stepped, the gradients (for metrics) and the losses' info.
     """
     rng, key = jax.random.split(agent.rng)
+    if augments(agent.config, batch):
+        key, crop_key = jax.random.split(key)
+        batch = random_crop(batch, crop_key, agent.config.aug_prob)
     noise = agent.draw_noise(key, *noise_shape)
     grads, info = jax.grad(agent.total_loss, has_aux=True)(agent.params, batch, noise)
     updates, opt_state = agent.optimizer.update(grads, agent.opt_state, agent.params)

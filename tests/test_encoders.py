@@ -1,0 +1,197 @@
+"""The pixel encoder (agents/networks.py ImpalaEncoder) and FQL's random-crop augmentation (agents/step.py),
+and every TD agent taking `agent.encoder=impala_small` on uint8 frame stacks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+from agents import step
+from agents.networks import ENCODERS, encode
+
+FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
+SEQUENCE_AGENTS = {"radt"}
+
+
+def fql_impala_small_params(channels: int, size: int = 64) -> int:
+    """Parameters of FQL's impala_small (utils/encoders.py ImpalaEncoder, num_blocks=1) counted by hand:
+    each stack is a 3x3 conv in -> f and one residual block of two 3x3 convs f -> f (kernels and biases), and
+    halves the image (3x3 max-pool, stride 2, SAME); the 8x8x32 output feeds a 512-unit Dense layer."""
+    total, width = 0, channels
+    for features in (16, 32, 32):
+        total += 9 * width * features + features + 2 * (9 * features * features + features)
+        width, size = features, -(-size // 2)
+    return total + size * size * width * 512 + 512
+
+
+def test_impala_small_matches_fqls_shape_and_parameter_count():
+    encoder = ENCODERS["impala_small"]()
+    images = jnp.zeros((2, 3, *FRAMES), jnp.uint8)  # any leading shape, as best-of-N's repeated observations
+    params = encoder.init(jax.random.PRNGKey(0), images)
+    assert encoder.apply(params, images).shape == (2, 3, 512)
+    count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+    assert fql_impala_small_params(9) == 1_105_920  # 1312 + 4640 + 4640 + 18496 + 9248 + 18496 + 1049088
+    assert count == fql_impala_small_params(9)
+
+
+def test_an_unknown_encoder_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown agent.encoder 'resnet'.*impala_small"):
+        encode("resnet", jnp.zeros((1, *FRAMES)))
+
+
+def np_crop(images: np.ndarray, dy: int, dx: int, pad: int = 3) -> np.ndarray:
+    """One sample's (..., h, w, c) edge-padded by `pad` and cropped back at offset (dy, dx)."""
+    h, w = images.shape[-3:-1]
+    lead = [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, [*lead, (pad, pad), (pad, pad), (0, 0)], mode="edge")
+    return padded[..., dy : dy + h, dx : dx + w, :]
+
+
+def crop_batch(seed: int, batch_size: int = 32):
+    rng = np.random.default_rng(seed)
+    return {
+        "observations": rng.integers(0, 256, (batch_size, 10, 12, 9), dtype=np.uint8),
+        "next_observations": rng.integers(0, 256, (batch_size, 2, 10, 12, 9), dtype=np.uint8),
+        "actions": rng.normal(size=(batch_size, 2, 3)).astype(np.float32),
+    }
+
+
+def test_each_sample_gets_one_shift_inside_the_pad_for_all_its_frames_and_next_observations():
+    batch = crop_batch(0)
+    out = jax.tree_util.tree_map(np.asarray, step.random_crop(batch, jax.random.PRNGKey(1), aug_prob=1.0))
+    shifts = []
+    for i in range(len(batch["observations"])):
+        # the shifts (in [0, 6]^2) whose NumPy crop reproduces every channel (all 3 frames) of the sample
+        matches = [
+            (dy, dx)
+            for dy in range(7)
+            for dx in range(7)
+            if np.array_equal(np_crop(batch["observations"][i], dy, dx), out["observations"][i])
+        ]
+        assert len(matches) == 1
+        (dy, dx) = matches[0]
+        np.testing.assert_array_equal(
+            np_crop(batch["next_observations"][i], dy, dx), out["next_observations"][i]
+        )
+        shifts.append(matches[0])
+    assert len(set(shifts)) > 10  # one shift per sample, not one per batch
+    np.testing.assert_array_equal(out["actions"], batch["actions"])
+
+
+def test_the_crop_applies_to_a_whole_batch_with_probability_aug_prob():
+    batch = crop_batch(1, batch_size=8)
+    unchanged = np.asarray(step.random_crop(batch, jax.random.PRNGKey(0), aug_prob=0.0)["observations"])
+    np.testing.assert_array_equal(unchanged, batch["observations"])
+    crop = jax.jit(lambda key: step.random_crop(batch, key, aug_prob=0.5)["observations"])
+    cropped = [
+        not np.array_equal(np.asarray(crop(key)), batch["observations"])
+        for key in jax.random.split(jax.random.PRNGKey(2), 400)
+    ]
+    # each batch is cropped or not as a whole: 400 Bernoulli(0.5) draws, 0.5 +- 4 standard deviations (0.1)
+    assert 0.4 < np.mean(cropped) < 0.6
+
+
+def pixel_batch(config, action_dim: int = 2, batch_size: int = 4, seed: int = 0) -> dict:
+    """A synthetic chunk batch of uint8 frame stacks, as the engine samples for `config`."""
+    rng = np.random.default_rng(seed)
+    steps = config.sample_length
+    return {
+        "observations": rng.integers(0, 256, (batch_size, *FRAMES), dtype=np.uint8),
+        "next_observations": rng.integers(0, 256, (batch_size, steps, *FRAMES), dtype=np.uint8),
+        "actions": rng.uniform(-1, 1, (batch_size, steps, action_dim)).astype(np.float32),
+        "rewards": rng.normal(size=(batch_size, steps)).astype(np.float32),
+        "masks": np.ones((batch_size, steps), np.float32),
+        "valid": np.ones((batch_size, steps), np.float32),
+    }
+
+
+@pytest.mark.parametrize("algorithm", sorted(set(agents.ALGORITHMS) - SEQUENCE_AGENTS))
+def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
+    cfg = dict(algorithm=algorithm, chunk_length=2, hidden_dims=[16], encoder="impala_small", aug_prob=1.0)
+    if algorithm in ("qc", "dqc"):
+        cfg["num_samples"] = 2
+    if algorithm == "dqc":
+        cfg["policy_chunk_length"] = 2
+    if algorithm == "rebrac":
+        cfg["action_chunking"] = False  # ReBRAC's n-step form; a chunked ReBRAC is refused
+    agent = agents.make_agent(cfg, seed=0, obs_dim=FRAMES, action_dim=2)
+    batch = pixel_batch(agent.config)
+    updated, info = jax.jit(type(agent).update)(agent, batch)
+    assert all(np.isfinite(np.asarray(value)).all() for value in info.values())
+    changed = jax.tree_util.tree_map(lambda a, b: bool((a != b).any()), agent.params, updated.params)
+    assert any(jax.tree_util.tree_leaves(changed))
+    actions = updated.sample_actions(jnp.asarray(batch["observations"]), jax.random.PRNGKey(1))
+    assert actions.shape[0] == 4 and actions.shape[-1] == 2 and np.isfinite(np.asarray(actions)).all()
+
+
+def test_radt_refuses_pixels_in_one_line():
+    with pytest.raises(ValueError, match=r"^RADT/DT trains on state vectors only: .*for pixels$"):
+        agents.make_agent(
+            dict(algorithm="radt", encoder="impala_small"), seed=0, obs_dim=FRAMES, action_dim=2
+        )
+
+
+def test_a_state_update_ignores_aug_prob():
+    """A state batch is never cropped: aug_prob draws no key, so the update equals the one without it."""
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": rng.normal(size=(4, 3)).astype(np.float32),
+        "next_observations": rng.normal(size=(4, 2, 3)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (4, 2, 2)).astype(np.float32),
+        "rewards": rng.normal(size=(4, 2)).astype(np.float32),
+        "masks": np.ones((4, 2), np.float32),
+        "valid": np.ones((4, 2), np.float32),
+    }
+    runs = [
+        agents.make_agent(dict(algorithm="qc_fql", chunk_length=2, hidden_dims=[8], aug_prob=p), 0, 3, 2)
+        for p in (0.0, 0.5)
+    ]
+    (a, _), (b, _) = (jax.jit(type(agent).update)(agent, batch) for agent in runs)
+    jax.tree_util.tree_map(
+        lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+        (a.params, a.rng),
+        (b.params, b.rng),
+    )
+
+
+def square_images(count: int, size: int = 64, side: int = 8, seed: int = 0):
+    """`count` black 64x64 RGB frames, each with a white side x side square at a random place, and the
+    action that the square's (row, column) maps to in [-1, 1]^2: a behaviour only pixels reveal."""
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, size - side + 1, (count, 2))
+    images = np.zeros((count, size, size, 3), np.uint8)
+    for image, (row, col) in zip(images, corners, strict=True):
+        image[row : row + side, col : col + side] = 255
+    return images, (corners / (size - side) * 2 - 1).astype(np.float32)
+
+
+@pytest.mark.slow  # about 3 minutes on this 2-core CPU; `pytest -m slow tests/test_encoders.py`
+def test_qc_fql_learns_a_behaviour_from_pixels():
+    """QC-FQL with impala_small on 32 square images: after 300 updates (batch 16) the flow-matching loss and
+    the distilled policy's action MSE to the dataset are below half their values over the first 10 updates.
+    Half is a margin no drift reaches by chance: the MSE of a policy that ignores the image is at least
+    the actions' variance (1/3 at the start, the uniform law of the corners), and a loss that merely
+    fluctuates does not halve. The same setup with other batch indices (NumPy-drawn) measured 1.24 -> 0.37
+    and 0.34 -> 0.08."""
+    images, corner_actions = map(jnp.asarray, square_images(32))
+    cfg = dict(algorithm="qc_fql", chunk_length=2, hidden_dims=[64, 64], encoder="impala_small", flow_steps=5)
+    agent = agents.make_agent(cfg, seed=0, obs_dim=images.shape[1:], action_dim=2)
+
+    def update(agent, idx):
+        chunk = jnp.repeat(images[idx][:, None], 2, axis=1)  # a static scene: the next frames are the same
+        batch = {
+            "observations": images[idx],
+            "next_observations": chunk,
+            "actions": jnp.repeat(corner_actions[idx][:, None], 2, axis=1),
+            "rewards": jnp.zeros((16, 2)),
+            "masks": jnp.ones((16, 2)),
+            "valid": jnp.ones((16, 2)),
+        }
+        agent, info = agent.update(batch)
+        return agent, jnp.stack([info["actor/bc_flow_loss"], info["actor/mse"]])
+
+    indices = jax.random.randint(jax.random.PRNGKey(0), (300, 16), 0, 32)
+    _, losses = jax.jit(lambda agent, idx: jax.lax.scan(update, agent, idx))(agent, indices)
+    start, end = np.asarray(losses[:10]).mean(0), np.asarray(losses[-20:]).mean(0)
+    assert (end < start / 2).all(), (start, end)
