@@ -11,7 +11,7 @@ from agents import step
 from agents.networks import ENCODERS, encode
 
 FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
-SEQUENCE_AGENTS = {"radt"}
+STATE_ONLY = {"radt", "supe_gt"}  # RADT/DT's transformer and SUPE-GT's skill VAE read state vectors
 
 
 def fql_impala_small_params(channels: int, size: int = 64) -> int:
@@ -106,7 +106,7 @@ def pixel_batch(config, action_dim: int = 2, batch_size: int = 4, seed: int = 0)
     }
 
 
-@pytest.mark.parametrize("algorithm", sorted(set(agents.ALGORITHMS) - SEQUENCE_AGENTS))
+@pytest.mark.parametrize("algorithm", sorted(set(agents.ALGORITHMS) - STATE_ONLY))
 def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
     cfg = dict(algorithm=algorithm, chunk_length=2, hidden_dims=[16], encoder="impala_small", aug_prob=1.0)
     if algorithm in ("qc", "dqc"):
@@ -125,10 +125,17 @@ def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
     assert actions.shape[0] == 4 and actions.shape[-1] == 2 and np.isfinite(np.asarray(actions)).all()
 
 
-def test_radt_refuses_pixels_in_one_line():
-    with pytest.raises(ValueError, match=r"^RADT/DT trains on state vectors only: .*for pixels$"):
+@pytest.mark.parametrize(
+    "algorithm, message",
+    [
+        ("radt", "RADT/DT trains on state vectors only"),
+        ("supe_gt", "SUPE-GT's skill VAE reads state vectors only"),
+    ],
+)
+def test_state_only_agents_refuse_pixels_in_one_line(algorithm, message):
+    with pytest.raises(ValueError, match=rf"^{message}: .*for pixels$"):
         agents.make_agent(
-            dict(algorithm="radt", encoder="impala_small"), seed=0, obs_dim=FRAMES, action_dim=2
+            dict(algorithm=algorithm, encoder="impala_small"), seed=0, obs_dim=FRAMES, action_dim=2
         )
 
 
