@@ -117,8 +117,8 @@ def empty_like(store: TransitionStore, capacity: int) -> TransitionStore:
 def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
     """`next_observations` from OGBench's loader must equal the following state inside each trajectory."""
     inner = ~terminals[:-1]
-    differs = (dataset["next_observations"][:-1] != dataset["observations"][1:]).reshape(len(inner), -1)
     if not np.array_equal(dataset["next_observations"][:-1][inner], dataset["observations"][1:][inner]):
+        differs = (dataset["next_observations"][:-1] != dataset["observations"][1:]).reshape(len(inner), -1)
         bad = int(np.flatnonzero(inner & np.any(differs, axis=-1))[0])
         raise ValueError(
             f"dataset next_observations[{bad}] differs from observations[{bad + 1}] although transition "
