@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.observations import observation_array
+
 
 class TransitionStore(flax.struct.PyTreeNode):
     """Flat transition array on the device.
@@ -63,13 +65,6 @@ class TransitionStore(flax.struct.PyTreeNode):
     def slot(self, index: jax.Array) -> jax.Array:
         """Array slot of a global transition index."""
         return index % self.capacity
-
-
-def observation_array(observations) -> np.ndarray:
-    """Observations as the store and the agents take them: uint8 frames stay uint8 (a quarter of float32's
-    bytes; the encoder scales them), every other observation becomes float32."""
-    observations = np.asarray(observations)
-    return observations if observations.dtype == np.uint8 else observations.astype(np.float32)
 
 
 def empty(

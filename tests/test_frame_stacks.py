@@ -8,7 +8,7 @@ import pytest
 
 import buffers
 from buffers.chunks import gather_chunks
-from buffers.store import observation_array
+from envs.observations import observation_array
 
 LENGTHS = (5, 1, 3, 7)  # transitions per episode
 SIZE = 8  # frame side; a frame's pixels encode (episode, step)
