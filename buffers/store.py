@@ -188,6 +188,12 @@ def nbytes(store: TransitionStore) -> int:
     return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(store))
 
 
+def bytes_per_transition(store: TransitionStore) -> float:
+    """Device bytes per stored transition: one state row (plus each episode's final row), the action and
+    the small per-transition fields; frames stacks and next states cost nothing (formed by index)."""
+    return nbytes(store) / max(int(store.size), 1)
+
+
 def insert(store: TransitionStore, transition: dict) -> TransitionStore:
     """Append one transition (jittable). `transition`: observations, actions, rewards, masks, terminals,
     next_observations, each without a batch axis. `terminals` = 1 ends the episode (success or time-out).

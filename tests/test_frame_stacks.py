@@ -115,3 +115,12 @@ def test_bytes_per_transition_keep_one_uint8_frame():
     store = buffers.from_dataset(pixel_dataset(), frame_stack=3)
     frames = sum(LENGTHS) + len(LENGTHS)  # one row per state, the final state of each episode included
     assert store.observations.nbytes == frames * SIZE * SIZE * 3
+
+
+def test_benchmark_reports_one_uint8_frame_per_transition():
+    from launch.benchmark import bench_frames
+
+    figures = bench_frames(num=1000, batch_size=8, chunk_length=5, frame_stack=3, repeats=1)
+    # 1000 frames + the final one, an int32 row index, 5 float32 actions, a reward, a mask, a terminal
+    expected = (1001 * 64 * 64 * 3 + 1000 * (4 + 20 + 4 + 1 + 1) + 3 * 4) / 1000
+    assert figures["store_bytes_per_transition"] == round(expected, 1)
