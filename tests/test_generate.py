@@ -215,6 +215,7 @@ def test_train_stops_at_a_signal_while_generating_its_dataset_and_its_rerun_trai
     assert (run_dir / "metrics.jsonl").is_file()
 
 
+@pytest.mark.render
 def test_a_visual_dataset_is_generated_as_uint8_frames_with_its_provenance(tmp_path, monkeypatch):
     """2 + 1 episodes of 20 steps of visual-cube-double, rendered (OSMesa here) and loaded as uint8 frames."""
     monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "osmesa"))
