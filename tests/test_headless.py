@@ -70,6 +70,7 @@ def test_other_errors_of_a_visual_env_pass_through():
         require_renderer(broken)
 
 
+@pytest.mark.render
 def test_a_real_visual_env_renders_changing_uint8_frames():
     """OGBench's visual cube renders 64x64x3 uint8 frames (OSMesa here), stacked 3 deep for acting."""
     code = (
