@@ -4,6 +4,10 @@ Semantics (spec, "Chunk batches"), for k = 0..h-1 and a start index t:
   actions[k] = a_{t+k}; rewards[k] = sum_{j<=k} gamma^j r_{t+j}; masks[k] = min_{j<=k} m_{t+j};
   terminals[k] = max_{j<=k} d_{t+j}; valid[0] = 1, valid[k] = 1 - terminals[k-1];
   next_observations[k] = s'_{t+k}.
+With `store.frame_stack` K > 1 every state above is the stack of its last K frames on the last axis,
+oldest first, a frame before its episode's first repeated from that first frame (FQL's frame stacking).
+A trajectory's states sit in consecutive rows, so frame j of the state in row r is row r - min(j, d) with
+d the steps since the episode began: stacks are formed by index here, and no stacked copy is stored.
 Everything here is pure and jittable, so sampling happens inside the fused update with no host work.
 """
 
@@ -28,15 +32,45 @@ def gather_chunks(
     discounts = discount ** jnp.arange(chunk_length, dtype=jnp.float32)
     terminals = jax.lax.cummax(store.terminals[slots].astype(jnp.float32), axis=1)
     rows = store.obs_rows[slots]
+    since = _steps_since_start(store, starts, chunk_length)
     return {
-        "observations": store.observations[rows[:, 0] % store.obs_capacity],
+        "observations": _stacked(store, rows[:, 0], since[:, 0]),
         "actions": store.actions[slots],
         "rewards": jnp.cumsum(store.rewards[task, slots] * discounts, axis=1),
         "masks": jax.lax.cummin(store.masks[task, slots].astype(jnp.float32), axis=1),
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
-        "next_observations": store.observations[(rows + 1) % store.obs_capacity],
+        "next_observations": _stacked(store, rows + 1, since + 1),
     }
+
+
+def _steps_since_start(store: TransitionStore, starts: jax.Array, chunk_length: int) -> jax.Array:
+    """(batch, chunk_length): for transition t = start + k, how many transitions of its episode precede it,
+    capped at frame_stack - 1 (all a stack needs). Transitions before `store.oldest` count as another
+    episode: their rows may be overwritten, so the oldest live frame is repeated instead."""
+    back = store.frame_stack - 1
+    if back == 0:
+        return jnp.zeros((len(starts), chunk_length), jnp.int32)
+    index = starts[:, None] + jnp.arange(-back, chunk_length - 1)  # the transitions t - back .. t + h - 2
+    ended = store.terminals[store.slot(index)] | (index < store.oldest)
+    # since[k] = number of j in 1..back with no episode end among transitions t+k-j .. t+k-1
+    since = []
+    for k in range(chunk_length):
+        before = ended[:, k : k + back][:, ::-1]  # transitions t+k-1, t+k-2, ..., t+k-back
+        since.append(jnp.sum(jnp.cumprod(~before, axis=1), axis=1))
+    return jnp.stack(since, axis=1).astype(jnp.int32)
+
+
+def _stacked(store: TransitionStore, rows: jax.Array, since: jax.Array) -> jax.Array:
+    """The states in global rows `rows`, as stacks of `store.frame_stack` frames when it exceeds 1; `since`
+    (rows' shape) is how many earlier frames of each state's episode are stored, at least frame_stack - 1
+    meaning the stack needs no repeat."""
+    if store.frame_stack == 1:
+        return store.observations[rows % store.obs_capacity]
+    lags = jnp.arange(store.frame_stack - 1, -1, -1)  # oldest frame first
+    frame_rows = rows[..., None] - jnp.minimum(lags, since[..., None])
+    frames = jnp.moveaxis(store.observations[frame_rows % store.obs_capacity], rows.ndim, -2)
+    return frames.reshape(frames.shape[:-2] + (-1,))  # (..., *frame_shape[:-1], K * channels)
 
 
 class Segment(flax.struct.PyTreeNode):

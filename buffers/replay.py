@@ -86,9 +86,11 @@ def make_replay(
     buffer_size: int,
     online_steps: int,
     offline_ratios: Sequence[float] | None,
+    frame_stack: int = 1,
 ) -> Replay:
     """The replay of a vector of runs: run i trains on `datasets[dataset_index[i]]` rewarded by row
-    `tasks[i]` of its rewards and masks ((tasks, num) arrays, the same rows in every dataset).
+    `tasks[i]` of its rewards and masks ((tasks, num) arrays, the same rows in every dataset), sampled as
+    stacks of `frame_stack` frames (buffers/chunks.py).
 
     Every array of the result but `offline` has a leading run axis.
     """
@@ -96,7 +98,7 @@ def make_replay(
     sizes = np.asarray([len(dataset["observations"]) for dataset in datasets], np.int32)
     dataset_index = np.asarray(dataset_index)
     return replay_over(
-        store.from_dataset(joined),
+        store.from_dataset(joined, frame_stack),
         firsts[dataset_index],
         sizes[dataset_index],
         tasks,
@@ -117,9 +119,7 @@ def replay_over(
 ) -> Replay:
     """The replay of a vector of runs over a shared offline store: run i samples its transitions
     firsts[i] .. firsts[i] + sizes[i] - 1, rewarded by row tasks[i], and has an empty online store."""
-    online = store.empty(
-        offline.observations.shape[-1], offline.actions.shape[-1], online_capacity(buffer_size, online_steps)
-    )
+    online = store.empty_like(offline, online_capacity(buffer_size, online_steps))
     num_runs = len(tasks)
     segment = Segment(
         first=jnp.asarray(firsts, jnp.int32),

@@ -18,11 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.observations import observation_array
+
 
 class TransitionStore(flax.struct.PyTreeNode):
     """Flat transition array on the device.
 
-    observations: (obs_capacity, obs_dim) states, ring-indexed by global row % obs_capacity.
+    observations: (obs_capacity, *obs_shape) states, ring-indexed by global row % obs_capacity: float32
+    vectors, or uint8 (64, 64, 3) frames of a visual env, each frame stored once (`observation_array`).
     obs_rows: (capacity,) int32 global row of s_t for each transition slot.
     actions: (capacity, action_dim); rewards: (tasks, capacity) float32;
     masks: (tasks, capacity) bool, 1 - true terminal;
@@ -31,6 +34,8 @@ class TransitionStore(flax.struct.PyTreeNode):
     (single-task relabelling), so a vector of runs over tasks stores the dataset once and a row per task.
     count: transitions ever inserted; oldest: global index of the oldest live transition;
     rows_written: observation rows ever written.
+    frame_stack: K > 1 makes the samplers hand out each state as its last K frames concatenated on the
+    last axis, formed by index (buffers/chunks.py); nothing stacked is stored.
     """
 
     observations: jax.Array
@@ -42,6 +47,7 @@ class TransitionStore(flax.struct.PyTreeNode):
     count: jax.Array
     oldest: jax.Array
     rows_written: jax.Array
+    frame_stack: int = flax.struct.field(pytree_node=False, default=1)
 
     @property
     def capacity(self) -> int:
@@ -61,8 +67,15 @@ class TransitionStore(flax.struct.PyTreeNode):
         return index % self.capacity
 
 
-def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None = None) -> TransitionStore:
-    """An empty ring buffer for `capacity` transitions.
+def empty(
+    obs_dim: int | tuple[int, ...],
+    action_dim: int,
+    capacity: int,
+    max_episodes: int | None = None,
+    obs_dtype=jnp.float32,
+    frame_stack: int = 1,
+) -> TransitionStore:
+    """An empty ring buffer for `capacity` transitions of observations shaped `obs_dim` (an int for vectors).
 
     `max_episodes` extra observation rows hold the final state of each stored episode; with fewer rows
     than episodes the buffer still works but holds fewer than `capacity` transitions once it wraps.
@@ -71,7 +84,7 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
         raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
     max_episodes = max(1, capacity // 50) if max_episodes is None else max_episodes
     return TransitionStore(
-        observations=jnp.zeros((capacity + max_episodes, obs_dim), jnp.float32),
+        observations=jnp.zeros((capacity + max_episodes, *np.atleast_1d(obs_dim)), obs_dtype),
         obs_rows=jnp.zeros((capacity,), jnp.int32),
         actions=jnp.zeros((capacity, action_dim), jnp.float32),
         rewards=jnp.zeros((1, capacity), jnp.float32),
@@ -80,6 +93,19 @@ def empty(obs_dim: int, action_dim: int, capacity: int, max_episodes: int | None
         count=jnp.zeros((), jnp.int32),
         oldest=jnp.zeros((), jnp.int32),  # separate buffers: the train loop donates the store
         rows_written=jnp.zeros((), jnp.int32),
+        frame_stack=frame_stack,
+    )
+
+
+def empty_like(store: TransitionStore, capacity: int) -> TransitionStore:
+    """An empty ring buffer for `capacity` transitions of `store`'s observation shape, dtype and frame
+    stack (`store` may carry leading run axes)."""
+    return empty(
+        store.observations.shape[store.obs_rows.ndim :],
+        store.actions.shape[-1],
+        capacity,
+        obs_dtype=store.observations.dtype,
+        frame_stack=store.frame_stack,
     )
 
 
@@ -87,11 +113,8 @@ def _check_next_observations(dataset: dict, terminals: np.ndarray) -> None:
     """`next_observations` from OGBench's loader must equal the following state inside each trajectory."""
     inner = ~terminals[:-1]
     if not np.array_equal(dataset["next_observations"][:-1][inner], dataset["observations"][1:][inner]):
-        bad = int(
-            np.flatnonzero(
-                inner & np.any(dataset["next_observations"][:-1] != dataset["observations"][1:], axis=-1)
-            )[0]
-        )
+        differs = (dataset["next_observations"][:-1] != dataset["observations"][1:]).reshape(len(inner), -1)
+        bad = int(np.flatnonzero(inner & np.any(differs, axis=-1))[0])
         raise ValueError(
             f"dataset next_observations[{bad}] differs from observations[{bad + 1}] although transition "
             f"{bad} is not the last of its trajectory (terminals = 0): expected one flat list of trajectories"
@@ -107,7 +130,7 @@ def host_layout(dataset: dict) -> dict[str, np.ndarray]:
     `terminals[t] = 1` marks the last transition of a stored trajectory. `next_observations` is checked
     against the next state, then dropped; only the final state of each trajectory is kept from it.
     """
-    observations = np.asarray(dataset["observations"], np.float32)
+    observations = observation_array(dataset["observations"])
     terminals = np.asarray(dataset["terminals"]).astype(bool)
     rewards = np.atleast_2d(np.asarray(dataset["rewards"], np.float32))
     masks = np.atleast_2d(np.asarray(dataset["masks"])) > 0.5
@@ -133,9 +156,9 @@ def host_layout(dataset: dict) -> dict[str, np.ndarray]:
     # Row of s_t: t plus one extra row for each trajectory that ended before t.
     obs_rows = np.arange(num) + np.searchsorted(ends, np.arange(num), side="left")
     final_rows = ends + np.arange(1, len(ends) + 1)
-    rows = np.zeros((num + len(ends), observations.shape[1]), np.float32)
+    rows = np.zeros((num + len(ends), *observations.shape[1:]), observations.dtype)
     rows[obs_rows] = observations
-    rows[final_rows] = np.asarray(dataset["next_observations"], np.float32)[ends]
+    rows[final_rows] = np.asarray(dataset["next_observations"])[ends]
     return {
         "observations": rows,
         "obs_rows": obs_rows.astype(np.int32),
@@ -146,8 +169,9 @@ def host_layout(dataset: dict) -> dict[str, np.ndarray]:
     }
 
 
-def from_dataset(dataset: dict) -> TransitionStore:
-    """Store holding an OGBench-style dataset dict (see `host_layout`)."""
+def from_dataset(dataset: dict, frame_stack: int = 1) -> TransitionStore:
+    """Store holding an OGBench-style dataset dict (see `host_layout`), sampled as stacks of
+    `frame_stack` frames."""
     arrays = host_layout(dataset)
     num, rows = len(arrays["obs_rows"]), len(arrays["observations"])
     return TransitionStore(
@@ -155,6 +179,7 @@ def from_dataset(dataset: dict) -> TransitionStore:
         count=jnp.asarray(num, jnp.int32),
         oldest=jnp.zeros((), jnp.int32),
         rows_written=jnp.asarray(rows, jnp.int32),
+        frame_stack=frame_stack,
     )
 
 
@@ -163,10 +188,25 @@ def nbytes(store: TransitionStore) -> int:
     return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(store))
 
 
+def bytes_per_transition(store: TransitionStore) -> float:
+    """Device bytes per stored transition: one state row (plus each episode's final row), the action and
+    the small per-transition fields; frames stacks and next states cost nothing (formed by index)."""
+    return nbytes(store) / max(int(store.size), 1)
+
+
 def insert(store: TransitionStore, transition: dict) -> TransitionStore:
     """Append one transition (jittable). `transition`: observations, actions, rewards, masks, terminals,
     next_observations, each without a batch axis. `terminals` = 1 ends the episode (success or time-out).
+
+    Observations may be frame stacks (the K frames an agent acts on, on the last axis, oldest first): only
+    the newest frame is stored, since the samplers form the stack again by index.
     """
+    channels = store.observations.shape[-1]
+    transition = {
+        **transition,
+        "observations": transition["observations"][..., -channels:],
+        "next_observations": transition["next_observations"][..., -channels:],
+    }
     previous_ended = store.terminals[store.slot(store.count - 1)] | (store.count == 0)
     # A new episode writes its first state to a fresh row; otherwise s_t is the previous s'.
     row = jnp.where(previous_ended, store.rows_written, store.rows_written - 1)

@@ -17,6 +17,7 @@ from envs.make import (
     make_env_and_datasets,
     resolve_dataset,
 )
+from envs.observations import observation_array, observation_dtype
 from envs.suite import dataset_file_name, sparse_rewards
 from envs.vector import make_vector_env, reset_runs
 
@@ -34,6 +35,8 @@ __all__ = [
     "make_env",
     "make_env_and_datasets",
     "make_vector_env",
+    "observation_array",
+    "observation_dtype",
     "provenance",
     "reset_runs",
     "resolve_dataset",

@@ -38,8 +38,9 @@ import ogbench.utils
 
 from envs.config import EnvConfig
 from envs.errors import DatasetError
-from envs.file_format import FILE_DTYPES, check_npz_path, val_path_of
+from envs.file_format import check_npz_path, file_dtype, val_path_of
 from envs.generate import generate_dataset
+from envs.observations import observation_array, observation_dtype
 from envs.suite import dataset_file_name, dataset_name_of, env_id_of, make_env, sparse_rewards
 
 logger = logging.getLogger(__name__)
@@ -214,9 +215,12 @@ def check_file(path: Path, env: gymnasium.Env, name: str, how_to_fix: str | None
         raise DatasetError(f"{path}: missing keys {missing}; expected {required}, found {found}")
 
     for key, array in arrays.items():
-        if array.dtype != FILE_DTYPES[key]:
-            raise DatasetError(f"{path}: '{key}' has dtype {array.dtype}, expected {FILE_DTYPES[key]}")
-        ndim = 1 if key == "terminals" else 2
+        expected = file_dtype(key, env.observation_space.dtype)
+        if array.dtype != expected:
+            raise DatasetError(f"{path}: '{key}' has dtype {array.dtype}, expected {expected}")
+        ndim = (
+            1 if key == "terminals" else 1 + len(env.observation_space.shape) if key == "observations" else 2
+        )
         if array.ndim != ndim:
             raise DatasetError(f"{path}: '{key}' has shape {array.shape}, expected {ndim} dimensions")
     lengths = {key: len(array) for key, array in arrays.items()}
@@ -256,18 +260,27 @@ def validate_dataset(path: Path, env: gymnasium.Env, name: str) -> dict:
 def load_relabelled(path: Path, name: str, task_envs: Sequence[gymnasium.Env], sparse: bool) -> dict:
     """The transitions of one checked file as OGBench's loader makes them, rewarded for each env's task.
 
-    Returns DATASET_KEYS as float32 arrays, rewards and masks (tasks, transitions): row i is OGBench's own
+    Returns DATASET_KEYS as float32 arrays (a visual env's observations as uint8 frames), rewards and masks
+    (tasks, transitions): row i is OGBench's own
     single-task relabelling by `task_envs[i]` (single-task envs of `name`'s domain, which it resets), its
     rewards through `sparse_rewards` when `sparse` (masks are unchanged).
     """
-    dataset = ogbench.utils.load_dataset(str(path), compact_dataset=False, add_info=True)
+    ob_dtype = observation_dtype(
+        task_envs[0].observation_space.dtype
+    )  # uint8 frames stay uint8, as OGBench's
+    dataset = ogbench.utils.load_dataset(str(path), ob_dtype, compact_dataset=False, add_info=True)
     rewards, masks = [], []
     for env in task_envs:
         ogbench.relabel_utils.relabel_dataset(env_id_of(name), env, dataset)
         rewards.append(sparse_rewards(dataset["rewards"]) if sparse else dataset["rewards"])
         masks.append(dataset["masks"])
     dataset.update(rewards=np.stack(rewards), masks=np.stack(masks))
-    return {key: np.asarray(dataset[key], np.float32) for key in DATASET_KEYS}
+    return {
+        key: observation_array(dataset[key])
+        if "observations" in key
+        else np.asarray(dataset[key], np.float32)
+        for key in DATASET_KEYS
+    }
 
 
 def load_tasks(env_cfgs: Sequence, seed: int) -> dict:

@@ -20,6 +20,14 @@ FILE_DTYPES = {
 }
 
 
+def file_dtype(key: str, observation_dtype) -> np.dtype:
+    """The dtype of `key` in a file of an env whose observations have `observation_dtype`: a visual env's
+    frames are stored as uint8, as OGBench's visual files are."""
+    if key == "observations" and np.dtype(observation_dtype) == np.uint8:
+        return np.dtype(np.uint8)
+    return FILE_DTYPES[key]
+
+
 def val_path_of(path: Path) -> Path:
     """The validation file beside a train file, derived exactly as OGBench's loader derives it."""
     return Path(str(path).replace(".npz", "-val.npz"))

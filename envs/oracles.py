@@ -21,7 +21,7 @@ from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
 from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
 from envs.errors import DatasetError
-from envs.file_format import FILE_DTYPES
+from envs.file_format import file_dtype
 from envs.suite import domain_of
 
 OFFICIAL_EPISODE_STEPS = 1001
@@ -34,6 +34,11 @@ OFFICIAL_EPISODES = {
     **{f"puzzle-3x3-{kind}-v0": 1000 for kind in ("play", "noisy")},
     "pointmaze-medium-navigate-v0": 1000,
 }
+# OGBench's visual files are its manipulation files rendered: the same oracles in the `visual-` env.
+OFFICIAL_EPISODES.update(
+    {f"visual-{name}": episodes for name, episodes in OFFICIAL_EPISODES.items() if "maze" not in name}
+)
+VISUAL = "visual-"
 
 # Per-episode probability range of stacking the new target cube on another cube.
 _P_STACK = {
@@ -59,17 +64,22 @@ def _seed_episode(seed: int, index: int, attempt: int) -> int:
 
 def _stack(steps: list[dict]) -> dict[str, np.ndarray]:
     """Per-step records -> arrays in the dtypes of OGBench's published files."""
-    return {key: np.asarray([step[key] for step in steps], dtype=FILE_DTYPES[key]) for key in steps[0]}
+    return {
+        key: np.asarray([step[key] for step in steps], file_dtype(key, np.asarray(steps[0][key]).dtype))
+        for key in steps[0]
+    }
 
 
 class ManipspaceCollector:
     """Cube, scene and puzzle data: OGBench's plan oracles ('play') or Markov oracles with noise ('noisy')."""
 
-    def __init__(self, domain: str, dataset_type: str, version: str, max_episode_steps: int):
+    def __init__(
+        self, domain: str, dataset_type: str, version: str, max_episode_steps: int, visual: bool = False
+    ):
         self.domain = domain
         self.noisy = dataset_type == "noisy"
         self.env = gymnasium.make(
-            f"{domain}-{version}",
+            f"{VISUAL if visual else ''}{domain}-{version}",
             terminate_at_goal=False,
             mode="data_collection",
             max_episode_steps=max_episode_steps,
@@ -215,12 +225,19 @@ def _is_hallway(maze_map: np.ndarray, i: int, j: int) -> bool:
 
 
 def make_collector(dataset_name: str, max_episode_steps: int):
-    """The collector for a dataset name such as 'cube-double-play-v0' or 'pointmaze-medium-navigate-v0'."""
+    """The collector for a dataset name such as 'cube-double-play-v0' or 'pointmaze-medium-navigate-v0'.
+
+    A visual manipulation name ('visual-cube-double-play-v0') runs the same oracles in OGBench's visual env,
+    each observation its rendered 64x64x3 frame, as OGBench's generate_manipspace.py does with
+    --env_name=visual-cube-double-v0 (the oracles read the privileged state in `info`, never the pixels).
+    """
+    visual = dataset_name.startswith(VISUAL)
+    dataset_name = dataset_name.removeprefix(VISUAL)
     words = dataset_name.split("-")
     domain = domain_of(dataset_name)
     rest = words[len(domain.split("-")) :]  # [dataset type, version] for a plain dataset name
     if len(rest) == 2 and domain in _MANIPSPACE_DOMAINS and rest[0] in ("play", "noisy"):
-        return ManipspaceCollector(domain, rest[0], rest[1], max_episode_steps)
+        return ManipspaceCollector(domain, rest[0], rest[1], max_episode_steps, visual)
     if len(rest) == 2 and domain in _POINTMAZE_DOMAINS and rest[0] == "navigate":
         return PointmazeCollector(domain, rest[1], max_episode_steps)
     raise DatasetError(

@@ -8,10 +8,13 @@ OGBench itself would load. This module knows OGBench alone: envs/make.py sends g
 and robomimic names elsewhere.
 """
 
+import functools
+
 import gymnasium
 import numpy as np
 import ogbench  # noqa: F401  (importing it registers the environments)
 
+from envs import headless
 from envs.config import EnvConfig
 
 DATASET_TYPES = ("navigate", "stitch", "explore", "play", "noisy")
@@ -120,5 +123,7 @@ def make_env(env_cfg) -> gymnasium.Env:
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)
     timing = {} if cfg.success_timing is None else {"success_timing": cfg.success_timing}
-    env = SeededReset(gymnasium.make(env_id, max_episode_steps=cfg.max_episode_steps, **timing))
+    make = functools.partial(gymnasium.make, env_id, max_episode_steps=cfg.max_episode_steps, **timing)
+    # a visual env renders its observation space's example at construction
+    env = SeededReset(headless.require_renderer(make) if env_id.startswith("visual-") else make())
     return SparseReward(env) if cfg.sparse else env

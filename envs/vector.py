@@ -16,6 +16,7 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from envs.frames import with_frame_stack
 from envs.make import make_env
 
 
@@ -41,7 +42,8 @@ class ReplayOnReset(gymnasium.Wrapper):
 
 
 def _make_replayable(env_cfg: dict) -> gymnasium.Env:
-    return ReplayOnReset(make_env(env_cfg))
+    """The env of `env_cfg`, its frames stacked (`frame_stack`, visual envs) beneath the replay of actions."""
+    return ReplayOnReset(with_frame_stack(make_env(env_cfg), int(env_cfg.get("frame_stack") or 1)))
 
 
 def _make_in_worker(env_cfg: dict, trainer: int) -> gymnasium.Env:

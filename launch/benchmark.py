@@ -2,6 +2,7 @@
 
     python launch/benchmark.py                               # QC-FQL at paper sizes
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
+    python launch/benchmark.py --frame-transitions 100000   # the visual store: bytes per transition
     python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
@@ -78,6 +79,7 @@ def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -
     both_layout = sum(value.nbytes for value in data.values())
     return {
         "store_transitions": num,
+        "store_bytes_per_transition": round(buffers.store.bytes_per_transition(store), 1),
         "store_bytes_fraction_of_obs_and_next_obs_layout": round(buffers.nbytes(store) / both_layout, 3),
         "jit_sample_ms": round(1e3 * device_seconds, 4),
         "numpy_sample_ms": round(1e3 * timed(numpy_sample, repeats), 4),
@@ -258,6 +260,25 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
     }
 
 
+def bench_frames(num: int, batch_size: int, chunk_length: int, frame_stack: int, repeats: int) -> dict:
+    """A visual store: 64x64x3 uint8 frames kept once, sampled as stacks of `frame_stack` by index; its
+    bytes per transition, what 1M transitions take, and the jitted chunk sampler's time."""
+    data = synthetic_dataset(num, obs_dim=1, action_dim=5)
+    frames = np.random.default_rng(0).integers(0, 256, (num + 1, 64, 64, 3), np.uint8)
+    data.update(observations=frames[:-1], next_observations=frames[1:])
+    store = buffers.from_dataset(data, frame_stack)
+    sample = jax.jit(lambda key: buffers.sample_chunks(store, key, batch_size, chunk_length, 0.99))
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
+    per_transition = buffers.store.bytes_per_transition(store)
+    return {
+        "store_transitions": num,
+        "frame_stack": frame_stack,
+        "store_bytes_per_transition": round(per_transition, 1),
+        "store_gb_per_1m_transitions": round(per_transition * 1e6 / 1e9, 2),
+        "jit_sample_ms": round(1e3 * timed(lambda: jax.block_until_ready(sample(next(keys))), repeats), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -281,6 +302,9 @@ def main() -> None:
         help="comma-separated device counts the runs are sharded over, e.g. 1,2 (see devices= in train.py)",
     )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
+    parser.add_argument(
+        "--frame-transitions", type=int, default=20_000, help="transitions of the visual (64x64x3) store"
+    )
     parser.add_argument(
         "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
     )
@@ -316,6 +340,7 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     report["sampling"] = bench_sampling(args.sampling_transitions, 256, 5, 50)
+    report["frames"] = bench_frames(args.frame_transitions, 256, 5, 3, 20)
     report["agents"] = [
         result
         for name in args.agents.split(",")

@@ -13,7 +13,15 @@ import ogbench
 import psutil
 import pytest
 
-from envs import DatasetError, generate_dataset, make_env, validate_dataset
+from envs import (
+    DatasetError,
+    describe_dataset,
+    generate_dataset,
+    make_env,
+    make_env_and_datasets,
+    resolve_dataset,
+    validate_dataset,
+)
 from envs import generate as generate_module
 from envs.file_format import FILE_DTYPES
 from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
@@ -205,3 +213,28 @@ def test_train_stops_at_a_signal_while_generating_its_dataset_and_its_rerun_trai
     rerun = run_script("train.py", *overrides)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (run_dir / "metrics.jsonl").is_file()
+
+
+@pytest.mark.render
+def test_a_visual_dataset_is_generated_as_uint8_frames_with_its_provenance(tmp_path, monkeypatch):
+    """2 + 1 episodes of 20 steps of visual-cube-double, rendered (OSMesa here) and loaded as uint8 frames."""
+    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "osmesa"))
+    cfg = env_cfg(
+        "visual_cube",
+        dataset_dir=str(tmp_path),
+        download=False,
+        generate__num_episodes=2,
+        generate__max_episode_steps=20,
+        generate__workers=1,
+    )
+    env, eval_env, train, val = make_env_and_datasets(cfg, seed=0)
+    env.close(), eval_env.close()
+    assert train["observations"].dtype == train["next_observations"].dtype == np.uint8
+    assert train["observations"].shape == (2 * 19, 64, 64, 3) and len(val["actions"]) == 19
+    np.testing.assert_array_equal(train["observations"][1:19], train["next_observations"][:18])
+    assert len(np.unique(train["observations"].reshape(38, -1), axis=0)) > 30  # frames change
+    path = resolve_dataset(cfg, 0)
+    arrays, _ = load_pair(path)
+    assert arrays["observations"].dtype == np.uint8 and arrays["observations"].shape == (40, 64, 64, 3)
+    record = describe_dataset(cfg, path, len(train["actions"]))
+    assert record["source"] == "generated" and record["transitions"] == 38, record

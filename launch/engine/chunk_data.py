@@ -21,13 +21,18 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Data:
     """A vector's replay, the agents' input sizes, each run's dataset provenance (envs/provenance.py) and
-    the shard stream of a sharded set (else None)."""
+    the shard stream of a sharded set (else None). `obs_shape` is the shape of one observation an agent
+    sees: (obs_dim,) for states, (64, 64, 3 * frame_stack) uint8 frames, oldest first, for visual envs."""
 
     replay: object
     obs_dim: int
     action_dim: int
     records: list[dict]
     stream: object = None
+    obs_shape: tuple = ()
+
+    def __post_init__(self):
+        self.obs_shape = tuple(self.obs_shape) or (self.obs_dim,)
 
 
 def offline_ratios(members: list[Member]) -> list[float] | None:
@@ -42,11 +47,27 @@ def chunk_data(cfg: DictConfig, members: list[Member]) -> Data:
     if cfg.env.get("dataset_size"):
         return streamed_data(cfg, members)
     datasets, dataset_index, task_rows, records = load_datasets(members)
+    frame_stack = frame_stack_of(cfg.env)
     replay = buffers.make_replay(
-        datasets, dataset_index, task_rows, cfg.buffer_size, cfg.online_steps, offline_ratios(members)
+        datasets,
+        dataset_index,
+        task_rows,
+        cfg.buffer_size,
+        cfg.online_steps,
+        offline_ratios(members),
+        frame_stack,
     )
-    obs_dim, action_dim = datasets[0]["observations"].shape[-1], datasets[0]["actions"].shape[-1]
-    return Data(replay, obs_dim, action_dim, records)
+    frame_shape = datasets[0]["observations"].shape[1:]
+    obs_shape = (*frame_shape[:-1], frame_shape[-1] * frame_stack)
+    return Data(replay, obs_shape[-1], datasets[0]["actions"].shape[-1], records, obs_shape=obs_shape)
+
+
+def frame_stack_of(env_cfg) -> int:
+    """Frames per observation (`env.frame_stack`, visual envs; 1 = none)."""
+    frame_stack = int(env_cfg.get("frame_stack") or 1)
+    if frame_stack < 1:
+        raise ValueError(f"env.frame_stack={frame_stack}: give 1 (no stacking) or more frames")
+    return frame_stack
 
 
 def streamed_data(cfg: DictConfig, members: list[Member]) -> Data:

@@ -141,7 +141,7 @@ class OnlineChunks(OnlineRuns):
             env_transitions(self.observations, actions, rewards, terminated, truncated, next_observations),
         )
         counters.env_step = step = step + 1
-        self.observations = np.asarray(next_observations, np.float32)
+        self.observations = envs.observation_array(next_observations)
         ended = []
         for index in range(run.num_runs):
             self.owed[index] += run.members[index].cfg.utd_ratio if step >= cfg.start_training else 0

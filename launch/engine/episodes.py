@@ -36,7 +36,7 @@ def reopen(run, vector_env, open_actions: list[list], saved: list[dict]) -> np.n
     shape = vector_env.single_observation_space.shape
     observations = envs.reset_runs(
         vector_env,
-        np.zeros((run.num_runs,) + shape, np.float32),
+        np.zeros((run.num_runs,) + shape, envs.observation_dtype(vector_env.single_observation_space.dtype)),
         range(run.num_runs),
         [online_seed(run, index) for index in range(run.num_runs)],
         open_actions,

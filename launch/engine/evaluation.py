@@ -49,7 +49,10 @@ def evaluate_runs(
 
     everyone = list(range(num_runs))
     observations = envs.reset_runs(
-        vector_env, np.zeros((num_runs,) + shape, np.float32), everyone, [seed_of(i) for i in everyone]
+        vector_env,
+        np.zeros((num_runs,) + shape, envs.observation_dtype(vector_env.single_observation_space.dtype)),
+        everyone,
+        [seed_of(i) for i in everyone],
     )
     while (active := episode < num_episodes).any():
         empty = np.asarray([active[i] and not queues[i] for i in everyone])
@@ -66,7 +69,7 @@ def evaluate_runs(
             ]
         ).astype(np.float32)
         observations, rewards, terminated, truncated, infos = vector_env.step(actions)
-        observations = np.asarray(observations, np.float32)
+        observations = envs.observation_array(observations)
         rendering = active & (episode < video_episodes)
         if rendering.any():
             images = vector_env.call("render")

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.observations import observation_array
+
 
 def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool):
     """`num_updates` updates of one run (a traced count: one compilation serves every dispatch size)."""
@@ -173,12 +175,12 @@ def env_transitions(observations, actions, rewards, terminated, truncated, next_
     terminated (a true terminal), terminals = terminated or truncated (the episode's last transition)."""
     terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
     return {
-        "observations": np.asarray(observations, np.float32)[:, None],
+        "observations": observation_array(observations)[:, None],
         "actions": np.asarray(actions, np.float32)[:, None],
         "rewards": np.asarray(rewards, np.float32)[:, None],
         "masks": (1.0 - terminated.astype(np.float32))[:, None],
         "terminals": (terminated | truncated).astype(np.float32)[:, None],
-        "next_observations": np.asarray(next_observations, np.float32)[:, None],
+        "next_observations": observation_array(next_observations)[:, None],
     }
 
 

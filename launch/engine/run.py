@@ -181,7 +181,7 @@ class Run:
             return state
         online = self.replay.online
         capacity = buffers.replay.online_capacity(saved_config["buffer_size"], saved_config["online_steps"])
-        saved = buffers.store.empty(online.observations.shape[-1], online.actions.shape[-1], capacity)
+        saved = buffers.store.empty_like(online, capacity)
         saved = jax.tree_util.tree_map(
             lambda leaf: jnp.broadcast_to(leaf, (self.num_runs,) + leaf.shape), saved
         )
