@@ -101,7 +101,10 @@ class Run:
     def vector_env(self, purpose: str):
         """The runs' envs for `purpose` ("online" or "eval"), made on first use."""
         if purpose not in self._vector_envs:
-            self._vector_envs[purpose] = envs.make_vector_env([member.env_cfg for member in self.members])
+            copies = settings.eval_workers(self.cfg) if purpose == "eval" else 1  # eval.workers envs per run
+            self._vector_envs[purpose] = envs.make_vector_env(
+                [member.env_cfg for member in self.members for _ in range(copies)]
+            )
         return self._vector_envs[purpose]
 
     # ---- starting: a fresh run, or the latest checkpoint --------------------------------------------------
