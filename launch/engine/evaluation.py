@@ -61,9 +61,8 @@ def evaluate_runs(
             base = jax.random.fold_in(jax.random.PRNGKey(seeds[run]), rounds[run])
             keys[index] = np.asarray(jax.random.fold_in(base, int(episode[index])))
             chosen.append(index)
-            episode_seeds.append(
-                episode_seed(seeds[run], EpisodePurpose.EVAL, rounds[run] * num_episodes + int(episode[index]))
-            )
+            index_in_all = rounds[run] * num_episodes + int(episode[index])
+            episode_seeds.append(episode_seed(seeds[run], EpisodePurpose.EVAL, index_in_all))
         return chosen, episode_seeds
 
     observations = envs.reset_runs(
@@ -109,7 +108,7 @@ def evaluate_runs(
         observations = envs.reset_runs(vector_env, observations, *start(ended))
     metrics = []
     for outcome in outcomes:
-        success, returned, length = (list(column) for column in zip(*(outcome[e] for e in sorted(outcome))))
+        success, returned, length = np.asarray([outcome[e] for e in sorted(outcome)]).T
         metrics.append(
             {
                 "eval/success": float(np.mean(success)),
