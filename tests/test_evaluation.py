@@ -61,11 +61,13 @@ def test_two_workers_give_the_serial_metrics_exactly(tiny_dataset_dir, tmp_path,
     assert evaluations(tiny_dataset_dir, tmp_path / "parallel", seeds, 2) == serial
 
 
-def test_default_workers_are_the_cores_at_most_the_episodes(monkeypatch):
+def test_default_workers_share_the_cores_among_the_runs_at_most_the_episodes(monkeypatch):
     monkeypatch.setattr(settings.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert settings.eval_workers(compose_config("eval_episodes=10")) == 4
     assert settings.eval_workers(compose_config("eval_episodes=3")) == 3
     assert settings.eval_workers(compose_config("eval_episodes=10", "eval.workers=2")) == 2
+    assert settings.eval_workers(compose_config("eval_episodes=10"), runs=2) == 2
+    assert settings.eval_workers(compose_config("eval_episodes=10"), runs=8) == 1
     with pytest.raises(ValueError, match=r"eval.workers=0: expected null"):
         train_module.train(compose_config("eval.workers=0"), Path("/nonexistent-run-dir"))
 

@@ -101,7 +101,8 @@ class Run:
     def vector_env(self, purpose: str):
         """The runs' envs for `purpose` ("online" or "eval"), made on first use."""
         if purpose not in self._vector_envs:
-            copies = settings.eval_workers(self.cfg) if purpose == "eval" else 1  # eval.workers envs per run
+            # eval.workers envs per run for evaluation
+            copies = settings.eval_workers(self.cfg, len(self.members)) if purpose == "eval" else 1
             self._vector_envs[purpose] = envs.make_vector_env(
                 [member.env_cfg for member in self.members for _ in range(copies)]
             )

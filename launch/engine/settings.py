@@ -113,12 +113,14 @@ def validate(cfg: DictConfig) -> None:
     agents.make_config(agent_settings(cfg, domain=None))
 
 
-def eval_workers(cfg: DictConfig) -> int:
-    """Env processes each run's evaluation episodes are spread over: eval.workers, or when null the cores
-    this process may use, never more than the episodes (an idle worker would only cost its start)."""
+def eval_workers(cfg: DictConfig, runs: int = 1) -> int:
+    """Env processes each of a vector's `runs` runs spreads its evaluation episodes over: eval.workers, or
+    when null the cores this process may use shared among the runs (a vector of 20 runs on 16 cores would
+    otherwise start 320 MuJoCo processes), never more than the episodes (an idle worker only costs its start).
+    """
     workers = cfg.eval.get("workers")
     if workers is None:
-        workers = len(os.sched_getaffinity(0))
+        workers = len(os.sched_getaffinity(0)) // runs
     return max(1, min(workers, cfg.eval_episodes))
 
 
