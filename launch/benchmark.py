@@ -7,6 +7,7 @@
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
     python launch/benchmark.py --run-map --runs 4             # jax.vmap against jax.lax.map over 4 runs
+    python launch/benchmark.py --evaluation 1,2 env=pointmaze # one evaluation with 1, then 2 eval.workers
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python launch/benchmark.py --runs 4 --devices 1,2
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
@@ -279,6 +280,40 @@ def bench_frames(num: int, batch_size: int, chunk_length: int, frame_stack: int,
     }
 
 
+def bench_evaluation(agent_name: str, overrides: list[str], workers: int, workdir: Path) -> dict:
+    """Wall-clock of one evaluation (eval_episodes episodes of an untrained agent, which mostly run to the
+    step limit) of a single run with its episodes spread over `workers` env processes, after a first
+    evaluation that starts the processes and compiles the policy query."""
+    cfg = run_config(
+        f"agent={agent_name}",
+        f"env.dataset_dir={workdir / 'data'}",
+        "env.download=false",
+        "env.generate.num_episodes=2",
+        "env.generate.max_episode_steps=101",
+        "logger.mode=disabled",
+        f"eval.workers={workers}",
+        *overrides,
+    )
+    run = Run(cfg, workdir / f"{agent_name}-eval-{workers}")
+    try:
+        run.start()
+        run.kind.evaluate([0], [0])
+        start = time.perf_counter()
+        (metrics,), _ = run.kind.evaluate([0], [1])
+        seconds = time.perf_counter() - start
+    finally:
+        run.close()
+    episodes = cfg.eval_episodes
+    return {
+        "agent": agent_name,
+        "workers": workers,
+        "episodes": episodes,
+        "mean_episode_length": metrics["eval/episode_length"],
+        "evaluation_s": round(seconds, 2),
+        "s_per_episode": round(seconds / episodes, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -300,6 +335,9 @@ def main() -> None:
         "--devices",
         default="1",
         help="comma-separated device counts the runs are sharded over, e.g. 1,2 (see devices= in train.py)",
+    )
+    parser.add_argument(
+        "--evaluation", help="only the evaluation wall-clock for each comma-separated eval.workers, e.g. 1,2"
     )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
     parser.add_argument(
@@ -328,6 +366,15 @@ def main() -> None:
     if args.sweep:
         for name in args.agents.split(","):
             report[name] = bench_sweep(name, args.overrides, args.dispatch, args.repeats, args.sweep)
+        print(json.dumps(report, indent=2))
+        return
+    if args.evaluation:
+        with tempfile.TemporaryDirectory() as workdir:
+            report["evaluation"] = [
+                bench_evaluation(name, args.overrides, int(workers), Path(workdir))
+                for name in args.agents.split(",")
+                for workers in args.evaluation.split(",")
+            ]
         print(json.dumps(report, indent=2))
         return
     if args.run_map:

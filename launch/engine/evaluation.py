@@ -25,43 +25,62 @@ def evaluate_runs(
     video_episodes: int = 0,
 ) -> tuple[list[dict[str, float]], list[list[np.ndarray]]]:
     """eval/success, eval/episode_return and eval/episode_length of each run, each the mean over its own
-    `num_episodes` episodes, run i in env i of `vector_env` with the agent at index i of `agents`.
+    `num_episodes` episodes, run i in envs i * workers ... (i + 1) * workers - 1 of `vector_env` (workers =
+    its envs per run: eval.workers) with the agent at index i of `agents`.
 
     `act(agents, observations (runs, obs_dim), keys (runs, 2))` returns (runs, steps, action_dim); the first
-    `execution_length` steps (all when None) run before a run's policy is queried again. Run i's episodes and
-    keys depend only on (seeds[i], round_index), as if it were evaluated alone. The first `video_episodes`
-    episodes of each run are rendered.
+    `execution_length` steps (all when None) run before an episode's policy is queried again. Each episode's
+    reset seed and action keys depend only on (seeds[i], round_index, episode index), so the metrics are those
+    of a serial evaluation whatever the number of workers. The first `video_episodes` episodes of each run
+    are rendered.
     """
     num_runs = len(seeds)
-    keys = jax.numpy.stack(
-        [jax.random.fold_in(jax.random.PRNGKey(seed), r) for seed, r in zip(seeds, rounds, strict=True)]
-    )
-    episode = np.zeros(num_runs, int)
-    results = [{"success": [], "return": [], "length": []} for _ in seeds]
-    videos: list[list[np.ndarray]] = [[] for _ in seeds]
-    frames: list[list[np.ndarray]] = [[] for _ in seeds]
-    queues: list[list] = [[] for _ in seeds]
-    returns, lengths = np.zeros(num_runs), np.zeros(num_runs, int)
+    workers = vector_env.num_envs // num_runs
+    assert workers * num_runs == vector_env.num_envs, "each run has the same number of eval envs"
+    num_envs = num_runs * workers
+    run_of = np.arange(num_envs) // workers
+    episode = np.full(num_envs, -1)  # the episode each env plays, -1 when idle
+    started = np.zeros(num_runs, int)  # episodes of each run handed to an env so far
+    keys = np.zeros((num_envs, 2), np.uint32)
+    outcomes: list[dict[int, tuple]] = [{} for _ in seeds]
+    clips: list[dict[int, np.ndarray]] = [{} for _ in seeds]
+    frames: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+    queues: list[list] = [[] for _ in range(num_envs)]
+    returns, lengths = np.zeros(num_envs), np.zeros(num_envs, int)
     shape = vector_env.single_observation_space.shape
 
-    def seed_of(run: int) -> int:
-        return episode_seed(seeds[run], EpisodePurpose.EVAL, rounds[run] * num_episodes + int(episode[run]))
+    def start(envs_free) -> tuple[list[int], list[int]]:
+        """Hand each env of `envs_free` its run's next episode, if any left; the envs and their seeds."""
+        chosen, episode_seeds = [], []
+        for index in envs_free:
+            run = run_of[index]
+            episode[index] = started[run] if started[run] < num_episodes else -1
+            if episode[index] < 0:
+                continue
+            started[run] += 1
+            base = jax.random.fold_in(jax.random.PRNGKey(seeds[run]), rounds[run])
+            keys[index] = np.asarray(jax.random.fold_in(base, int(episode[index])))
+            chosen.append(index)
+            index_in_all = rounds[run] * num_episodes + int(episode[index])
+            episode_seeds.append(episode_seed(seeds[run], EpisodePurpose.EVAL, index_in_all))
+        return chosen, episode_seeds
 
-    everyone = list(range(num_runs))
     observations = envs.reset_runs(
         vector_env,
-        np.zeros((num_runs,) + shape, envs.observation_dtype(vector_env.single_observation_space.dtype)),
-        everyone,
-        [seed_of(i) for i in everyone],
+        np.zeros((num_envs,) + shape, envs.observation_dtype(vector_env.single_observation_space.dtype)),
+        *start(range(num_envs)),
     )
-    while (active := episode < num_episodes).any():
-        empty = np.asarray([active[i] and not queues[i] for i in everyone])
-        if empty.any():
-            split = jax.vmap(jax.random.split)(keys)
-            keys = np.where(empty[:, None], split[:, 0], keys)
-            chunks = np.asarray(act(agents, observations, split[:, 1]))
-            for index in np.flatnonzero(empty):
-                queues[index] = list(chunks[index][:execution_length])
+    while (active := episode >= 0).any():
+        empty = np.asarray([active[i] and not queues[i] for i in range(num_envs)])
+        for worker in range(workers):  # one query per worker slot: the batch of runs serial evaluation has
+            slot = np.arange(worker, num_envs, workers)
+            if not empty[slot].any():
+                continue
+            split = np.asarray(jax.vmap(jax.random.split)(keys[slot]))
+            keys[slot] = np.where(empty[slot][:, None], split[:, 0], keys[slot])
+            chunks = np.asarray(act(agents, observations[slot], split[:, 1]))
+            for run in np.flatnonzero(empty[slot]):
+                queues[slot[run]] = list(chunks[run][:execution_length])
         actions = np.stack(
             [
                 queue.pop(0) if on else np.zeros(vector_env.single_action_space.shape)
@@ -77,23 +96,26 @@ def evaluate_runs(
                 frames[index].append(images[index])
         returns += np.where(active, rewards, 0.0)
         lengths += active
-        ended = [i for i in everyone if active[i] and (terminated[i] or truncated[i])]
+        ended = [i for i in range(num_envs) if active[i] and (terminated[i] or truncated[i])]
         for index in ended:
-            results[index]["success"].append(float(infos["success"][index]))
-            results[index]["return"].append(float(returns[index]))
-            results[index]["length"].append(int(lengths[index]))
+            run = run_of[index]
+            outcomes[run][int(episode[index])] = (
+                float(infos["success"][index]),
+                float(returns[index]),
+                int(lengths[index]),
+            )
             if frames[index]:
-                videos[index].append(np.stack(frames[index]))
+                clips[run][int(episode[index])] = np.stack(frames[index])
             frames[index], queues[index], returns[index], lengths[index] = [], [], 0.0, 0
-            episode[index] += 1
-        restart = [index for index in ended if episode[index] < num_episodes]
-        observations = envs.reset_runs(vector_env, observations, restart, [seed_of(i) for i in restart])
-    metrics = [
-        {
-            "eval/success": float(np.mean(result["success"])),
-            "eval/episode_return": float(np.mean(result["return"])),
-            "eval/episode_length": float(np.mean(result["length"])),
-        }
-        for result in results
-    ]
-    return metrics, videos
+        observations = envs.reset_runs(vector_env, observations, *start(ended))
+    metrics = []
+    for outcome in outcomes:
+        success, returned, length = np.asarray([outcome[e] for e in sorted(outcome)]).T
+        metrics.append(
+            {
+                "eval/success": float(np.mean(success)),
+                "eval/episode_return": float(np.mean(returned)),
+                "eval/episode_length": float(np.mean(length)),
+            }
+        )
+    return metrics, [[clip[e] for e in sorted(clip)] for clip in clips]

@@ -101,7 +101,11 @@ class Run:
     def vector_env(self, purpose: str):
         """The runs' envs for `purpose` ("online" or "eval"), made on first use."""
         if purpose not in self._vector_envs:
-            self._vector_envs[purpose] = envs.make_vector_env([member.env_cfg for member in self.members])
+            # eval.workers envs per run for evaluation
+            copies = settings.eval_workers(self.cfg, len(self.members)) if purpose == "eval" else 1
+            self._vector_envs[purpose] = envs.make_vector_env(
+                [member.env_cfg for member in self.members for _ in range(copies)]
+            )
         return self._vector_envs[purpose]
 
     # ---- starting: a fresh run, or the latest checkpoint --------------------------------------------------

@@ -99,6 +99,13 @@ def validate(cfg: DictConfig) -> None:
         "0 unless MuJoCo can render headless (export MUJOCO_GL=egl or MUJOCO_GL=osmesa)",
         cfg.eval.video_episodes,
     )
+    workers = cfg.eval.get("workers")
+    _require(
+        workers is None or isinstance(workers, int) and workers >= 1,
+        "eval.workers",
+        "null (the cores this process may use, at most eval_episodes) or an integer >= 1",
+        workers,
+    )
     if agents.agent_module(cfg.agent.algorithm).Agent.batch_kind == "trajectories":
         # Online DT explores with its own policy from a replay of whole trajectories
         algorithm = f"agent.algorithm={cfg.agent.algorithm}"
@@ -107,6 +114,17 @@ def validate(cfg: DictConfig) -> None:
         )
         _require(cfg.offline_ratio is None, "offline_ratio", f"null for {algorithm}", cfg.offline_ratio)
     agents.make_config(agent_settings(cfg, domain=None))
+
+
+def eval_workers(cfg: DictConfig, runs: int = 1) -> int:
+    """Env processes each of a vector's `runs` runs spreads its evaluation episodes over: eval.workers, or
+    when null the cores this process may use shared among the runs (a vector of 20 runs on 16 cores would
+    otherwise start 320 MuJoCo processes), never more than the episodes (an idle worker only costs its start).
+    """
+    workers = cfg.eval.get("workers")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) // runs
+    return max(1, min(workers, cfg.eval_episodes))
 
 
 def agent_settings(cfg: DictConfig, domain: str | None) -> dict:

@@ -121,7 +121,7 @@ class Checkpointer:
 
 # What a resumed run may set differently from its checkpoint: where its data and logs go, and its budgets
 # (offline_steps and online_steps, which may only grow: check_resumable).
-MAY_CHANGE = ("resume", "logger", "env.dataset_dir", "env.download", "eval.video_episodes")
+MAY_CHANGE = ("resume", "logger", "env.dataset_dir", "env.download", "eval.video_episodes", "eval.workers")
 BUDGETS = ("offline_steps", "online_steps")
 
 
