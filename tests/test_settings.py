@@ -96,3 +96,12 @@ def test_run_dir_names_turn_a_list_into_a_readable_path_component():
     assert settings.path_safe(OmegaConf.create({"seed": [0, 1]}).seed) == "(0,1)"
     long = "x" * 200
     assert settings.path_safe(long) == settings.path_safe(long) and len(settings.path_safe(long)) == 120
+
+
+@pytest.mark.parametrize("env", ["visual_cube", "visual_scene", "visual_puzzle_3x3", "visual_puzzle_4x4"])
+def test_a_visual_env_turns_on_fqls_encoder_and_crop_unless_overridden(env):
+    cfg = compose_config("agent=qc_fql", f"env={env}")
+    assert (cfg.agent.encoder, cfg.agent.aug_prob, cfg.env.frame_stack) == ("impala_small", 0.5, 3)
+    assert cfg.env.name.startswith("visual-") and cfg.env.name.endswith("-singletask-task1-v0")
+    assert compose_config("agent=rlpd", f"env={env}", "agent.aug_prob=0").agent.aug_prob == 0
+    assert compose_config("agent=qc_fql", "env=cube").agent.encoder is None

@@ -34,6 +34,11 @@ class Data:
     def __post_init__(self):
         self.obs_shape = tuple(self.obs_shape) or (self.obs_dim,)
 
+    @property
+    def agent_obs(self) -> int | tuple[int, ...]:
+        """What agents.make_agent takes: obs_dim for state vectors, the image shape for frames."""
+        return self.obs_shape if len(self.obs_shape) > 1 else self.obs_dim
+
 
 def offline_ratios(members: list[Member]) -> list[float] | None:
     """Each run's `offline_ratio`, or None when the runs pool online data with the offline data."""

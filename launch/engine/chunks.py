@@ -27,7 +27,7 @@ class Chunks:
         data = chunk_data(run.cfg, run.members)
         agent = stack(
             [
-                agents.make_agent(settings, member.seed, data.obs_dim, data.action_dim)
+                agents.make_agent(settings, member.seed, data.agent_obs, data.action_dim)
                 for member, settings in zip(run.members, run.member_settings, strict=True)
             ]
         )
