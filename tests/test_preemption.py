@@ -156,3 +156,18 @@ def test_a_vector_of_runs_checkpoints_on_a_signal_after_its_env_workers_started(
     assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
     assert any("interrupted by SIGTERM at step 63: checkpoint saved" in line for line in training.output)
     assert max(int(path.name) for path in (tmp_path / "checkpoints").iterdir()) == 63
+
+
+def test_ctrl_c_while_the_data_loads_stops_before_training_and_a_rerun_is_the_run(
+    tiny_dataset_dir, tmp_path, uninterrupted
+):
+    """SIGINT to the process group, as a terminal's Ctrl-C, once the data is loaded and the agents built."""
+    training = Training(tiny_dataset_dir, tmp_path, "load:0")
+    training.wait_for("paused at load:0")
+    os.killpg(training.process.pid, signal.SIGINT)
+    assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
+    line = "interrupted by SIGINT before the first update; nothing written; a rerun starts as this one would"
+    assert any(line in output for output in training.output), "".join(training.output)[-3000:]
+    assert not (tmp_path / "metrics.jsonl").exists() and not any((tmp_path / "checkpoints").glob("*"))
+    train_module.train(tiny_config(tiny_dataset_dir, *OVERRIDES), tmp_path)
+    assert untimed(rows(tmp_path)) == uninterrupted[0]

@@ -113,7 +113,13 @@ class Run:
     def start(self) -> None:
         """Resume from the latest checkpoint (resume=true), or start afresh, refusing to overwrite one;
         then open each run's logger, unless the resumed run is already complete (`finished`), which stays
-        as it is."""
+        as it is. A signal that came while the data loaded and the agents were built stops the run here."""
+        preemption.pause_for_tests("load", 0)
+        preemption.stop_if_received(
+            f"loading the data and agents of {self.run_dir}",
+            "before the first update",
+            "nothing written; a rerun starts as this one would have (resume=true: from its last checkpoint)",
+        )
         latest = self.checkpointer.latest_step()
         if latest is None:
             if self.cfg.resume:

@@ -24,8 +24,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTED_EXIT_CODE = 75
 # For tests, a comma-separated list of points where the run waits, the k-th until k signals have arrived, so
 # that a test signals a run at a known point without timing it: "step:N" the check after global step N,
-# "eval:N" the start of the evaluation at step N, "save:N" the start of the checkpoint of step N, "generate:N"
-# a dataset's generation once N episodes are collected.
+# "load:0" once the data is loaded and the agents built, "eval:N" the start of the evaluation at step N,
+# "save:N" the start of the checkpoint of step N, "generate:N" a dataset's generation once N episodes are
+# collected.
 PAUSE_ENV = "CHUNKRL_PAUSE_AT"
 
 _received: list[int] = []
