@@ -39,8 +39,8 @@ def _alive(pid: int) -> bool:
 
 
 def _zombie(pid: int) -> bool:
-    """Killed but not yet reaped: a job step SIGKILLed by SLURM whose parent died with it, under an init that
-    does not reap orphans (some containers), keeps its pid while it can never write again."""
+    """Killed but not yet reaped: a killed trainer whose parent died with it, under an init that does not
+    reap orphans (some containers), keeps its pid while it can never write again."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:  # no /proc (not Linux), or reaped meanwhile
