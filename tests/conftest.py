@@ -1,23 +1,14 @@
 """Session fixtures: tiny OGBench datasets generated once with the repo's own oracle generator."""
 
 import os
-import tempfile
 from pathlib import Path
 
-import jax
 import pytest
 from omegaconf import OmegaConf
 
 from envs import generate_dataset, make_env, provenance
 from envs.shards import ShardLoader, generate_shards, locate_shards
 from tests.helpers import env_cfg
-
-# Many tests compile the same update; JAX's persistent cache turns every compile after the first into a load.
-# Subprocess tests inherit it through the environment variable.
-JAX_CACHE = Path(tempfile.gettempdir()) / "chunkrl-test-jax-cache"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 # Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them; their
 # provenance records (envs/provenance.py) still tell that they were generated.
