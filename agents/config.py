@@ -59,6 +59,14 @@ class AgentConfig:
         super().__init_subclass__(**kwargs)
         _register(cls)
 
+    def require_state_vectors(self, reader: str, obs_dim: int | tuple[int, ...]) -> None:
+        """One line refusing pixels for an agent whose `reader` (its network) takes state vectors only."""
+        if self.encoder is not None or not isinstance(obs_dim, int):
+            raise ValueError(
+                f"{reader} reads state vectors only: got agent.encoder={self.encoder!r} and observations of "
+                f"shape {obs_dim}; use a TD agent with an encoder (e.g. agent=qc_fql) for pixels"
+            )
+
     def policy_dim(self, action_dim: int) -> int:
         """Size of one flat policy output: a whole chunk, or one action without chunking."""
         return action_dim * (self.chunk_length if self.action_chunking else 1)

@@ -387,11 +387,7 @@ class Agent(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
-        if config.encoder is not None or not isinstance(obs_dim, int):
-            raise ValueError(
-                f"RADT/DT trains on state vectors only: got agent.encoder={config.encoder!r} and "
-                f"observations of shape {obs_dim}; use a TD agent (e.g. agent=qc_fql) for pixels"
-            )
+        config.require_state_vectors("RADT/DT's sequence model", obs_dim)
         network = SequenceModel(
             action_dim,
             config.embed_dim,

@@ -215,11 +215,7 @@ class Agent(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
-        if config.encoder is not None or not isinstance(obs_dim, int):
-            raise ValueError(
-                f"SUPE-GT's skill VAE reads state vectors only: got agent.encoder={config.encoder!r} and "
-                f"observations of shape {obs_dim}; use another TD agent (e.g. agent=qc_fql) for pixels"
-            )
+        config.require_state_vectors("SUPE-GT's skill VAE", obs_dim)
         sizes = (config.vae_hidden_dims, config.encoder_size, config.skill_dim, config.chunk_length)
         vae = VAE(*sizes, action_dim)
         optimizer = step.adam(config.lr)

@@ -31,6 +31,7 @@ import agents
 import buffers
 import envs
 from launch.engine import devices, fused, settings
+from launch.engine.chunk_data import frame_stack_of
 from launch.engine.fused import act, fused_updates
 from launch.engine.run import Run
 from launch.engine.vector import stack
@@ -51,6 +52,20 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def run_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         return compose("config", overrides=list(overrides))
+
+
+def small_data_config(agent_name: str, workdir: Path, *overrides: str):
+    """A run of `agent_name` on 2 generated episodes of 101 steps (in workdir/data), logging nothing: the
+    real loops' speed without a real dataset."""
+    return run_config(
+        f"agent={agent_name}",
+        f"env.dataset_dir={workdir / 'data'}",
+        "env.download=false",
+        "env.generate.num_episodes=2",
+        "env.generate.max_episode_steps=101",
+        "logger.mode=disabled",
+        *overrides,
+    )
 
 
 def bench_sampling(num: int, batch_size: int, chunk_length: int, repeats: int) -> dict:
@@ -109,12 +124,16 @@ def vector_case(
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
     env = envs.make_env(cfg.env)
-    obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     env.close()
+    frame_shape = obs_shape if len(obs_shape) > 1 else None  # a visual env: its frames, stacked by the replay
+    obs_dim = (
+        obs_shape[0] if frame_shape is None else (*obs_shape[:-1], obs_shape[-1] * frame_stack_of(cfg.env))
+    )
     members = [({**agent_cfg, sweep[0]: value}, 0) for value in sweep[1]] if sweep else None
     members = members or [(agent_cfg, seed) for seed in range(runs)]
     agent = stack([agents.make_agent(settings_, seed, obs_dim, action_dim) for settings_, seed in members])
-    replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs)
+    replay, online = synthetic_replay(cfg, obs_dim, action_dim, runs, frame_shape)
     state = {"agent": agent, "rng": jax.random.split(jax.random.PRNGKey(0), runs), "replay": replay}
     if num_devices > 1:
         placement = devices.Placement(devices.select(num_devices, runs))
@@ -160,7 +179,9 @@ def single_run_figures(description: dict, updates, state: dict, repeats: int) ->
     GFLOP/s of its timed dispatches beside the device's matmul ceiling, and the latency of one action
     selection."""
     one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
-    observation, key = jnp.zeros((1, state["obs_dim"])), jax.random.PRNGKey(1)
+    obs_dim, key = state["obs_dim"], jax.random.PRNGKey(1)
+    frames = isinstance(obs_dim, tuple)  # a visual env's stacked uint8 frames
+    observation = jnp.zeros((1, *obs_dim) if frames else (1, obs_dim), jnp.uint8 if frames else jnp.float32)
     gflop = round(update_flops(one, state["replay"], description["batch_size"]) / 1e9, 2)
     width = max(description["hidden_dims"] or [256])
     return {
@@ -220,14 +241,10 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
     """Environment steps/s of the real online loop (launch/engine/protocol.py) at UTD 1 for a vector of
     `runs` runs (seeds 0..runs-1) on a small generated dataset: act, step the envs in parallel, insert,
     update."""
-    cfg = run_config(
-        f"agent={agent_name}",
+    cfg = small_data_config(
+        agent_name,
+        workdir,
         f"seed=[{','.join(map(str, range(runs)))}]",
-        f"env.dataset_dir={workdir / 'data'}",
-        "env.download=false",
-        "env.generate.num_episodes=2",
-        "env.generate.max_episode_steps=101",
-        "logger.mode=disabled",
         "offline_steps=0",
         "start_training=0",
         "random_action_steps=0",
@@ -284,16 +301,7 @@ def bench_evaluation(agent_name: str, overrides: list[str], workers: int, workdi
     """Wall-clock of one evaluation (eval_episodes episodes of an untrained agent, which mostly run to the
     step limit) of a single run with its episodes spread over `workers` env processes, after a first
     evaluation that starts the processes and compiles the policy query."""
-    cfg = run_config(
-        f"agent={agent_name}",
-        f"env.dataset_dir={workdir / 'data'}",
-        "env.download=false",
-        "env.generate.num_episodes=2",
-        "env.generate.max_episode_steps=101",
-        "logger.mode=disabled",
-        f"eval.workers={workers}",
-        *overrides,
-    )
+    cfg = small_data_config(agent_name, workdir, f"eval.workers={workers}", *overrides)
     run = Run(cfg, workdir / f"{agent_name}-eval-{workers}")
     try:
         run.start()

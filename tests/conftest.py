@@ -3,12 +3,24 @@
 import os
 from pathlib import Path
 
+import jax
 import pytest
 from omegaconf import OmegaConf
 
 from envs import generate_dataset, make_env, provenance
 from envs.shards import ShardLoader, generate_shards, locate_shards
 from tests.helpers import env_cfg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Every program XLA compiles for the CPU maps its own code pages (about 3 memory mappings each, kept
+    while JAX caches it). A test worker compiling for hundreds of tests passed Linux's vm.max_map_count
+    (65530) and XLA then segfaulted inside its compiler, in whichever test came next; dropping JAX's caches
+    after each test module unmaps them."""
+    yield
+    jax.clear_caches()
+
 
 # Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them; their
 # provenance records (envs/provenance.py) still tell that they were generated.

@@ -128,7 +128,7 @@ def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
 @pytest.mark.parametrize(
     "algorithm, message",
     [
-        ("radt", "RADT/DT trains on state vectors only"),
+        ("radt", "RADT/DT's sequence model reads state vectors only"),
         ("supe_gt", "SUPE-GT's skill VAE reads state vectors only"),
     ],
 )

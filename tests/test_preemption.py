@@ -70,9 +70,10 @@ def test_each_signal_checkpoints_mid_offline_and_a_second_one_does_not_tear_it(
     [
         ("step:20", signal.SIGUSR1),  # offline, after a dispatch and an evaluation
         ("step:63", signal.SIGTERM),  # online env step 23: inside a chunk, updates owed, an episode open
+        ("eval:20", signal.SIGINT),  # during the offline evaluation at step 20
         ("eval:60", signal.SIGUSR2),  # during the online evaluation at env step 20
     ],
-    ids=["mid-offline", "mid-online-chunk", "during-evaluation"],
+    ids=["mid-offline", "mid-online-chunk", "during-offline-evaluation", "during-online-evaluation"],
 )
 def test_a_run_resumed_after_a_signal_equals_the_uninterrupted_run(
     tiny_dataset_dir, tmp_path, uninterrupted, point, signum
@@ -82,6 +83,14 @@ def test_a_run_resumed_after_a_signal_equals_the_uninterrupted_run(
     assert training.exit_code() == INTERRUPTED_EXIT_CODE, "".join(training.output)[-3000:]
     step = int(point.split(":")[1])
     assert max(int(path.name) for path in (tmp_path / "checkpoints").iterdir()) == step
+    if point.startswith("eval"):  # cut after its first env step (of 15), not run to its end; owed on resume
+        name = signal.Signals(signum).name
+        assert any(
+            f"step {step}: evaluation: interrupted by {name} after 0 of 1 episodes; its results are dropped; "
+            "the checkpoint of this step owes it" in line
+            for line in training.output
+        ), "".join(training.output)[-3000:]
+        assert all(row["step"] < step for row in rows(tmp_path) if "eval/success" in row)
     resumed = train_module.train(tiny_config(tiny_dataset_dir, *OVERRIDES, "resume=true"), tmp_path)
     expected_rows, expected_params = uninterrupted
     assert untimed(rows(tmp_path)) == expected_rows

@@ -127,18 +127,27 @@ def test_a_radt_vector_of_seeds_trains_each_member_as_its_single_run(tiny_datase
         )
 
 
-def test_a_radt_vector_signalled_mid_episode_resumes_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
-    """A signal at env step 17 (global 37), five steps into each run's second episode: the checkpoint holds
-    the open episodes, replayed from their reset seeds on resume."""
+@pytest.mark.parametrize(
+    "where, step",
+    # env step 17 (global 37), five steps into each run's second episode: the checkpoint holds the open
+    # episodes, replayed from their reset seeds on resume; or the evaluation at the first episode end (global
+    # 32), cut at its first env step: the checkpoint owes it, and the resumed run evaluates first
+    [("step", 37), ("eval", 32)],
+    ids=["mid-episode", "mid-evaluation"],
+)
+def test_a_radt_vector_signalled_resumes_exactly(tiny_dataset_dir, tmp_path, monkeypatch, where, step):
     cfg = tiny_run_config(tiny_dataset_dir, "radt", "seed=[0,1]")
     full = train_module.train(cfg, tmp_path / "full")
     at = {}
-    monkeypatch.setattr(preemption, "pause_for_tests", lambda where, step: at.update({where: step}))
-    monkeypatch.setattr(preemption, "received", lambda: signal.SIGTERM if at.get("step") == 37 else None)
+    monkeypatch.setattr(preemption, "pause_for_tests", lambda point, at_step: at.update({point: at_step}))
+    monkeypatch.setattr(preemption, "received", lambda: signal.SIGTERM if at.get(where) == step else None)
     with pytest.raises(preemption.Interrupted):
         train_module.train(cfg, tmp_path / "resumed")
     monkeypatch.undo()
-    assert (tmp_path / "resumed" / "checkpoints" / "37").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / str(step)).exists()
+    for name in ("seed=0", "seed=1"):
+        evaluated = [row["step"] for row in rows(tmp_path / "resumed" / name) if "eval/success" in row]
+        assert evaluated == {"step": [10, 20, 32], "eval": [10, 20]}[where]  # "eval": the one at 32 was cut
     resumed = train_module.train(
         tiny_run_config(tiny_dataset_dir, "radt", "seed=[0,1]", "resume=true"), tmp_path / "resumed"
     )

@@ -10,8 +10,15 @@ import numpy as np
 
 import envs
 from launch.engine.episodes import EpisodePurpose, episode_seed
+from launch.reliability import preemption
 
 ActFn = Callable[[object, np.ndarray, jax.Array], jax.Array]
+
+
+def stop_at_a_signal(progress: str) -> None:
+    """Evaluation's safe point, after every env step: a signal ends it there (`Interrupted`) rather than at
+    its last episode, minutes away at the paper's protocol; the run's checkpoint owes it (Run.evaluate)."""
+    preemption.stop_if_received("evaluation", progress, "its results are dropped")
 
 
 def evaluate_runs(
@@ -89,6 +96,7 @@ def evaluate_runs(
         ).astype(np.float32)
         observations, rewards, terminated, truncated, infos = vector_env.step(actions)
         observations = envs.observation_array(observations)
+        stop_at_a_signal(f"after {sum(map(len, outcomes))} of {num_runs * num_episodes} episodes")
         rendering = active & (episode < video_episodes)
         if rendering.any():
             images = vector_env.call("render")

@@ -1,16 +1,17 @@
 """The offline-to-online protocol (Li, Zhou & Levine 2025, "Offline-to-online protocol") for a vector of runs.
 
     run = Run(cfg, run_dir); run.start()                      # a fresh run, or its latest checkpoint
+    an evaluation the checkpoint owes (a signal cut it short), first
     offline (offline_steps updates; 0 for the online-only RLPD family):
         while offline_step < offline_steps:
             updates up to the next event (at most updates_per_dispatch), every run at once
-            at each due event: log | eval | swap (a streamed dataset's next shard) | save
-            at a signal: checkpoint, stop
+            at each due event: log | swap (a streamed dataset's next shard) | eval | save
+            at a signal: checkpoint, stop (one cutting an evaluation short: the checkpoint owes it)
     online (online_steps environment steps):
         while True:
             at each due event (or at the end of a run's chunk or episode): the updates it owes
                 (utd_ratio per step after start_training)
-            at each due event: log | eval | swap (env.swap_online) | save
+            at each due event: log | swap (env.swap_online) | eval | save
             stop after the last step; at a signal: checkpoint (with the open episodes), stop
             one step of every run: a chunk-batch agent executes its chunk's next action (a new chunk when
             its queue is empty) and appends the transition; a sequence agent acts from its context
@@ -49,10 +50,10 @@ def offline_phase(run: Run) -> None:
             run.log(
                 [{f"offline/{k}": v for k, v in run_metrics.items()} for run_metrics in metrics], "offline"
             )
+        if SWAP in due:  # before evaluating, which reads no data, so that a cut evaluation is the step's last
+            run.swap_shard()
         if EVAL in due:
             bar.set_postfix(success=run.evaluate("offline"))
-        if SWAP in due:
-            run.swap_shard()
         if SAVE in due:
             run.save()
         run.stop_if_signalled()
@@ -85,10 +86,10 @@ def online_phase(run: Run) -> None:
         bar.update(step - bar.n)
         metrics = [m if LOG in events else {} for m, events in zip(actors.metrics, due, strict=True)]
         run.log([{f"online/{k}": v for k, v in run_metrics.items()} for run_metrics in metrics], "online")
-        if evaluated := [index for index, events in enumerate(due) if EVAL in events]:
-            bar.set_postfix(success=run.evaluate("online", evaluated))
         if any(SWAP in events for events in due) and not last:
             run.swap_shard()
+        if evaluated := [index for index, events in enumerate(due) if EVAL in events]:
+            bar.set_postfix(success=run.evaluate("online", evaluated, actors))
         if any(SAVE in events for events in due):
             run.save(actors.open_episodes())
         if last:
@@ -100,6 +101,9 @@ def online_phase(run: Run) -> None:
 
 def run_protocol(run: Run) -> None:
     """What is left of the protocol for a started (fresh or resumed) run."""
+    run.evaluate_owed()
+    if run.finished:
+        return
     if run.counters.phase == "offline":
         offline_phase(run)
     online_phase(run)

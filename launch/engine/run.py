@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -146,7 +147,7 @@ class Run:
         larger online_steps on resume leaves steps to do). A requeued or re-submitted job lands here."""
         counters = self.counters
         done = counters.offline_step >= self.offline_steps and counters.env_step >= self.cfg.online_steps
-        return self.start_step is not None and done
+        return self.start_step is not None and done and not counters.owed_eval
 
     def resume(self) -> None:
         """The state of the latest checkpoint; each run's metrics.jsonl cut back to its step (the rows after
@@ -255,12 +256,22 @@ class Run:
             for index in range(self.num_runs)
         ]
 
-    def evaluate(self, phase: str, runs: list[int] | None = None) -> float:
+    def evaluate(self, phase: str, runs: list[int] | None = None, actors=None) -> float:
         """Evaluate each of `runs` (every run when None) in its next round (its episodes fixed by its seed
-        and the round); logs each one's metrics and videos, returns their mean success."""
+        and the round); logs each one's metrics and videos, returns their mean success.
+
+        A signal stops the evaluation within an env step; the checkpoint of this step (with the open
+        episodes of the online `actors`) then owes it, and the resumed run evaluates first (`evaluate_owed`),
+        in the same round, so its rows equal the uninterrupted run's."""
         preemption.pause_for_tests("eval", self.global_step)
         runs = list(range(self.num_runs)) if runs is None else runs
-        results, videos = self.kind.evaluate(runs, [self.counters.runs[index].eval_round for index in runs])
+        self.counters.owed_eval = runs
+        try:
+            results, videos = self.kind.evaluate(runs, [self.counters.runs[i].eval_round for i in runs])
+        except preemption.Interrupted as stopped:
+            log.warning("step %d: %s; the checkpoint of this step owes it", self.global_step, stopped)
+            self.stop(actors)
+        self.counters.owed_eval = []
         for index, metrics, run_videos in zip(runs, results, videos, strict=True):
             counters = self.counters.runs[index]
             counters.eval_round += 1
@@ -269,6 +280,12 @@ class Run:
             for video_index, frames in enumerate(run_videos):
                 self.loggers[index].log_video(f"eval/video_{video_index}", frames, self.global_step)
         return float(np.mean([metrics["eval/success"] for metrics in results]))
+
+    def evaluate_owed(self) -> None:
+        """The evaluation that a signal cut short at the step this run resumed from, if any."""
+        if owed := self.counters.owed_eval:
+            log.info("step %d: the evaluation a signal cut short runs first", self.global_step)
+            self.evaluate(self.counters.phase, owed)
 
     def log(self, metrics: list[dict], phase: str) -> None:
         """Each run's metrics to its own logger."""
@@ -316,16 +333,18 @@ class Run:
         self.saved_step = self.global_step
 
     def stop_if_signalled(self, actors=None) -> None:
-        """After a signal (launch/reliability/preemption.py): a checkpoint of this step (with the open
-        episodes of the online `actors`), unless one was just saved, then `Interrupted`."""
+        """`stop` once a signal has arrived (launch/reliability/preemption.py)."""
         if self.global_step != self.start_step:
             preemption.pause_for_tests("step", self.global_step)
-        signum = preemption.received()
-        if signum is None:
-            return
+        if preemption.received() is not None:
+            self.stop(actors)
+
+    def stop(self, actors=None) -> NoReturn:
+        """After a signal: a checkpoint of this step (with the open episodes of the online `actors`), unless
+        one was just saved, then `Interrupted`."""
         if self.saved_step != self.global_step:
             self.save(None if actors is None else actors.open_episodes())
-        raise preemption.Interrupted(signum, self.global_step)
+        raise preemption.Interrupted(preemption.received(), self.global_step)
 
     def close(self) -> None:
         if self.stream is not None:

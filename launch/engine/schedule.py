@@ -60,6 +60,7 @@ class Counters:
     env_step: int = 0
     elapsed: float = 0.0
     stream: dict | None = None  # the shard stream's position (a sharded dataset)
+    owed_eval: list[int] = dataclasses.field(default_factory=list)  # runs whose evaluation here a signal cut
 
     @classmethod
     def start(cls, num_runs: int) -> Counters:

@@ -25,6 +25,7 @@ import envs
 from buffers import trajectories
 from launch.engine.chunk_data import Data
 from launch.engine.episodes import EpisodePurpose, OnlineRuns, episode_seed, online_seed, reopen
+from launch.engine.evaluation import stop_at_a_signal
 from launch.engine.fused import act, explore_runs, insert
 from launch.engine.vector import stack
 
@@ -71,6 +72,7 @@ def rollout(
         window = context_window(observations, actions, returns_to_go, context_length)
         actions[-1] = np.asarray(policy(agent, window, jax.random.fold_in(key, len(rewards))))[0, 0]
         observation, reward, terminated, truncated, info = env.step(actions[-1])
+        stop_at_a_signal(f"at step {len(rewards)} of an episode")
         rewards.append(float(reward))
         remaining = min(remaining - float(reward), 0.0)
         done = terminated or truncated

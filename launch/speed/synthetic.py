@@ -12,16 +12,21 @@ import buffers
 from buffers import Replay
 from envs.file_format import FILE_DTYPES
 from envs.suite import dataset_name_of
+from launch.engine.chunk_data import frame_stack_of
 from launch.engine.fused import insert
 from launch.engine.vector import stack
 
 
 def synthetic_dataset(
-    num: int, obs_dim: int, action_dim: int, episode_length: int = 1000, seed: int = 0
+    num: int, obs_dim: int, action_dim: int, episode_length: int = 1000, seed: int = 0, frame_shape=None
 ) -> dict:
-    """Random transitions: `num` steps in episodes of `episode_length`."""
+    """Random transitions: `num` steps in episodes of `episode_length`; states of `obs_dim` floats, or
+    uint8 frames of `frame_shape` (a visual env's)."""
     rng = np.random.default_rng(seed)
-    states = rng.normal(size=(num + 1, obs_dim)).astype(np.float32)
+    if frame_shape is None:
+        states = rng.normal(size=(num + 1, obs_dim)).astype(np.float32)
+    else:
+        states = rng.integers(0, 256, (num + 1, *frame_shape), np.uint8)
     terminals = np.zeros(num, np.float32)
     terminals[episode_length - 1 :: episode_length] = 1.0
     terminals[-1] = 1.0
@@ -35,8 +40,15 @@ def synthetic_dataset(
     }
 
 
-def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int):
-    """A replay of synthetic data for `runs` runs, and whether updates sample it as online (mixed) batches."""
+def synthetic_replay(cfg, obs_dim: int, action_dim: int, runs: int, frame_shape=None):
+    """A replay of synthetic data for `runs` runs, and whether updates sample it as online (mixed) batches.
+    With `frame_shape` (a visual env's): 20,000 uint8 frames, sampled as stacks of env.frame_stack."""
+    if frame_shape is not None:
+        dataset = synthetic_dataset(20_000, obs_dim, action_dim, frame_shape=frame_shape)
+        replay = buffers.make_replay(
+            [dataset], [0] * runs, [0] * runs, 40_000, 1000, None, frame_stack_of(cfg.env)
+        )
+        return replay, False
     if cfg.env.get("goal_conditioned"):  # DQC's setting: the observation ends in the goal representation
         dataset = synthetic_dataset(100_000, obs_dim - cfg.env.goal_dim, action_dim)
         dataset["oracle_reps"] = dataset["observations"][:, : cfg.env.goal_dim]
