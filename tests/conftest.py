@@ -1,6 +1,7 @@
 """Session fixtures: tiny OGBench datasets generated once with the repo's own oracle generator."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -11,15 +12,34 @@ from envs import generate_dataset, make_env, provenance
 from envs.shards import ShardLoader, generate_shards, locate_shards
 from tests.helpers import env_cfg
 
+# Many tests compile the same update; JAX's persistent cache turns every compile after the first into a load,
+# across the xdist workers and the subprocess runs (they inherit the environment variable). An entry read
+# while another process still writes it is incomplete: JAX warns and compiles it.
+JAX_CACHE = Path(tempfile.gettempdir()) / "chunkrl-test-jax-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def memory_mappings() -> tuple[int, int]:
+    """This process's memory mappings and the kernel's limit on them (0, 0 where /proc has neither)."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        return sum(1 for _ in open("/proc/self/maps")), limit
+    except OSError:
+        return 0, 0
+
 
 @pytest.fixture(autouse=True, scope="module")
 def release_compiled_programs():
     """Every program XLA compiles for the CPU maps its own code pages (about 3 memory mappings each, kept
     while JAX caches it). A test worker compiling for hundreds of tests passed Linux's vm.max_map_count
-    (65530) and XLA then segfaulted inside its compiler, in whichever test came next; dropping JAX's caches
-    after each test module unmaps them."""
+    (65530) and XLA then segfaulted inside its compiler, in whichever test came next. After a module that
+    leaves a quarter of the limit in use, JAX's in-memory caches are dropped, which unmaps them."""
     yield
-    jax.clear_caches()
+    used, limit = memory_mappings()
+    if used > limit // 4:
+        jax.clear_caches()
 
 
 # Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them; their
