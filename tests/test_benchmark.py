@@ -46,3 +46,17 @@ def test_single_run_report_reads_its_rate_against_the_matmul_ceiling(monkeypatch
     assert abs(single["gflop_per_s"] - rate) <= 0.05 + 1e-3 * rate
     assert single["matmul_gflop_per_s"] > 0 and single["action_selection_ms"] > 0
     assert "peak_device_bytes" in report
+
+
+def test_a_visual_env_is_timed_on_stacked_frames_stored_once(monkeypatch, capsys):
+    """env=visual_cube: 20,000 synthetic 64x64x3 uint8 frames, each stored once (a 3-frame stack of the state
+    and of the next state, stored, would take 6x), and an impala_small QC-FQL agent updated on them."""
+    argv = ["benchmark.py", "--dispatch", "1", "--repeats", "1", "--online-steps", "0"]
+    argv += ["--sampling-transitions", "1000", "--frame-transitions", "1000"]
+    monkeypatch.setattr(sys, "argv", [*argv, "env=visual_cube", "agent.hidden_dims=[8]", "batch_size=4"])
+    benchmark.main()
+    (visual,) = json.loads(capsys.readouterr().out)["agents"]
+    assert visual["env"] == "visual-cube-double-play-singletask-task1-v0"
+    frame_bytes = 64 * 64 * 3
+    assert 20_000 * frame_bytes < visual["device_bytes_replay"] < 1.1 * 20_000 * frame_bytes
+    assert visual["updates_per_s_per_run"] > 0 and visual["gflop_per_update"] > 0
