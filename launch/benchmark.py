@@ -31,7 +31,7 @@ import agents
 import buffers
 import envs
 from launch.engine import devices, fused, settings
-from launch.engine.chunk_data import frame_stack_of
+from launch.engine.chunk_data import frame_stack_of, stacked_shape
 from launch.engine.fused import act, fused_updates
 from launch.engine.run import Run
 from launch.engine.vector import stack
@@ -127,9 +127,7 @@ def vector_case(
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     env.close()
     frame_shape = obs_shape if len(obs_shape) > 1 else None  # a visual env: its frames, stacked by the replay
-    obs_dim = (
-        obs_shape[0] if frame_shape is None else (*obs_shape[:-1], obs_shape[-1] * frame_stack_of(cfg.env))
-    )
+    obs_dim = obs_shape[0] if frame_shape is None else stacked_shape(obs_shape, frame_stack_of(cfg.env))
     members = [({**agent_cfg, sweep[0]: value}, 0) for value in sweep[1]] if sweep else None
     members = members or [(agent_cfg, seed) for seed in range(runs)]
     agent = stack([agents.make_agent(settings_, seed, obs_dim, action_dim) for settings_, seed in members])

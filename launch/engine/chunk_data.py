@@ -62,9 +62,13 @@ def chunk_data(cfg: DictConfig, members: list[Member]) -> Data:
         offline_ratios(members),
         frame_stack,
     )
-    frame_shape = datasets[0]["observations"].shape[1:]
-    obs_shape = (*frame_shape[:-1], frame_shape[-1] * frame_stack)
+    obs_shape = stacked_shape(datasets[0]["observations"].shape[1:], frame_stack)
     return Data(replay, obs_shape[-1], datasets[0]["actions"].shape[-1], records, obs_shape=obs_shape)
+
+
+def stacked_shape(frame_shape: tuple, frame_stack: int) -> tuple:
+    """The shape of one observation an agent sees: `frame_stack` frames concatenated on the last axis."""
+    return (*frame_shape[:-1], frame_shape[-1] * frame_stack)
 
 
 def frame_stack_of(env_cfg) -> int:
