@@ -1,9 +1,10 @@
 """Local generation of an OGBench dataset with its scripted oracles, for when the download is unavailable.
 
 Episodes are collected by worker processes started with 'spawn' (MuJoCo is not fork-safe once threads
-exist). Each episode is seeded from (seed, episode index) alone, so the files are the same for any number
-of workers. The first `num_episodes` episodes form the train file and the next max(1, num_episodes // 10)
-the validation file (OGBench takes num_episodes // 10; at least one keeps a tiny validation file loadable).
+exist); a visual dataset renders in one worker at least, never in the caller's process (the trainer). Each
+episode is seeded from (seed, episode index) alone, so the files are the same for any number of workers.
+The first `num_episodes` episodes form the train file and the next max(1, num_episodes // 10) the
+validation file (OGBench takes num_episodes // 10; at least one keeps a tiny validation file loadable).
 Both files are written under temporary names and renamed into place only once both are complete, so a
 final name never holds a half-written file.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs import provenance
+from envs import provenance, suite
 from envs.errors import DatasetError
 from envs.file_format import check_npz_path, val_path_of
 from envs.oracles import OFFICIAL_EPISODE_STEPS, OFFICIAL_EPISODES, make_collector
@@ -98,8 +99,9 @@ def _episodes(
     workers: int,
     stop_if_received: Callable[[int], None],
 ):
-    """Yields episodes 0 .. total - 1 in order; calls `stop_if_received(episodes done)` at each safe point."""
-    if workers == 1:
+    """Yields episodes 0 .. total - 1 in order; calls `stop_if_received(episodes done)` at each safe point.
+    One worker collects in-process, except a visual dataset's: it renders, and the trainer never does."""
+    if workers == 1 and not suite.is_visual(dataset_name):
         collector = make_collector(dataset_name, max_episode_steps)
         with global_numpy_rng_restored():
             for index in range(total):
