@@ -82,8 +82,10 @@ def require_renderer(make: Callable):
     import mujoco
 
     try:
-        load_renderer()
-        return make()
+        with warnings.catch_warnings():  # GLFW's without a display: the line below says it better
+            warnings.filterwarnings("ignore", module="glfw")
+            load_renderer()
+            return make()
     except (ImportError, OSError, AttributeError, RuntimeError, mujoco.FatalError) as error:
         text = f"{type(error).__name__}: {error}".lower()
         if not isinstance(error, ImportError) and not any(word in text for word in GL_WORDS):
@@ -104,14 +106,11 @@ def _render_one_frame() -> None:
 
 def renderer_error() -> str | None:
     """In a worker process, before its envs render: the one line of `RendererMissing` when no renderer
-    starts here (the trainer raises it: envs/vector.py), else None. GLFW's warnings without a display are
-    that line's business, not the user's."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            require_renderer(_render_one_frame)
-        except RendererMissing as missing:
-            return str(missing)
+    starts here (the trainer raises it: envs/vector.py), else None."""
+    try:
+        require_renderer(_render_one_frame)
+    except RendererMissing as missing:
+        return str(missing)
     return None
 
 
