@@ -100,8 +100,9 @@ def check_renderer(env_cfgs: Sequence[dict], videos: bool = False) -> None:
 
 @functools.cache
 def _worker_renderer_error(context: str) -> str | None:
-    """Whether a worker of `context` starts a renderer (envs/headless.py `renderer_error`), asked once per
-    trainer: a worker that failed while making its env would end in a page of traceback."""
+    """The one line of a renderer that cannot start in a worker of `context` (envs/headless.py
+    `renderer_error`), or None; asked once per trainer, before the envs: a worker that failed while making
+    its env would end in a page of traceback."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(context)) as pool:
         return pool.submit(headless.renderer_error).result()
 

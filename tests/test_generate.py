@@ -17,8 +17,8 @@ from envs import (
     DatasetError,
     describe_dataset,
     generate_dataset,
+    load_tasks,
     make_env,
-    make_env_and_datasets,
     resolve_dataset,
     validate_dataset,
 )
@@ -228,14 +228,14 @@ def test_a_visual_dataset_is_generated_as_uint8_frames_with_its_provenance(tmp_p
         generate__max_episode_steps=6,
         generate__workers=1,
     )
-    env, eval_env, train, val = make_env_and_datasets(cfg, seed=0)
-    env.close(), eval_env.close()
+    train = load_tasks([cfg], seed=0)  # checked and relabelled unrendered, as the trainer does
     assert train["observations"].dtype == train["next_observations"].dtype == np.uint8
-    assert train["observations"].shape == (2 * 5, 64, 64, 3) and len(val["actions"]) == 5
+    assert train["observations"].shape == (2 * 5, 64, 64, 3) and train["rewards"].shape == (1, 10)
     np.testing.assert_array_equal(train["observations"][1:5], train["next_observations"][:4])
     assert len(np.unique(train["observations"].reshape(10, -1), axis=0)) > 7  # frames change
     path = resolve_dataset(cfg, 0)
-    arrays, _ = load_pair(path)
+    arrays, val = load_pair(path)
     assert arrays["observations"].dtype == np.uint8 and arrays["observations"].shape == (12, 64, 64, 3)
+    assert val["observations"].shape == (6, 64, 64, 3)
     record = describe_dataset(cfg, path, len(train["actions"]))
     assert record["source"] == "generated" and record["transitions"] == 10, record
