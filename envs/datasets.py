@@ -41,7 +41,14 @@ from envs.errors import DatasetError
 from envs.file_format import check_npz_path, file_dtype, val_path_of
 from envs.generate import generate_dataset
 from envs.observations import observation_array, observation_dtype
-from envs.suite import dataset_file_name, dataset_name_of, env_id_of, make_env, sparse_rewards
+from envs.suite import (
+    dataset_file_name,
+    dataset_name_of,
+    env_id_of,
+    make_env,
+    make_offline_env,
+    sparse_rewards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,10 +292,11 @@ def load_relabelled(path: Path, name: str, task_envs: Sequence[gymnasium.Env], s
 
 def load_tasks(env_cfgs: Sequence, seed: int) -> dict:
     """The train dataset that `env_cfgs` (tasks of one domain, read from one file) share, loaded and checked
-    once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`."""
+    once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`. The
+    envs that check and relabel it render nothing (`make_offline_env`): this runs in the trainer."""
     first = env_cfgs[0]
     cfg = EnvConfig.from_cfg(first)
-    task_envs = [make_env(env_cfg) for env_cfg in env_cfgs]
+    task_envs = [make_offline_env(env_cfg) for env_cfg in env_cfgs]
     path = locate_dataset(first, seed).path
     validate_dataset(path, task_envs[0], cfg.name)
     train = load_relabelled(path, cfg.name, task_envs, cfg.sparse)

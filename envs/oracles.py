@@ -9,6 +9,8 @@ and the env's own RNG) from (seed, episode index, attempt) alone, so its content
 process that collects it nor on what that process collected before.
 """
 
+import functools
+
 import gymnasium
 import numpy as np
 from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
@@ -20,6 +22,7 @@ from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
 from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
 from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
+from envs import headless
 from envs.errors import DatasetError
 from envs.file_format import file_dtype
 from envs.suite import domain_of
@@ -78,12 +81,14 @@ class ManipspaceCollector:
     ):
         self.domain = domain
         self.noisy = dataset_type == "noisy"
-        self.env = gymnasium.make(
+        make = functools.partial(
+            gymnasium.make,
             f"{VISUAL if visual else ''}{domain}-{version}",
             terminate_at_goal=False,
             mode="data_collection",
             max_episode_steps=max_episode_steps,
         )
+        self.env = headless.require_renderer(make) if visual else make()
         self.oracles = self._make_oracles()
         self.p_stack = _P_STACK.get(domain, (0.5, 0.5))
         self.p_random_action = (0.2 if domain.startswith("puzzle") else 0.1) if self.noisy else 0.0

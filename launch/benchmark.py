@@ -125,7 +125,7 @@ def vector_case(
     trains (always vmapped)."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
-    env = envs.make_env(cfg.env)
+    env = envs.make_offline_env(cfg.env)  # the spaces, unrendered
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     env.close()
     frame_shape = obs_shape if len(obs_shape) > 1 else None  # a visual env: its frames, stacked by the replay
