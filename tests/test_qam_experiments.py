@@ -4,16 +4,22 @@ with its per-domain values (configs/qam_method/)."""
 
 import dataclasses
 import functools
+import json
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 import agents
-from envs import domain_of
+from agents import qc_fql
+from envs import domain_of, make_env
+from envs.file_format import FILE_DTYPES
+from launch import train as train_module
 from launch.analysis import qam_results
 from launch.engine.settings import agent_settings
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, compose_config, env_cfg, write_pair
 from tests.test_experiments import compose_hydra, paper_labels, swept
+from tests.test_train import TINY
 
 # preset -> (env group, domain, sparse, chunk_length, discount, rho): reproduce.py lines 280-303
 PRESETS = {
@@ -88,3 +94,42 @@ def test_each_method_gets_its_domain_value_and_builds(preset, method):
     config = agents.make_config(settings)
     assert config.num_qs == 10 and config.chunk_length == PRESETS[preset][3]
     assert cfg.agent.rho == (None if method == "ifql" else PRESETS[preset][5])  # agents/ifql.py takes no rho
+
+
+def random_dataset(env, episodes: int, steps: int) -> dict:
+    """Random-action episodes in the real env, in OGBench's navigate layout (its data needs expert policies
+    that OGBench does not ship, so a test cannot generate the real thing)."""
+    rows = {key: [] for key in ("observations", "actions", "terminals", "qpos", "qvel")}
+    rng = np.random.default_rng(0)
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=episode)
+        for step in range(steps):
+            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            rows["qpos"].append(env.unwrapped.data.qpos.copy())
+            rows["qvel"].append(env.unwrapped.data.qvel.copy())
+            rows["observations"].append(observation)
+            rows["actions"].append(action)
+            rows["terminals"].append(step == steps - 1)
+            observation, *_ = env.step(action)
+    return {key: np.asarray(values, FILE_DTYPES[key]) for key, values in rows.items()}
+
+
+@pytest.mark.slow  # half a minute of CPU (compiles and evaluates): the default suite builds the envs instead
+def test_a_locomotion_preset_trains_in_the_real_env_on_synthetic_data(tmp_path):
+    path = tmp_path / "antmaze-large-navigate-v0.npz"
+    env = make_env(env_cfg("antmaze_large"))
+    write_pair(path, random_dataset(env, 3, 30), random_dataset(env, 1, 30))
+    cfg = compose_config(
+        "+experiment=qam_antmaze_large",
+        "qam_method=fql",
+        "seed=0",
+        "env.task=1",
+        f"env.dataset_path={path}",
+        "logger.mode=disabled",
+        *TINY,
+        *([] if "rho" in {field.name for field in dataclasses.fields(qc_fql.Config)} else ["~agent.rho"]),
+    )
+    train_module.train(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [row["phase"] for row in rows if "eval/success" in row]
+    assert evaluated == ["offline", "offline", "online", "online"]
