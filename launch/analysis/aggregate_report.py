@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from launch.analysis import aggregate, paper, yardsticks
 from launch.analysis.curves import align, sort_values
-from launch.analysis.overlays import Overlay, name, overlay_of, paper_cell, setup_notes
+from launch.analysis.overlays import Overlay, overlay_of, paper_cell, setup_notes, source_label
 from launch.analysis.runs import PHASES, RunCurve
 
 
@@ -58,7 +58,7 @@ def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -
             notes.append(f"{value}: the paper publishes no aggregate for {members[0].benchmark}")
             continue
         curve, covers = found
-        label = f"{name(curve)}: {curve.method} (mean of {covers})"
+        label = f"{source_label(curve)}: {curve.method} (mean of {covers})"
         overlays[value] = overlay_of(label, curve, {value}, offline_steps, online_steps)
         notes.append(
             f"{label}: beside {value}'s {len(by_task)} task(s); the paper's steps mapped onto "

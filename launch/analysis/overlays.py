@@ -77,14 +77,13 @@ def paper_overlays(
         every_value = set().union(*(values[(method, task)] for task in matched))
         if len(matched) == 1:
             (curve,) = matched.values()
-            chosen = [(f"{name(curve)}: {method}", curve, every_value)]
+            chosen = [(f"{source_label(curve)}: {method}", curve, every_value)]
         elif aggregate is not None:
-            chosen = [
-                (f"{name(aggregate)}: {method} (mean of {aggregate.task}'s 5 tasks)", aggregate, every_value)
-            ]
+            label = f"{source_label(aggregate)}: {method} (mean of {aggregate.task}'s 5 tasks)"
+            chosen = [(label, aggregate, every_value)]
         else:
             chosen = [
-                (f"{name(curve)}: {method} {task}", curve, values[(method, task)])
+                (f"{source_label(curve)}: {method} {task}", curve, values[(method, task)])
                 for task, curve in matched.items()
             ]
         for label, curve, members in chosen:
@@ -100,7 +99,7 @@ def paper_overlays(
     return overlays, sorted(notes)
 
 
-def name(curve: paper.PaperCurve) -> str:
+def source_label(curve: paper.PaperCurve) -> str:
     """How a curve's label names its source: 'paper' for the Q-chunking paper's, else 'QAM paper'."""
     return "paper" if curve.source == "Q-chunking" else f"{curve.source} paper"
 
@@ -111,8 +110,8 @@ def setup_notes(matched: list[paper.PaperCurve], timings: set) -> set[str]:
     notes = set()
     for curve in matched:
         if curve.task.startswith(("cube-quadruple", "puzzle-4x4")):
-            domain = paper.task_domain(curve.task)
-            notes.add(f"the {name(curve)}'s {domain} curves were trained on the 100M-transition dataset")
+            domain, source = paper.task_domain(curve.task), source_label(curve)
+            notes.add(f"the {source}'s {domain} curves were trained on the 100M-transition dataset")
     if timings - {"post"} and any(curve.source == "Q-chunking" for curve in matched):
         used = ", ".join(sorted("null" if timing is None else timing for timing in timings))
         notes.add(
