@@ -20,6 +20,8 @@ from pathlib import Path
 OFFLINE_MILLIONS = 1.0  # the offline phase's length on the paper's x; online steps are 1 + env steps
 STEP_MILLIONS = 0.05  # one row of an array
 NUM_SEEDS = 12
+ONLINE_ONLY = {"RLPD": 10}  # rows of a method run online only (the authors' reproduce_rlpd.py)
+OFFLINE_TO_ONLINE_ROWS = 30  # 1M offline updates + 500K environment steps
 
 
 def benchmark_and_task(key: str) -> tuple[str, str]:
@@ -35,12 +37,10 @@ def benchmark_and_task(key: str) -> tuple[str, str]:
 def rows(results: dict) -> list[list]:
     out = []
     for (key, method), values in sorted(results.items()):
-        if values.shape[1] != NUM_SEEDS:
-            raise ValueError(
-                f"{key}, {method}: expected {NUM_SEEDS} seed columns, found shape {values.shape}"
-            )
-        online_only = len(values) == 10  # RLPD: its x starts where the offline phase ends
-        start = OFFLINE_MILLIONS if online_only else 0.0
+        expected = (ONLINE_ONLY.get(method, OFFLINE_TO_ONLINE_ROWS), NUM_SEEDS)
+        if values.shape != expected:
+            raise ValueError(f"{key}, {method}: expected an array of shape {expected}, found {values.shape}")
+        start = OFFLINE_MILLIONS if method in ONLINE_ONLY else 0.0  # online only: x starts after offline
         for index, seeds in enumerate(values):
             step = round(start + (index + 1) * STEP_MILLIONS, 2)
             out.append([*benchmark_and_task(key), method, step, *(f"{value:.6g}" for value in seeds)])
@@ -51,8 +51,12 @@ def main(source: str, target: str) -> None:
     with open(source, "rb") as file:
         results = pickle.load(file)  # the authors' file, read once here, never by the project's code
     header = ["benchmark", "task", "method", "step_millions", *(f"seed_{i}" for i in range(NUM_SEEDS))]
-    # mtime=0: the same pickle always gives the same bytes (a reproducible sha256)
-    with gzip.GzipFile(Path(target), "wb", mtime=0) as raw, io.TextIOWrapper(raw, newline="") as file:
+    # no name, mtime 0 in the gzip header: the same pickle always gives the same bytes (a reproducible sha256)
+    with (
+        Path(target).open("wb") as out,
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as raw,
+        io.TextIOWrapper(raw, newline="") as file,
+    ):
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows(results))
