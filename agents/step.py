@@ -32,6 +32,9 @@ class TDAgent(flax.struct.PyTreeNode):
     its networks as static fields and keeps `update` and `sample_actions` pure and jittable."""
 
     batch_kind: ClassVar[str] = "chunks"  # what the engine samples for `update`: chunk batches
+    # Whether `update` reads next_observations at every step of a chunk; a TD target reads the last only, and
+    # the engine then samples that one alone (buffers/chunks.py `gather_chunks`, every_next).
+    reads_every_next_observation: ClassVar[bool] = False
 
     rng: jax.Array
     params: dict
@@ -73,6 +76,11 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
     every frame of the sample's stack (frames lie on the channel axis) and for each of its
     next_observations, as FQL crops observations and next_observations with one `crop_froms`.
 
+    The pad is never built: pixel (y, x) of a crop reads pixel (clip(y + dy - padding), clip(x + dx -
+    padding)) of the image, which is what the edge pad holds there, so a crop is one gather of its output.
+    A batch the draw leaves alone costs nothing (`jax.lax.cond`); under `jax.vmap` over a vector of runs
+    with a draw per run the cond becomes a select and every run's batch is cropped, then each keeps its own.
+
     observations: (batch, height, width, channels); next_observations: (batch, steps, height, width,
     channels). Other keys pass through.
     """
@@ -81,16 +89,16 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
 
     def crop(images, shift):
         """images: one sample's (..., height, width, channels)."""
-        leading = images.ndim - 3
-        pads = [(0, 0)] * leading + [(padding, padding), (padding, padding), (0, 0)]
-        start = (0,) * leading + (shift[0], shift[1], 0)
-        return jax.lax.dynamic_slice(jnp.pad(images, pads, mode="edge"), start, images.shape)
+        height, width = images.shape[-3:-1]
+        ys = jnp.clip(jnp.arange(height) + shift[0] - padding, 0, height - 1)
+        xs = jnp.clip(jnp.arange(width) + shift[1] - padding, 0, width - 1)
+        return images[..., ys[:, None], xs[None, :], :]
 
-    apply = jax.random.uniform(apply_key) < aug_prob
-    cropped = dict(batch)
-    for name in ("observations", "next_observations"):
-        cropped[name] = jnp.where(apply, jax.vmap(crop)(batch[name], shifts), batch[name])
-    return cropped
+    def cropped(batch):
+        names = ("observations", "next_observations")
+        return {**batch, **{name: jax.vmap(crop)(batch[name], shifts) for name in names}}
+
+    return jax.lax.cond(jax.random.uniform(apply_key) < aug_prob, cropped, dict, batch)
 
 
 def augments(config, batch: dict) -> bool:

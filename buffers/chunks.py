@@ -3,7 +3,7 @@
 Semantics (spec, "Chunk batches"), for k = 0..h-1 and a start index t:
   actions[k] = a_{t+k}; rewards[k] = sum_{j<=k} gamma^j r_{t+j}; masks[k] = min_{j<=k} m_{t+j};
   terminals[k] = max_{j<=k} d_{t+j}; valid[0] = 1, valid[k] = 1 - terminals[k-1];
-  next_observations[k] = s'_{t+k}.
+  next_observations[k] = s'_{t+k}, or with every_next=False only s'_{t+h-1}: all a TD target reads.
 With `store.frame_stack` K > 1 every state above is the stack of its last K frames on the last axis,
 oldest first, a frame before its episode's first repeated from that first frame (FQL's frame stacking).
 A trajectory's states sit in consecutive rows, so frame j of the state in row r is row r - min(j, d) with
@@ -16,31 +16,43 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from buffers.store import TransitionStore
 
 
 def gather_chunks(
-    store: TransitionStore, starts: jax.Array, chunk_length: int, discount: float, task: jax.Array | int = 0
+    store: TransitionStore,
+    starts: jax.Array,
+    chunk_length: int,
+    discount: float,
+    task: jax.Array | int = 0,
+    every_next: bool = True,
 ) -> dict:
     """Chunks starting at the global transition indices `starts: (batch,)`, rewarded by row `task`.
 
     Returns observations (batch, obs_dim), actions (batch, chunk_length, action_dim) and rewards, masks,
-    terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim).
+    terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim), or with
+    `every_next=False` only the last step's, (batch, 1, obs_dim): a TD target reads no other, and a
+    stacked visual batch of every step's next observation costs ten times the unstacked one (docs/speed.md).
     """
     slots = store.slot(starts[:, None] + jnp.arange(chunk_length))
     discounts = discount ** jnp.arange(chunk_length, dtype=jnp.float32)
     terminals = jax.lax.cummax(store.terminals[slots].astype(jnp.float32), axis=1)
     rows = store.obs_rows[slots]
     since = _steps_since_start(store, starts, chunk_length)
+    read = slice(None) if every_next else slice(-1, None)
+    observations, next_observations = _stacked(
+        store, (rows[:, 0], rows[:, read] + 1), (since[:, 0], since[:, read] + 1)
+    )
     return {
-        "observations": _stacked(store, rows[:, 0], since[:, 0]),
+        "observations": observations,
         "actions": store.actions[slots],
         "rewards": jnp.cumsum(store.rewards[task, slots] * discounts, axis=1),
         "masks": jax.lax.cummin(store.masks[task, slots].astype(jnp.float32), axis=1),
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
-        "next_observations": _stacked(store, rows + 1, since + 1),
+        "next_observations": next_observations,
     }
 
 
@@ -61,16 +73,26 @@ def _steps_since_start(store: TransitionStore, starts: jax.Array, chunk_length: 
     return jnp.stack(since, axis=1).astype(jnp.int32)
 
 
-def _stacked(store: TransitionStore, rows: jax.Array, since: jax.Array) -> jax.Array:
-    """The states in global rows `rows`, as stacks of `store.frame_stack` frames when it exceeds 1; `since`
-    (rows' shape) is how many earlier frames of each state's episode are stored, at least frame_stack - 1
-    meaning the stack needs no repeat."""
-    if store.frame_stack == 1:
-        return store.observations[rows % store.obs_capacity]
+def _stacked(store: TransitionStore, rows: tuple, since: tuple) -> tuple:
+    """The states in each array of global rows `rows` (each (batch, ...)), as stacks of `store.frame_stack`
+    frames when it exceeds 1; `since` (the same shapes) is how many earlier frames of each state's episode
+    are stored, at least frame_stack - 1 meaning the stack needs no repeat.
+
+    The frame rows of every state go in one flat (batch, frames) list read by one gather, so a batch
+    allocates one output holding the frames sampled and nothing more.
+    """
     lags = jnp.arange(store.frame_stack - 1, -1, -1)  # oldest frame first
-    frame_rows = rows[..., None] - jnp.minimum(lags, since[..., None])
-    frames = jnp.moveaxis(store.observations[frame_rows % store.obs_capacity], rows.ndim, -2)
-    return frames.reshape(frames.shape[:-2] + (-1,))  # (..., *frame_shape[:-1], K * channels)
+    frame_rows = [
+        (r[..., None] - jnp.minimum(lags, s[..., None])).reshape(len(r), -1)
+        for r, s in zip(rows, since, strict=True)
+    ]
+    frames = store.observations[jnp.concatenate(frame_rows, axis=1) % store.obs_capacity]
+    ends = np.cumsum([part.shape[1] for part in frame_rows])[:-1]
+    states = []
+    for r, part in zip(rows, jnp.split(frames, ends, axis=1), strict=True):
+        part = jnp.moveaxis(part.reshape(r.shape + (store.frame_stack,) + frames.shape[2:]), r.ndim, -2)
+        states.append(part.reshape(part.shape[:-2] + (-1,)))  # (..., *frame_shape[:-1], K * channels)
+    return tuple(states)
 
 
 class Segment(flax.struct.PyTreeNode):
@@ -115,11 +137,12 @@ def sample_chunks(
     chunk_length: int,
     discount: float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
-    """A uniformly sampled chunk batch (jittable)."""
+    """A uniformly sampled chunk batch (jittable); `every_next` as in `gather_chunks`."""
     segment = Segment.whole(store) if segment is None else segment
     starts = sample_starts(store, key, batch_size, chunk_length, segment)
-    return gather_chunks(store, starts, chunk_length, discount, segment.task)
+    return gather_chunks(store, starts, chunk_length, discount, segment.task, every_next)
 
 
 def rows_where(from_first: jax.Array, first: dict, second: dict) -> dict:
@@ -138,6 +161,7 @@ def sample_mixed(
     discount: float,
     offline_ratio: jax.Array | float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
     """Batch whose first `round(batch_size * offline_ratio)` rows are offline chunks, the rest online.
 
@@ -145,8 +169,9 @@ def sample_mixed(
     a full batch is drawn from each store and the rows chosen, so no array shape depends on it.
     """
     offline_key, online_key = jax.random.split(key)
-    offline_batch = sample_chunks(offline, offline_key, batch_size, chunk_length, discount, segment)
-    online_batch = sample_chunks(online, online_key, batch_size, chunk_length, discount)
+    args = (batch_size, chunk_length, discount)
+    offline_batch = sample_chunks(offline, offline_key, *args, segment, every_next)
+    online_batch = sample_chunks(online, online_key, *args, None, every_next)
     from_offline = jnp.arange(batch_size) < jnp.round(batch_size * jnp.asarray(offline_ratio, jnp.float32))
     return rows_where(from_offline, offline_batch, online_batch)
 
@@ -159,6 +184,7 @@ def sample_pooled(
     chunk_length: int,
     discount: float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
     """Chunks drawn uniformly from the offline data and the online data together, as from one pool.
 
@@ -172,9 +198,14 @@ def sample_pooled(
     index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(offline_starts + online_starts, 1))
     from_offline = index < offline_starts
     offline_batch = gather_chunks(
-        offline, segment.first + jnp.minimum(index, offline_starts - 1), chunk_length, discount, segment.task
+        offline,
+        segment.first + jnp.minimum(index, offline_starts - 1),
+        chunk_length,
+        discount,
+        segment.task,
+        every_next,
     )
     online_batch = gather_chunks(
-        online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount
+        online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount, 0, every_next
     )
     return rows_where(from_offline, offline_batch, online_batch)

@@ -25,8 +25,11 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     # An agent that learns differently online (one that pre-trains offline) brings an `online_update`.
     update = type(agent).online_update if online and hasattr(agent, "online_update") else type(agent).update
 
+    # A TD target reads the last step's next observation only; an agent that reads every step's says so.
+    every_next = type(agent).reads_every_next_observation
+
     def one_update(agent, key):
-        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online)
+        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online, every_next)
         return update(agent, batch)
 
     info_shapes = jax.eval_shape(one_update, agent, rng)[1]

@@ -33,7 +33,10 @@ def timed(function, repeats: int) -> float:
 def update_flops(agent, replay, batch_size: int) -> float:
     """XLA's estimate of the floating-point operations of one update."""
     config = agent.config
-    batch = replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
+    every_next = type(agent).reads_every_next_observation
+    batch = replay.sample(
+        jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False, every_next
+    )
     compiled = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
