@@ -76,10 +76,11 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
     every frame of the sample's stack (frames lie on the channel axis) and for each of its
     next_observations, as FQL crops observations and next_observations with one `crop_froms`.
 
-    The pad is never built: pixel (y, x) of a crop reads pixel (clip(y + dy - padding), clip(x + dx -
-    padding)) of the image, which is what the edge pad holds there, so a crop is one gather of its output.
-    A batch the draw leaves alone costs nothing (`jax.lax.cond`); under `jax.vmap` over a vector of runs
-    with a draw per run the cond becomes a select and every run's batch is cropped, then each keeps its own.
+    A batch the draw leaves alone costs nothing (`jax.lax.cond`, not a select of both); under `jax.vmap`
+    over a vector of runs, each with its own draw, the cond becomes a select and every run's batch is
+    cropped. Reading clamped coordinates instead of an edge-padded copy gives the same numbers, but XLA
+    materialises their per-pixel int32 indices, more bytes than the uint8 copy, and measured slower on the
+    CPU (docs/speed.md, "Gathering a visual batch").
 
     observations: (batch, height, width, channels); next_observations: (batch, steps, height, width,
     channels). Other keys pass through.
@@ -89,10 +90,10 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
 
     def crop(images, shift):
         """images: one sample's (..., height, width, channels)."""
-        height, width = images.shape[-3:-1]
-        ys = jnp.clip(jnp.arange(height) + shift[0] - padding, 0, height - 1)
-        xs = jnp.clip(jnp.arange(width) + shift[1] - padding, 0, width - 1)
-        return images[..., ys[:, None], xs[None, :], :]
+        leading = images.ndim - 3
+        pads = [(0, 0)] * leading + [(padding, padding), (padding, padding), (0, 0)]
+        start = (0,) * leading + (shift[0], shift[1], 0)
+        return jax.lax.dynamic_slice(jnp.pad(images, pads, mode="edge"), start, images.shape)
 
     def cropped(batch):
         names = ("observations", "next_observations")

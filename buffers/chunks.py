@@ -16,7 +16,6 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from buffers.store import TransitionStore
 
@@ -33,8 +32,8 @@ def gather_chunks(
 
     Returns observations (batch, obs_dim), actions (batch, chunk_length, action_dim) and rewards, masks,
     terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim), or with
-    `every_next=False` only the last step's, (batch, 1, obs_dim): a TD target reads no other, and a
-    stacked visual batch of every step's next observation costs ten times the unstacked one (docs/speed.md).
+    `every_next=False` only the last step's, (batch, 1, obs_dim): a TD target reads no other, and every
+    step's, as stacks of K frames, are h * K of a visual sample's h * K + K frames (docs/speed.md).
     """
     slots = store.slot(starts[:, None] + jnp.arange(chunk_length))
     discounts = discount ** jnp.arange(chunk_length, dtype=jnp.float32)
@@ -42,17 +41,14 @@ def gather_chunks(
     rows = store.obs_rows[slots]
     since = _steps_since_start(store, starts, chunk_length)
     read = slice(None) if every_next else slice(-1, None)
-    observations, next_observations = _stacked(
-        store, (rows[:, 0], rows[:, read] + 1), (since[:, 0], since[:, read] + 1)
-    )
     return {
-        "observations": observations,
+        "observations": _stacked(store, rows[:, 0], since[:, 0]),
         "actions": store.actions[slots],
         "rewards": jnp.cumsum(store.rewards[task, slots] * discounts, axis=1),
         "masks": jax.lax.cummin(store.masks[task, slots].astype(jnp.float32), axis=1),
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
-        "next_observations": next_observations,
+        "next_observations": _stacked(store, rows[:, read] + 1, since[:, read] + 1),
     }
 
 
@@ -73,26 +69,20 @@ def _steps_since_start(store: TransitionStore, starts: jax.Array, chunk_length: 
     return jnp.stack(since, axis=1).astype(jnp.int32)
 
 
-def _stacked(store: TransitionStore, rows: tuple, since: tuple) -> tuple:
-    """The states in each array of global rows `rows` (each (batch, ...)), as stacks of `store.frame_stack`
-    frames when it exceeds 1; `since` (the same shapes) is how many earlier frames of each state's episode
-    are stored, at least frame_stack - 1 meaning the stack needs no repeat.
+def _stacked(store: TransitionStore, rows: jax.Array, since: jax.Array) -> jax.Array:
+    """The states in global rows `rows`, as stacks of `store.frame_stack` frames when it exceeds 1; `since`
+    (rows' shape) is how many earlier frames of each state's episode are stored, at least frame_stack - 1
+    meaning the stack needs no repeat.
 
-    The frame rows of every state go in one flat (batch, frames) list read by one gather, so a batch
-    allocates one output holding the frames sampled and nothing more.
-    """
+    One gather per call, which XLA fuses with the stacking into one pass writing the stacked output: a
+    single gather of the observation's and next observation's frames together, split afterwards, measured
+    2.8x slower (docs/speed.md)."""
+    if store.frame_stack == 1:
+        return store.observations[rows % store.obs_capacity]
     lags = jnp.arange(store.frame_stack - 1, -1, -1)  # oldest frame first
-    frame_rows = [
-        (r[..., None] - jnp.minimum(lags, s[..., None])).reshape(len(r), -1)
-        for r, s in zip(rows, since, strict=True)
-    ]
-    frames = store.observations[jnp.concatenate(frame_rows, axis=1) % store.obs_capacity]
-    ends = np.cumsum([part.shape[1] for part in frame_rows])[:-1]
-    states = []
-    for r, part in zip(rows, jnp.split(frames, ends, axis=1), strict=True):
-        part = jnp.moveaxis(part.reshape(r.shape + (store.frame_stack,) + frames.shape[2:]), r.ndim, -2)
-        states.append(part.reshape(part.shape[:-2] + (-1,)))  # (..., *frame_shape[:-1], K * channels)
-    return tuple(states)
+    frame_rows = rows[..., None] - jnp.minimum(lags, since[..., None])
+    frames = jnp.moveaxis(store.observations[frame_rows % store.obs_capacity], rows.ndim, -2)
+    return frames.reshape(frames.shape[:-2] + (-1,))  # (..., *frame_shape[:-1], K * channels)
 
 
 class Segment(flax.struct.PyTreeNode):

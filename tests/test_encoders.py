@@ -80,8 +80,8 @@ def test_each_sample_gets_one_shift_inside_the_pad_for_all_its_frames_and_next_o
 
 
 def test_the_crop_equals_the_edge_pad_at_the_shifts_its_key_draws():
-    """The clamped reads give the numbers of the padded copy and dynamic slice they replaced (np_crop), at
-    the shifts drawn from the same key as before: a run's augmented batches are unchanged."""
+    """Under jax.lax.cond the crop keeps the keys and numbers of the select it replaced: NumPy's edge pad
+    and slice (np_crop) at the shifts drawn from the second half of its key, each sample its own."""
     batch, key = crop_batch(2, batch_size=8), jax.random.PRNGKey(3)
     out = step.random_crop(batch, key, aug_prob=1.0)
     shifts = np.asarray(jax.random.randint(jax.random.split(key)[1], (8, 2), 0, 2 * step.CROP_PADDING + 1))

@@ -3,6 +3,7 @@ and its memory."""
 
 from __future__ import annotations
 
+import resource
 import time
 
 import jax
@@ -23,6 +24,16 @@ def timed_in_turn(functions: dict, repeats: int) -> dict:
             function()
             samples[name].append(time.perf_counter() - start)
     return {name: float(np.median(seconds)) for name, seconds in samples.items()}
+
+
+def minor_faults(function, repeats: int) -> float:
+    """Minor page faults of this process per call of `function()`, after one warm-up call: a call whose
+    output is a fresh allocation too large for the allocator to reuse touches every page of it anew."""
+    function()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeats):
+        function()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
 
 
 def timed(function, repeats: int) -> float:
