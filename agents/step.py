@@ -33,7 +33,7 @@ class TDAgent(flax.struct.PyTreeNode):
 
     batch_kind: ClassVar[str] = "chunks"  # what the engine samples for `update`: chunk batches
     # Whether `update` reads next_observations at every step of a chunk; a TD target reads the last only, and
-    # the engine then samples that one alone (buffers/chunks.py `gather_chunks`, every_next).
+    # the engine then samples that one alone (launch/engine/fused.py `reads_every_next`).
     reads_every_next_observation: ClassVar[bool] = False
 
     rng: jax.Array

@@ -42,8 +42,8 @@ from launch.speed.synthetic import synthetic_dataset, synthetic_replay
 from launch.speed.timing import (
     agent_bytes,
     matmul_gflop_per_s,
-    minor_faults,
     peak_device_bytes,
+    process_costs,
     timed,
     timed_in_turn,
     update_flops,
@@ -281,8 +281,8 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
 
 def bench_frames(num: int, batch_size: int, chunk_length: int, frame_stack: int, repeats: int) -> dict:
     """A visual store: 64x64x3 uint8 frames kept once, sampled as stacks of `frame_stack` by index; its
-    bytes per transition, what 1M transitions take, and per call of the jitted chunk sampler its time and
-    minor page faults (a fresh output too large for the allocator to reuse faults in every page): unstacked,
+    bytes per transition, what 1M transitions take, and per call of the jitted chunk sampler its wall time,
+    CPU time and minor page faults (launch/speed/timing.py `process_costs`): unstacked,
     stacked with every step's next observation (what SUPE-GT reads) and with the last step's only (what a
     TD target reads, `every_next=False`), then that last sampler followed by the random crop in one jit as
     the update runs it (agents/step.py `random_crop`), with the batch's draw cropping and not."""
@@ -319,7 +319,7 @@ def bench_frames(num: int, batch_size: int, chunk_length: int, frame_stack: int,
         "store_gb_per_1m_transitions": round(per_transition * 1e6 / 1e9, 2),
         "jit_sample_ms": round(1e3 * seconds["stacked_last_next"], 4),
         "per_call": {
-            name: {"ms": round(1e3 * seconds[name], 3), "minor_faults": minor_faults(call, repeats)}
+            name: {"ms": round(1e3 * seconds[name], 3), **process_costs(call, repeats)}
             for name, call in cases.items()
         },
     }

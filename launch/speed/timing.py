@@ -9,6 +9,8 @@ import time
 import jax
 import numpy as np
 
+from launch.engine import fused
+
 
 def timed_in_turn(functions: dict, repeats: int) -> dict:
     """Median seconds per call of each of `functions` (name: a call that blocks until its result is ready),
@@ -26,14 +28,21 @@ def timed_in_turn(functions: dict, repeats: int) -> dict:
     return {name: float(np.median(seconds)) for name, seconds in samples.items()}
 
 
-def minor_faults(function, repeats: int) -> float:
-    """Minor page faults of this process per call of `function()`, after one warm-up call: a call whose
-    output is a fresh allocation too large for the allocator to reuse touches every page of it anew."""
+def process_costs(function, repeats: int) -> dict:
+    """This process's CPU milliseconds (all threads) and minor page faults per call of `function()`, after one
+    warm-up call. CPU time stays comparable between cases while other processes load the machine, when wall
+    time does not; a call whose output is a fresh allocation too large for the allocator to reuse faults in
+    every page of it anew."""
     function()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeats):
         function()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "cpu_ms": round(1e3 * cpu / repeats, 3),
+        "minor_faults": (after.ru_minflt - before.ru_minflt) / repeats,
+    }
 
 
 def timed(function, repeats: int) -> float:
@@ -44,7 +53,7 @@ def timed(function, repeats: int) -> float:
 def update_flops(agent, replay, batch_size: int) -> float:
     """XLA's estimate of the floating-point operations of one update."""
     config = agent.config
-    every_next = type(agent).reads_every_next_observation
+    every_next = fused.reads_every_next(agent)
     batch = replay.sample(
         jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False, every_next
     )
