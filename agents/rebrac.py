@@ -13,7 +13,7 @@ action comes from the shared chunk sampler: ReBRAC samples chunk_length + 1 tran
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.struct
 import jax
@@ -78,6 +78,9 @@ class Config(AgentConfig):
 
 class Agent(step.TDAgent):
     """step: updates so far (the actor and targets move on every `actor_freq`-th)."""
+
+    # its target reads the next observation of step chunk_length - 1 of chunk_length + 1 (split_next_actions)
+    reads_every_next_observation: ClassVar[bool] = True
 
     step: jax.Array
     target_actor: Any

@@ -202,6 +202,7 @@ class Agent(flax.struct.PyTreeNode):
     """params: the VAE's (trained offline, frozen online); high: the RLPD agent over latents."""
 
     batch_kind: ClassVar[str] = "chunks"
+    reads_every_next_observation: ClassVar[bool] = True  # the VAE encodes every state of a segment
 
     rng: jax.Array
     params: dict

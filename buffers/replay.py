@@ -50,15 +50,24 @@ class Replay(flax.struct.PyTreeNode):
         return self.replace(online=store.insert_many(self.online, transitions))
 
     def sample(
-        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+        self,
+        key: jax.Array,
+        batch_size: int,
+        chunk_length: int,
+        discount: float,
+        online: bool,
+        every_next: bool = True,
     ) -> dict:
-        """A chunk batch for an offline (online=False) or online update (jittable)."""
+        """A chunk batch for an offline (online=False) or online update (jittable); with every_next=False
+        its next_observations are the last step's only (`chunks.gather_chunks`)."""
         args = (key, batch_size, chunk_length, discount)
         if not online:
-            return chunks.sample_chunks(self.offline, *args, self.segment)
+            return chunks.sample_chunks(self.offline, *args, self.segment, every_next)
         if self.offline_ratio is None:
-            return chunks.sample_pooled(self.offline, self.online, *args, self.segment)
-        return chunks.sample_mixed(self.offline, self.online, *args, self.offline_ratio, self.segment)
+            return chunks.sample_pooled(self.offline, self.online, *args, self.segment, every_next)
+        return chunks.sample_mixed(
+            self.offline, self.online, *args, self.offline_ratio, self.segment, every_next
+        )
 
 
 def concatenate(datasets: Sequence[dict]) -> tuple[dict, np.ndarray]:

@@ -55,7 +55,14 @@ def test_a_visual_env_is_timed_on_stacked_frames_stored_once(monkeypatch, capsys
     argv += ["--sampling-transitions", "1000", "--frame-transitions", "1000"]
     monkeypatch.setattr(sys, "argv", [*argv, "env=visual_cube", "agent.hidden_dims=[8]", "batch_size=4"])
     benchmark.main()
-    (visual,) = json.loads(capsys.readouterr().out)["agents"]
+    report = json.loads(capsys.readouterr().out)
+    (visual,) = report["agents"]
+    # the visual store's gathers and crop: wall, CPU time and page faults per call, no figure asserted
+    cases = ("unstacked", "stacked_every_next", "stacked_last_next")
+    cases += ("stacked_last_next_cropped", "stacked_last_next_not_cropped")
+    assert list(report["frames"]["per_call"]) == list(cases)
+    for figures in report["frames"]["per_call"].values():
+        assert set(figures) == {"ms", "cpu_ms", "minor_faults"} and min(figures.values()) >= 0
     assert visual["env"] == "visual-cube-double-play-singletask-task1-v0"
     frame_bytes = 64 * 64 * 3
     assert 20_000 * frame_bytes < visual["device_bytes_replay"] < 1.1 * 20_000 * frame_bytes

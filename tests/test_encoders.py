@@ -83,6 +83,19 @@ def test_each_sample_gets_one_shift_inside_the_pad_for_all_its_frames_and_next_o
     np.testing.assert_array_equal(out["actions"], batch["actions"])
 
 
+def test_the_crop_equals_the_edge_pad_at_the_shifts_its_key_draws():
+    """Under jax.lax.cond the crop keeps the keys and numbers of the select it replaced: NumPy's edge pad
+    and slice (np_crop) at the shifts drawn from the second half of its key, each sample its own."""
+    batch, key = crop_batch(2, batch_size=8), jax.random.PRNGKey(3)
+    out = step.random_crop(batch, key, aug_prob=1.0)
+    shifts = np.asarray(jax.random.randint(jax.random.split(key)[1], (8, 2), 0, 2 * step.CROP_PADDING + 1))
+    for name in ("observations", "next_observations"):
+        expected = np.stack(
+            [np_crop(images, dy, dx) for images, (dy, dx) in zip(batch[name], shifts, strict=True)]
+        )
+        np.testing.assert_array_equal(np.asarray(out[name]), expected)
+
+
 def test_the_crop_applies_to_a_whole_batch_with_probability_aug_prob():
     batch = crop_batch(1, batch_size=8)
     unchanged = np.asarray(step.random_crop(batch, jax.random.PRNGKey(0), aug_prob=0.0)["observations"])

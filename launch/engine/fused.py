@@ -18,6 +18,13 @@ import numpy as np
 from envs.observations import observation_array
 
 
+def reads_every_next(agent) -> bool:
+    """Whether `agent`'s update reads next_observations at every step of a chunk (SUPE-GT's segments); an
+    agent that does not declare `reads_every_next_observation` reads the last only, as a TD target does,
+    and is sampled that one alone (buffers/chunks.py `gather_chunks`)."""
+    return getattr(type(agent), "reads_every_next_observation", False)
+
+
 def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool):
     """`num_updates` updates of one run (a traced count: one compilation serves every dispatch size)."""
     config = agent.config
@@ -25,8 +32,10 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     # An agent that learns differently online (one that pre-trains offline) brings an `online_update`.
     update = type(agent).online_update if online and hasattr(agent, "online_update") else type(agent).update
 
+    every_next = reads_every_next(agent)
+
     def one_update(agent, key):
-        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online)
+        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online, every_next)
         return update(agent, batch)
 
     info_shapes = jax.eval_shape(one_update, agent, rng)[1]
