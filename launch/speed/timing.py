@@ -88,15 +88,14 @@ def convolutions(jaxpr) -> list:
 
 
 def update_cost(agent, replay, batch_size: int) -> dict:
-    """XLA's GFLOP of one compiled update and of one action selection for a batch of observations, and the
-    convolutions the update traces."""
+    """XLA's GFLOP (4 significant digits) of one compiled update and of one action selection for a batch of
+    observations, and the convolutions the update traces."""
     batch = sample_batch(agent, replay, batch_size)
     update, act = (lambda a, b: a.update(b)), (lambda a, o, k: a.sample_actions(o, k))
+    act_flops = compiled_flops(act, agent, batch["observations"], jax.random.PRNGKey(1))
     return {
-        "gflop_per_update": round(compiled_flops(update, agent, batch) / 1e9, 2),
-        "gflop_per_batch_act": round(
-            compiled_flops(act, agent, batch["observations"], jax.random.PRNGKey(1)) / 1e9, 2
-        ),
+        "gflop_per_update": float(f"{compiled_flops(update, agent, batch) / 1e9:.4g}"),
+        "gflop_per_batch_act": float(f"{act_flops / 1e9:.4g}"),
         "update_convolutions": len(convolutions(jax.make_jaxpr(update)(agent, batch).jaxpr)),
     }
 
