@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 import envs
+import preemption
 from launch.engine.episodes import EpisodePurpose, episode_seed
-from launch.reliability import preemption
 
 ActFn = Callable[[object, np.ndarray, jax.Array], jax.Array]
 
