@@ -246,32 +246,33 @@ def tiny(dataset_dir, *overrides):
     )
 
 
-def test_a_kl_weight_vector_member_is_the_run_alone_through_a_mid_skill_resume(
+def test_a_run_killed_mid_skill_resumes_bit_exactly_and_is_a_two_seed_vector_member(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
-    """kl_weight=[0.001,0.003], killed online after the checkpoint at env step 10 (2 of a skill's 4 actions
-    done) and resumed: the 0.003 member logs the rows of the single run, which is never interrupted."""
-    vector_dir = tmp_path / "vector"
-    vector_cfg = ("agent.kl_weight=[0.001,0.003]",)
-    train_interrupted(train_module.train, tiny(tiny_dataset_dir, *vector_cfg), vector_dir, monkeypatch, 4)
-    # the checkpoint it resumes from holds each run's skill with 2 of its 4 actions still to execute
+    """seed=1 killed online after the checkpoint at env step 10 (2 of a skill's 4 actions done, its latent
+    and key in the checkpoint's carry) and resumed writes the rows and parameters of the run never killed,
+    bit for bit; that run is member 1 of the vector seed=[0,1]."""
+    killed_dir = tmp_path / "killed"
+    train_interrupted(train_module.train, tiny(tiny_dataset_dir, "seed=1"), killed_dir, monkeypatch, 4)
     (counters,) = [
         json.loads(path.read_text())
-        for path in vector_dir.rglob("*")
+        for path in killed_dir.rglob("*")
         if path.is_file() and b'"carry"' in path.read_bytes()
     ]
-    carries = [run["online"]["carry"] for run in counters["runs"]]
-    assert counters["env_step"] == 10 and [carry["steps_left"] for carry in carries] == [2, 2]
-    vector = train_module.train(tiny(tiny_dataset_dir, *vector_cfg, "resume=true"), vector_dir)
-    alone = train_module.train(tiny(tiny_dataset_dir, "agent.kl_weight=0.003"), tmp_path / "alone")
+    (carry,) = [run["online"]["carry"] for run in counters["runs"]]
+    assert counters["env_step"] == 10 and carry["steps_left"] == 2 and len(carry["latents"]) == 8
+    resumed = train_module.train(tiny(tiny_dataset_dir, "seed=1", "resume=true"), killed_dir)
+    alone = train_module.train(tiny(tiny_dataset_dir, "seed=1"), tmp_path / "alone")
+    assert untimed(rows(killed_dir)) == untimed(rows(tmp_path / "alone"))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.high.params, alone.agent.high.params)
+    assert "online/critic/critic_loss" in untimed(rows(killed_dir))[-2]
+
+    vector = train_module.train(tiny(tiny_dataset_dir, "seed=[0,1]"), tmp_path / "vector")
     member = vector.members[1]
-    assert OmegaConf.load(member.run_dir / ".hydra" / "config.yaml").agent.kl_weight == 0.003
+    assert OmegaConf.load(member.run_dir / ".hydra" / "config.yaml").seed == 1
     assert_member_is_alone(vector, 1, member.run_dir, alone, tmp_path / "alone")
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a[1], b[0], rtol=1e-3, atol=1e-5),
         vector.agent.high.params,
         alone.agent.high.params,
     )
-    low = rows(vector.members[0].run_dir)
-    assert low[0]["offline/vae/loss"] != rows(member.run_dir)[0]["offline/vae/loss"]
-    assert "online/critic/critic_loss" in untimed(rows(member.run_dir))[-2]
