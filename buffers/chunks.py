@@ -3,7 +3,8 @@
 Semantics (spec, "Chunk batches"), for k = 0..h-1 and a start index t:
   actions[k] = a_{t+k}; rewards[k] = sum_{j<=k} gamma^j r_{t+j}; masks[k] = min_{j<=k} m_{t+j};
   terminals[k] = max_{j<=k} d_{t+j}; valid[0] = 1, valid[k] = 1 - terminals[k-1];
-  next_observations[k] = s'_{t+k}, or with every_next=False only s'_{t+h-1}: all a TD target reads.
+  next_observations[k] = s'_{t+k}, or with every_next=False only s'_{t+h-1}: all a TD target reads;
+  each recorded field (store.fields) f[k] = f_{t+k}.
 With `store.frame_stack` K > 1 every state above is the stack of its last K frames on the last axis,
 oldest first, a frame before its episode's first repeated from that first frame (FQL's frame stacking).
 A trajectory's states sit in consecutive rows, so frame j of the state in row r is row r - min(j, d) with
@@ -33,7 +34,8 @@ def gather_chunks(
     Returns observations (batch, obs_dim), actions (batch, chunk_length, action_dim) and rewards, masks,
     terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim), or with
     `every_next=False` only the last step's, (batch, 1, obs_dim): a TD target reads no other, and every
-    step's, as stacks of K frames, are h * K of a visual sample's h * K + K frames (docs/speed.md).
+    step's, as stacks of K frames, are h * K of a visual sample's h * K + K frames (docs/speed.md); and each
+    recorded field (batch, chunk_length, ...).
     """
     slots = store.slot(starts[:, None] + jnp.arange(chunk_length))
     discounts = discount ** jnp.arange(chunk_length, dtype=jnp.float32)
@@ -49,6 +51,7 @@ def gather_chunks(
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
         "next_observations": _stacked(store, rows[:, read] + 1, since[:, read] + 1),
+        **{name: value[slots] for name, value in store.fields.items()},
     }
 
 
@@ -135,6 +138,21 @@ def sample_chunks(
     return gather_chunks(store, starts, chunk_length, discount, segment.task, every_next)
 
 
+def with_recorded(offline_batch: dict, online_batch: dict) -> tuple[dict, dict]:
+    """Both batches with the online store's recorded fields: zeros in the offline batch, which has none,
+    and `recorded` (batch,), 1 for a row whose fields were recorded, so the agent relabels the others.
+    Unchanged when the online store records nothing."""
+    names = [name for name in online_batch if name not in offline_batch]
+    if not names:
+        return offline_batch, online_batch
+    size = len(online_batch["observations"])
+    missing = {name: jnp.zeros_like(online_batch[name]) for name in names}
+    return (
+        {**offline_batch, **missing, "recorded": jnp.zeros(size)},
+        {**online_batch, "recorded": jnp.ones(size)},
+    )
+
+
 def rows_where(from_first: jax.Array, first: dict, second: dict) -> dict:
     """Row i of batch `first` where from_first[i], else row i of `second`."""
     return jax.tree_util.tree_map(
@@ -163,7 +181,7 @@ def sample_mixed(
     offline_batch = sample_chunks(offline, offline_key, *args, segment, every_next)
     online_batch = sample_chunks(online, online_key, *args, None, every_next)
     from_offline = jnp.arange(batch_size) < jnp.round(batch_size * jnp.asarray(offline_ratio, jnp.float32))
-    return rows_where(from_offline, offline_batch, online_batch)
+    return rows_where(from_offline, *with_recorded(offline_batch, online_batch))
 
 
 def sample_pooled(
@@ -198,4 +216,4 @@ def sample_pooled(
     online_batch = gather_chunks(
         online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount, 0, every_next
     )
-    return rows_where(from_offline, offline_batch, online_batch)
+    return rows_where(from_offline, *with_recorded(offline_batch, online_batch))

@@ -45,6 +45,18 @@ class Replay(flax.struct.PyTreeNode):
         """Run `index`'s replay, taken out of a vector's (outside `jax.vmap`)."""
         return self.with_run_part(jax.tree_util.tree_map(lambda leaf: leaf[index], self.run_part()))
 
+    def recording(self, fields: dict[str, tuple[int, ...]]) -> Replay:
+        """This replay, still empty online, with each run's online store recording `fields` {name: shape}
+        beside its actions (what an agent chose: agents/__init__.py). The offline data has none."""
+        if not fields:
+            return self
+        num_runs, capacity = self.online.actions.shape[:2]
+        online = store.empty_like(self.online, capacity, fields)
+        online = jax.tree_util.tree_map(
+            lambda leaf: jnp.broadcast_to(leaf[None], (num_runs,) + leaf.shape), online
+        )
+        return self.replace(online=online)
+
     def insert(self, transitions: dict) -> Replay:
         """Append online transitions with a leading time axis (jittable)."""
         return self.replace(online=store.insert_many(self.online, transitions))

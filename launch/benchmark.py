@@ -33,9 +33,9 @@ import agents
 import buffers
 import envs
 from agents.step import random_crop
-from launch.engine import devices, fused, settings
+from launch.engine import acting, devices, fused, settings
 from launch.engine.chunk_data import frame_stack_of, stacked_shape
-from launch.engine.fused import act, fused_updates
+from launch.engine.fused import fused_updates
 from launch.engine.run import Run
 from launch.engine.vector import stack
 from launch.speed.stream import bench_stream
@@ -186,15 +186,19 @@ def single_run_figures(description: dict, updates, state: dict, repeats: int) ->
     frames = isinstance(obs_dim, tuple)  # a visual env's stacked uint8 frames
     observation = jnp.zeros((1, *obs_dim) if frames else (1, obs_dim), jnp.uint8 if frames else jnp.float32)
     gflop = round(update_flops(one, state["replay"], description["batch_size"]) / 1e9, 2)
+    # a decision as the run acts: a fresh carry, so an open-loop agent queries its chunk policy
+    carry = acting.stack_carries([acting.initial_carry(state["agent"], observation[0], None)])
+
+    def decide():
+        return acting.act_runs(state["agent"], observation, carry, key[None])
+
     width = max(description["hidden_dims"] or [256])
     return {
         "updates_per_s_one_per_dispatch": round(1 / timed(updates(1), max(repeats, 5)), 2),
         "gflop_per_update": gflop,
         "gflop_per_s": round(gflop * description["updates_per_s_per_run"], 1),
         "matmul_gflop_per_s": round(matmul_gflop_per_s(description["batch_size"], width), 1),
-        "action_selection_ms": round(
-            1e3 * timed(lambda: jax.block_until_ready(act(one, observation, key)), 50), 3
-        ),
+        "action_selection_ms": round(1e3 * timed(lambda: jax.block_until_ready(decide()), 50), 3),
     }
 
 
