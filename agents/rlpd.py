@@ -63,7 +63,7 @@ class Config(AgentConfig):
 
 
 class Agent(step.TDAgent):
-    """params: critic, actor (a GaussianActor), log_temperature (a scalar)."""
+    """params: critic, actor (a tanh_gaussian.TanhGaussianActor), log_temperature (a scalar)."""
 
     critic_net: Critic = flax.struct.field(pytree_node=False)
     actor_net: tg.TanhGaussianActor = flax.struct.field(pytree_node=False)

@@ -8,8 +8,11 @@ import pytest
 
 import agents
 from agents import critic as td
+from launch import train as train_module
 from tests import reference
+from tests.helpers import compose_config, train_interrupted
 from tests.test_qc_fql import DISCOUNT, batch_for
+from tests.test_vector import TINY, assert_member_is_alone, rows
 
 FLOW_STEPS = 4
 
@@ -216,3 +219,37 @@ def test_the_pessimistic_target_is_an_option_of_the_other_td_agents_and_refused_
     np.testing.assert_allclose(float(fql.critic_loss(batch, fql.params, noise)[0]), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="agent.rho"):
         agents.make_config(dict(algorithm="iql", rho=0.5))
+
+
+def test_an_inv_temp_by_seed_vector_member_is_the_qam_e_run_alone_through_a_resume(
+    tiny_dataset_dir, tmp_path, monkeypatch
+):
+    """QAM-E, seed=[0,1] x inv_temp=[0.5,1]: killed mid-online and resumed, the member seed=1, inv_temp=1
+    logs the rows and ends with the parameters of the single run."""
+
+    def config(*overrides):
+        return compose_config(
+            "agent=qam_e",
+            "env=pointmaze",
+            f"env.dataset_dir={tiny_dataset_dir}",
+            "env.download=false",
+            "logger.mode=disabled",
+            *TINY,
+            "agent.num_qs=2",
+            "agent.flow_steps=2",
+            "agent.edit_scale=0.1",
+            *overrides,
+        )
+
+    vector_dir = tmp_path / "vector"
+    overrides = ("seed=[0,1]", "agent.inv_temp=[0.5,1.0]")
+    train_interrupted(train_module.train, config(*overrides), vector_dir, monkeypatch, 3)
+    vector = train_module.train(config(*overrides, "resume=true"), vector_dir)
+    alone = train_module.train(config("seed=1", "agent.inv_temp=1.0"), tmp_path / "alone")
+    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "inv_temp=1.0,seed=1")
+    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
+    other = rows(vector.members[index - 2].run_dir)  # inv_temp=0.5, seed=1: another run
+    assert (
+        other[0]["offline/adjoint/adj_loss"]
+        != rows(vector.members[index].run_dir)[0]["offline/adjoint/adj_loss"]
+    )
