@@ -7,8 +7,10 @@ Both models share one interface, so the agent never branches on which one it hol
   draw_noise(key, batch_size) -> dict                 # the randomness of one loss evaluation
   loss(params, observations, actions, noise, weights) -> scalar
   sampling_noise(key, shape) -> pytree                # the randomness of samples with leading `shape`
-  sample(params, observations, noise) -> (..., policy_dim), clipped to [-1, 1]
-Sampling works on any leading shape, e.g. (batch, num_samples, obs_dim) observations.
+  encode(params, observations) -> features            # once per observation (networks.encode)
+  sample(params, features, noise) -> (..., policy_dim), clipped to [-1, 1]
+Sampling works on any leading shape, e.g. (batch, num_samples, features): best-of-N encodes each observation
+once and repeats its features, and every denoising step reuses them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents.flow import euler_sample, flow_matching_loss
-from agents.networks import VectorField
+from agents.networks import VectorField, apply_encoded, encode
 
 BEHAVIORS = ("flow", "diffusion")
 DIFFUSION_SCHEDULES = ("cosine", "linear")
@@ -76,13 +78,16 @@ class Flow:
     def sampling_noise(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         return normal(key, (*shape, self.net.output_dim))
 
-    def sample(self, params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """observations: (..., obs_dim); noise: (..., policy_dim) -> (..., policy_dim)."""
+    def encode(self, params: dict, observations: jax.Array) -> jax.Array:
+        return encode(self.net, params, observations)
 
-        def velocity(obs, x, u):
-            return self.net.apply(params, obs, x, u)
+    def sample(self, params: dict, encoded: jax.Array, noise: jax.Array) -> jax.Array:
+        """encoded: (..., features) from `encode`; noise: (..., policy_dim) -> (..., policy_dim)."""
 
-        return euler_sample(velocity, observations, noise, self.steps)
+        def velocity(features, x, u):
+            return apply_encoded(self.net, params, features, x, u)
+
+        return euler_sample(velocity, encoded, noise, self.steps)
 
 
 def beta_schedule(name: str, steps: int) -> np.ndarray:
@@ -162,13 +167,17 @@ class Diffusion:
             noise["steps"] = normal(steps_key, (self.steps, *shape, self.net.output_dim))
         return noise
 
-    def sample(self, params: dict, observations: jax.Array, noise: dict) -> jax.Array:
-        """observations: (..., obs_dim); noise from `sampling_noise` with the same leading shape."""
+    def encode(self, params: dict, observations: jax.Array) -> jax.Array:
+        return encode(self.net, params, observations)
+
+    def sample(self, params: dict, encoded: jax.Array, noise: dict) -> jax.Array:
+        """encoded: (..., features) from `encode`; noise from `sampling_noise` with the same leading shape."""
         betas, alpha_bars, alpha_bars_prev = self.coefficients()
         x = noise["initial"]
         for t in reversed(range(self.steps)):
             beta, alpha_bar, alpha_bar_prev = float(betas[t]), float(alpha_bars[t]), float(alpha_bars_prev[t])
-            eps = self.net.apply(params, observations, x, jnp.full((*x.shape[:-1], 1), (t + 1) / self.steps))
+            times = jnp.full((*x.shape[:-1], 1), (t + 1) / self.steps)
+            eps = apply_encoded(self.net, params, encoded, x, times)
             x0 = jnp.clip((x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar), -1.0, 1.0)
             if self.sampler == "ddim":
                 x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(1.0 - alpha_bar_prev) * eps

@@ -227,10 +227,10 @@ class Agent(step.TDAgent):
 
         observations: (batch, obs_dim); noise: (batch, num_samples, policy_dim)
         """
-        repeated = bon.repeat(observations, self.config.num_samples)
-        candidates = self.behavior.sample(params["behavior"], self.states(repeated), noise)
-        qs = self.action_critic_net.apply(params["action_critic"], repeated, candidates)
-        return bon.select(candidates, td.aggregate(qs, self.config.q_agg))
+        cfg = self.config
+        states = self.states(observations)
+        chunks = bon.candidates(self.behavior, params["behavior"], states, noise, cfg.num_samples)
+        return bon.best(self.action_critic_net, params["action_critic"], observations, chunks, cfg.q_agg)
 
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """The policy chunk to execute: (batch, policy_chunk_length, action_dim).

@@ -35,7 +35,11 @@ def flow_matching_loss(
 def euler_sample(
     velocity: VelocityFn, observations: jax.Array, noise: jax.Array, num_steps: int
 ) -> jax.Array:
-    """Integrate dx/du = v(s, x, u) from x0 = noise over u in [0, 1] in `num_steps` Euler steps, then clip."""
+    """Integrate dx/du = v(s, x, u) from x0 = noise over u in [0, 1] in `num_steps` Euler steps, then clip.
+
+    observations: whatever `velocity` takes first; for a network with an encoder, its features
+    (networks.encode), so that the steps share one encoding.
+    """
     x = noise
     for step in range(num_steps):
         times = jnp.full((*noise.shape[:-1], 1), step / num_steps)

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from agents import best_of_n as bon
-from agents import critic as td
 from agents import iql, step
 from agents.behavior import Flow
 from agents.config import AgentConfig, sweepable
@@ -85,25 +84,16 @@ class Agent(step.TDAgent):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def candidates(self, params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """num_samples clipped flow samples per observation: (batch, num_samples, policy_dim).
-
-        noise: behavior.sampling_noise(key, (batch, num_samples))
-        """
-        repeated = bon.repeat(observations, self.config.num_samples)
-        return self.behavior.sample(params["behavior"], repeated, noise)
-
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """The best of N flow samples under the online critic, executed open loop: (batch, steps,
         action_dim). The same in rollouts and evaluation (FQL's IFQL ignores the temperature).
 
         observations: (batch, obs_dim)
         """
-        noise = self.behavior.sampling_noise(key, (observations.shape[0], self.config.num_samples))
-        candidates = self.candidates(self.params, observations, noise)
-        repeated = bon.repeat(observations, self.config.num_samples)
-        qs = self.critic_net.apply(self.params["critic"], repeated, candidates)
-        actions = bon.select(candidates, td.aggregate(qs, self.config.q_agg))
+        cfg = self.config
+        noise = self.behavior.sampling_noise(key, (observations.shape[0], cfg.num_samples))
+        chunks = bon.candidates(self.behavior, self.params["behavior"], observations, noise, cfg.num_samples)
+        actions = bon.best(self.critic_net, self.params["critic"], observations, chunks, cfg.q_agg)
         return actions.reshape(observations.shape[0], -1, self.action_dim)
 
     def draw_noise(self, key: jax.Array, batch_size: int) -> dict:

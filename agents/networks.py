@@ -5,6 +5,12 @@ to the MLP as they are (state vectors; the parameters and numbers of a state run
 option), a name of ENCODERS runs that encoder on the observations first, inside the network, so each network
 owns its own encoder parameters and trains them with its own loss, as FQL does (seohongpark/fql
 agents/fql.py gives the critic, the BC flow and the one-step policy one encoder instance each).
+
+Encode once: an encoder costs far more than the MLP behind it, so an agent that evaluates one network
+several times on the same observations (Euler steps, best-of-N copies, a one-step policy and its score)
+takes `features = encode(net, params, observations)` once and then `apply_encoded(net, params, features,
+...)` as often as it needs, as FQL's `is_encoded` does. Without an encoder both are the plain network, so an
+agent is written once for states and pixels and never sees the encoder.
 """
 
 from __future__ import annotations
@@ -86,15 +92,34 @@ class ImpalaEncoder(nn.Module):
 ENCODERS = {"impala_small": functools.partial(ImpalaEncoder, stack_sizes=(16, 32, 32), num_blocks=1)}
 
 
-def encode(encoder: str | None, observations):
-    """The features a network's MLP sees: the observations themselves without an encoder, else the named
-    encoder's output. Call inside a network's compact __call__: the encoder's parameters become that
-    network's `encoder` submodule."""
-    if encoder is None:
-        return observations
+def encoder_module(encoder: str, **kwargs) -> nn.Module:
+    """The encoder that agent.encoder names; an unknown name lists the valid ones."""
     if encoder not in ENCODERS:
         raise ValueError(f"unknown agent.encoder {encoder!r}; valid: null or one of {sorted(ENCODERS)}")
-    return ENCODERS[encoder](name="encoder")(observations)
+    return ENCODERS[encoder](**kwargs)
+
+
+def features(encoder: str | None, observations, encoded: bool = False):
+    """What a network's MLP sees: the observations themselves without an encoder (or when they are
+    `encoded` already, by `encode`), else the named encoder's output. Call inside a network's compact
+    __call__: the encoder's parameters become that network's `encoder` submodule."""
+    if encoder is None or encoded:
+        return observations
+    return encoder_module(encoder, name="encoder")(observations)
+
+
+def encode(net: nn.Module, params: dict, observations):
+    """net's features of observations (..., *obs) -> (..., features), with net's own encoder parameters:
+    the input of `apply_encoded`. Without an encoder the observations themselves."""
+    if net.encoder is None:
+        return observations
+    return encoder_module(net.encoder).apply({"params": params["params"]["encoder"]}, observations)
+
+
+def apply_encoded(net: nn.Module, params: dict, encoded, *inputs):
+    """net applied to features from `encode(net, params, ...)`: equal to net.apply(params, observations,
+    *inputs), without running the encoder again."""
+    return net.apply(params, encoded, *inputs, encoded=True)
 
 
 def example_observations(obs_shape: int | Sequence[int]):
@@ -118,8 +143,8 @@ class Critic(nn.Module):
     encoder: str | None = None  # one encoder for the whole ensemble, as FQL's Value
 
     @nn.compact
-    def __call__(self, observations, actions):
-        observations = encode(self.encoder, observations)
+    def __call__(self, observations, actions, encoded: bool = False):
+        observations = features(self.encoder, observations, encoded)
         ensemble = nn.vmap(
             MLP,
             variable_axes={"params": 0},
@@ -142,8 +167,8 @@ class Value(nn.Module):
     encoder: str | None = None
 
     @nn.compact
-    def __call__(self, observations):
-        observations = encode(self.encoder, observations)
+    def __call__(self, observations, encoded: bool = False):
+        observations = features(self.encoder, observations, encoded)
         return MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm)(observations).squeeze(-1)
 
 
@@ -158,11 +183,11 @@ class Actor(nn.Module):
     encoder: str | None = None
 
     @nn.compact
-    def __call__(self, observations):
-        observations = encode(self.encoder, observations)
-        features = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(observations)
+    def __call__(self, observations, encoded: bool = False):
+        observations = features(self.encoder, observations, encoded)
+        hidden = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm)(observations)
         head_init = nn.initializers.variance_scaling(self.final_init_scale, "fan_avg", "uniform")
-        return nn.Dense(self.output_dim, kernel_init=head_init)(features)
+        return nn.Dense(self.output_dim, kernel_init=head_init)(hidden)
 
 
 class VectorField(nn.Module):
@@ -174,8 +199,8 @@ class VectorField(nn.Module):
     encoder: str | None = None
 
     @nn.compact
-    def __call__(self, observations, x, times=None):
-        observations = encode(self.encoder, observations)
+    def __call__(self, observations, x, times=None, encoded: bool = False):
+        observations = features(self.encoder, observations, encoded)
         inputs = [observations, x] if times is None else [observations, x, times]
         return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(
             jnp.concatenate(inputs, axis=-1)

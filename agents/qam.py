@@ -29,7 +29,7 @@ from agents import critic as td
 from agents import tanh_gaussian as tg
 from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
-from agents.networks import Critic, VectorField, example_observations
+from agents.networks import Critic, VectorField, apply_encoded, encode, example_observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +117,20 @@ class Agent(step.TDAgent):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def velocity(self, flow_params: dict, observations: jax.Array) -> adjoint.Velocity:
-        """v(x, times) of the flow with `flow_params` at `observations` (broadcast over leading axes of x)."""
+    def velocity(self, flow_params: dict, encoded: jax.Array) -> adjoint.Velocity:
+        """v(x, times) of the flow with `flow_params` on its features of the observations (networks.encode,
+        (batch, features)), broadcast over the leading axes of x: every step reuses one encoding."""
 
         def velocity(x, times):
-            obs = jnp.broadcast_to(observations, (*x.shape[:-2], *observations.shape))
-            return self.flow_net.apply(flow_params, obs, x, times)
+            features = jnp.broadcast_to(encoded, (*x.shape[:-2], *encoded.shape))
+            return apply_encoded(self.flow_net, flow_params, features, x, times)
 
         return velocity
+
+    def ode(self, flow_params: dict, encoded: jax.Array, noise: jax.Array) -> jax.Array:
+        """The flow's clipped flow_steps-step Euler ODE from `noise` (batch, policy_dim)."""
+        velocity = self.velocity(flow_params, encoded)
+        return euler_sample(lambda _, x, t: velocity(x, t), encoded, noise, self.config.flow_steps)
 
     def act(self, params: dict, observations: jax.Array, noise: jax.Array, edit_noise: jax.Array | None):
         """The policy's flat clipped actions (batch, policy_dim) for standard normals `noise` (batch,
@@ -133,7 +139,7 @@ class Agent(step.TDAgent):
         again."""
         cfg = self.config
         if cfg.fql_alpha > 0:
-            return jnp.clip(self.flow_net.apply(params["one_step"], observations, noise), -1.0, 1.0)
+            return jnp.clip(self.one_step(params["one_step"], observations, noise), -1.0, 1.0)
 
         # the BC flow's parameters where inv_temp = 0: a select, so that a vector of inv_temps runs one ODE
         flow_params = jax.tree_util.tree_map(
@@ -141,12 +147,16 @@ class Agent(step.TDAgent):
             params["actor_slow"],
             params["actor_fast"],
         )
-        velocity = self.velocity(flow_params, observations)
-        actions = euler_sample(lambda _, x, t: velocity(x, t), observations, noise, cfg.flow_steps)
+        actions = self.ode(flow_params, encode(self.flow_net, flow_params, observations), noise)
         if self.edit_net is None:
             return actions
         edit, _ = self.edit(params, observations, actions, edit_noise)
         return jnp.clip(actions + edit * cfg.edit_scale, -1.0, 1.0)
+
+    def one_step(self, one_step_params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
+        """QAM-F's mu(s, z), unclipped: (batch, policy_dim)."""
+        encoded = encode(self.flow_net, one_step_params, observations)
+        return apply_encoded(self.flow_net, one_step_params, encoded, noise)
 
     def edit(self, params: dict, observations: jax.Array, actions: jax.Array, noise: jax.Array):
         """QAM-E's edit tanh(mu + std * noise) of `actions` (batch, policy_dim), and its log-probabilities
@@ -184,7 +194,18 @@ class Agent(step.TDAgent):
             noise["edit"] = jax.random.normal(keys[8], shape)
         return noise
 
-    def critic_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+    def encode(self, params: dict, observations: jax.Array) -> dict:
+        """Each network's features of the batch's observations, computed once per update and shared by every
+        loss, Euler step and adjoint step that reads them (networks.encode)."""
+        return {
+            "critic": encode(self.critic_net, params["critic"], observations),
+            "actor_slow": encode(self.flow_net, params["actor_slow"], observations),
+            "actor_fast": encode(self.flow_net, params["actor_fast"], observations),
+            "target_actor_slow": encode(self.flow_net, self.target_actor_slow, observations),
+            "target_critic": encode(self.critic_net, self.target_critic, observations),
+        }
+
+    def critic_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """Chunk-level TD loss; the target bootstraps from the acting policy at s_{t+h} and the target
         critics' mean - rho * std."""
         cfg = self.config
@@ -195,18 +216,18 @@ class Agent(step.TDAgent):
         next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
         target = td.chunk_target(batch, td.bootstrap(next_qs, "mean", cfg.rho), cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
-        qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
+        qs = apply_encoded(self.critic_net, params["critic"], encoded["critic"], actions)
         loss = td.critic_loss(qs, target, batch["valid"])
         return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
 
-    def flow_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+    def flow_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """Flow matching of the BC flow on the dataset's chunk, each chunk weighted by valid[h-1] as the
         authors' code (not per step)."""
         targets = batch["actions"] if self.config.action_chunking else batch["actions"][:, :1]
         weights = jnp.broadcast_to(batch["valid"][:, -1:], targets.shape[:2])
         loss = flow_matching_loss(
-            lambda obs, x, t: self.flow_net.apply(params["actor_slow"], obs, x, t),
-            batch["observations"],
+            lambda features, x, t: apply_encoded(self.flow_net, params["actor_slow"], features, x, t),
+            encoded["actor_slow"],
             targets,
             noise["flow_x0"],
             noise["flow_times"],
@@ -214,24 +235,22 @@ class Agent(step.TDAgent):
         )
         return loss, {"bc_flow_loss": loss}
 
-    def adjoint_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+    def adjoint_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """Adjoint matching of the fine-tuned flow: the rollout and the adjoint use the current fine flow, the
         target BC flow and the target critic, none of which takes a gradient."""
         cfg = self.config
-        observations = batch["observations"]
-        frozen = jax.lax.stop_gradient(params)
-        fine = self.velocity(frozen["actor_fast"], observations)
-        base = self.velocity(self.target_actor_slow, observations)
+        fine = self.velocity(*jax.lax.stop_gradient((params["actor_fast"], encoded["actor_fast"])))
+        base = self.velocity(self.target_actor_slow, encoded["target_actor_slow"])
         xs, times = adjoint.memoryless_rollout(
             fine, base, noise["sde_x0"], noise["sde_steps"], cfg.flow_steps
         )
 
         def q(actions):
-            return self.critic_net.apply(self.target_critic, observations, actions)
+            return apply_encoded(self.critic_net, self.target_critic, encoded["target_critic"], actions)
 
         terminal = adjoint.terminal_adjoint(q, xs[-1], cfg.inv_temp, cfg.clip_adj)
         adjoints = adjoint.lean_adjoint(base, xs, terminal, cfg.flow_steps)
-        fine_velocities = self.velocity(params["actor_fast"], observations)(xs[:-1], times)
+        fine_velocities = self.velocity(params["actor_fast"], encoded["actor_fast"])(xs[:-1], times)
         loss = adjoint.adjoint_matching_loss(
             fine_velocities, base(xs[:-1], times), adjoints, times, cfg.flow_steps
         )
@@ -243,35 +262,32 @@ class Agent(step.TDAgent):
             "adj_std": magnitude.std(),
         }
 
-    def fine_flow_actions(self, params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
+    def fine_flow_actions(self, params: dict, encoded: dict, noise: jax.Array) -> jax.Array:
         """The fine-tuned flow's clipped ODE actions (batch, policy_dim), no gradient: what QAM-F distils and
         QAM-E edits."""
-        velocity = self.velocity(jax.lax.stop_gradient(params["actor_fast"]), observations)
-        return euler_sample(lambda _, x, t: velocity(x, t), observations, noise, self.config.flow_steps)
+        return self.ode(*jax.lax.stop_gradient((params["actor_fast"], encoded["actor_fast"])), noise)
 
-    def q_value(self, params: dict, observations: jax.Array, actions: jax.Array) -> jax.Array:
+    def q_value(self, params: dict, encoded: dict, actions: jax.Array) -> jax.Array:
         """mean_k Q_k(s, clip(a)) with the critic's current parameters as constants: (batch,)."""
-        critic = jax.lax.stop_gradient(params["critic"])
-        return self.critic_net.apply(critic, observations, jnp.clip(actions, -1.0, 1.0)).mean(axis=0)
+        critic, features = jax.lax.stop_gradient((params["critic"], encoded["critic"]))
+        return apply_encoded(self.critic_net, critic, features, jnp.clip(actions, -1.0, 1.0)).mean(axis=0)
 
-    def one_step_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+    def one_step_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """QAM-F: fql_alpha * ||mu(s, z) - fine flow(s, z)||^2 - Q(s, clip(mu(s, z)))."""
-        observations = batch["observations"]
-        flow_actions = self.fine_flow_actions(params, observations, noise["distill"])
-        actions = self.flow_net.apply(params["one_step"], observations, noise["distill"])
+        flow_actions = self.fine_flow_actions(params, encoded, noise["distill"])
+        actions = self.one_step(params["one_step"], batch["observations"], noise["distill"])
         distill_loss = jnp.mean(jnp.square(flow_actions - actions))
-        q_loss = -self.q_value(params, observations, actions).mean()
+        q_loss = -self.q_value(params, encoded, actions).mean()
         loss = q_loss + distill_loss * self.config.fql_alpha
         return loss, {"one_step_loss": loss, "distill_loss": distill_loss, "q_loss": q_loss}
 
-    def edit_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
+    def edit_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """QAM-E: SAC on the edit, temperature * log pi(edit | s, a) - Q(s, clip(a + edit_scale * edit)),
         with a the fine-tuned flow's action, and the temperature's loss towards -0.5 * policy_dim nats."""
         cfg = self.config
-        observations = batch["observations"]
-        flow_actions = self.fine_flow_actions(params, observations, noise["edit_x0"])
-        edit, log_probs = self.edit(params, observations, flow_actions, noise["edit"])
-        q_loss = -self.q_value(params, observations, flow_actions + edit * cfg.edit_scale).mean()
+        flow_actions = self.fine_flow_actions(params, encoded, noise["edit_x0"])
+        edit, log_probs = self.edit(params, batch["observations"], flow_actions, noise["edit"])
+        q_loss = -self.q_value(params, encoded, flow_actions + edit * cfg.edit_scale).mean()
         entropy_loss = (log_probs * jnp.exp(jax.lax.stop_gradient(params["log_temperature"]))).mean()
         target_entropy = -cfg.target_entropy_multiplier * self.policy_dim
         temperature_loss, temperature_info = tg.temperature_loss(
@@ -287,15 +303,16 @@ class Agent(step.TDAgent):
         }
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
+        encoded = self.encode(params, batch["observations"])
         losses = {
-            "critic": self.critic_loss(batch, params, noise),
-            "actor": self.flow_loss(batch, params, noise),
-            "adjoint": self.adjoint_loss(batch, params, noise),
+            "critic": self.critic_loss(batch, params, noise, encoded),
+            "actor": self.flow_loss(batch, params, noise, encoded),
+            "adjoint": self.adjoint_loss(batch, params, noise, encoded),
         }
         if self.config.fql_alpha > 0:
-            losses["one_step"] = self.one_step_loss(batch, params, noise)
+            losses["one_step"] = self.one_step_loss(batch, params, noise, encoded)
         if self.edit_net is not None:
-            losses["edit"] = self.edit_loss(batch, params, noise)
+            losses["edit"] = self.edit_loss(batch, params, noise, encoded)
         return step.sum_losses(**losses)
 
     def update(self, batch: dict) -> tuple[Agent, dict]:

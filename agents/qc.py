@@ -91,21 +91,12 @@ class Agent(step.TDAgent):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def candidates(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
-        """num_samples clipped behaviour samples per observation, all in one batched call.
-
-        observations: (batch, obs_dim); noise: behavior.sampling_noise(key, (batch, num_samples))
-        -> (batch, num_samples, policy_dim)
-        """
-        repeated = bon.repeat(observations, self.config.num_samples)
-        return self.behavior.sample(params["behavior"], repeated, noise)
-
     def best_of_n(self, params: dict, observations: jax.Array, noise: Any) -> jax.Array:
-        """The candidate with the highest online Q (ensemble reduced by q_agg): (batch, policy_dim)."""
-        candidates = self.candidates(params, observations, noise)
-        repeated = bon.repeat(observations, self.config.num_samples)
-        qs = self.critic_net.apply(params["critic"], repeated, candidates)
-        return bon.select(candidates, td.aggregate(qs, self.config.q_agg))
+        """The best of num_samples behaviour chunks under the online critic (ensemble reduced by q_agg):
+        (batch, policy_dim). noise: behavior.sampling_noise(key, (batch, num_samples))."""
+        cfg = self.config
+        chunks = bon.candidates(self.behavior, params["behavior"], observations, noise, cfg.num_samples)
+        return bon.best(self.critic_net, params["critic"], observations, chunks, cfg.q_agg)
 
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.

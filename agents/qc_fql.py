@@ -18,7 +18,7 @@ from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
-from agents.networks import Critic, VectorField, example_observations
+from agents.networks import Critic, VectorField, apply_encoded, encode, example_observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +72,11 @@ class Agent(step.TDAgent):
         """Flat clipped one-step actions (batch, policy_dim)."""
         return jnp.clip(self.onestep_net.apply(params["actor_onestep_flow"], observations, noise), -1.0, 1.0)
 
+    def velocity(self, flow_params: dict):
+        """The BC flow's v(features, x, u) on the flow's own features of the observations (networks.encode):
+        the Euler steps and the loss reuse one encoding."""
+        return lambda encoded, x, u: apply_encoded(self.flow_net, flow_params, encoded, x, u)
+
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.
 
@@ -117,18 +122,19 @@ class Agent(step.TDAgent):
         else:
             targets, weights = batch["actions"][:, :1], None
 
-        def velocity(obs, x, u):
-            return self.flow_net.apply(params["actor_bc_flow"], obs, x, u)
-
+        flow_features = encode(self.flow_net, params["actor_bc_flow"], observations)
         bc_flow_loss = flow_matching_loss(
-            velocity, observations, targets, noise["flow_x0"], noise["flow_times"], weights
+            self.velocity(params["actor_bc_flow"]),
+            flow_features,
+            targets,
+            noise["flow_x0"],
+            noise["flow_times"],
+            weights,
         )
         frozen_flow = jax.lax.stop_gradient(params["actor_bc_flow"])
-
-        def frozen_velocity(obs, x, u):
-            return self.flow_net.apply(frozen_flow, obs, x, u)
-
-        flow_actions = euler_sample(frozen_velocity, observations, noise["distill"], cfg.flow_steps)
+        flow_actions = euler_sample(
+            self.velocity(frozen_flow), jax.lax.stop_gradient(flow_features), noise["distill"], cfg.flow_steps
+        )
         onestep_actions = self.onestep_net.apply(params["actor_onestep_flow"], observations, noise["distill"])
         distill_loss = jnp.square(onestep_actions - flow_actions).mean()
         actions = jnp.clip(onestep_actions, -1.0, 1.0)

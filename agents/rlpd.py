@@ -21,7 +21,7 @@ from agents import critic as td
 from agents import step
 from agents import tanh_gaussian as tg
 from agents.config import AgentConfig, sweepable
-from agents.networks import Critic, example_observations
+from agents.networks import Critic, encode, example_observations
 
 # Dataset actions sit on the +-1 boundary, where atanh is infinite.
 ATANH_CLIP = 1e-5
@@ -113,13 +113,14 @@ class Agent(step.TDAgent):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def _distribution(self, actor_params: dict, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, policy_dim)."""
-        return tg.distribution(self.actor_net, actor_params, observations)
+    def _distribution(self, actor_params: dict, encoded: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, policy_dim), from the actor's
+        features of the observations (networks.encode)."""
+        return tg.distribution(self.actor_net, actor_params, encoded)
 
-    def _sample(self, actor_params: dict, observations: jax.Array, noise: jax.Array) -> tuple[jax.Array, ...]:
+    def _sample(self, actor_params: dict, encoded: jax.Array, noise: jax.Array) -> tuple[jax.Array, ...]:
         """Reparameterised flat actions (batch, policy_dim) and their log-probabilities (batch,)."""
-        return tg.sample(*self._distribution(actor_params, observations), noise)
+        return tg.sample(*self._distribution(actor_params, encoded), noise)
 
     def sample_actions(
         self, observations: jax.Array, key: jax.Array, deterministic: bool = False
@@ -129,7 +130,8 @@ class Agent(step.TDAgent):
         Stochastic by default (exploration, and the reference's evaluation); `deterministic` gives tanh(mean).
         observations: (batch, obs_dim)
         """
-        means, log_stds = self._distribution(self.params["actor"], observations)
+        actor = self.params["actor"]
+        means, log_stds = self._distribution(actor, encode(self.actor_net, actor, observations))
         if not deterministic:
             means = means + jnp.exp(log_stds) * jax.random.normal(key, means.shape)
         return jnp.tanh(means).reshape(observations.shape[0], -1, self.action_dim)
@@ -151,7 +153,8 @@ class Agent(step.TDAgent):
         """Chunk-level TD loss; the target bootstraps from a' ~ pi(s_{t+h}) (no gradient flows into it)."""
         cfg = self.config
         next_observations = batch["next_observations"][:, -1]
-        next_actions, next_log_probs = self._sample(params["actor"], next_observations, noise["next_actions"])
+        next_encoded = encode(self.actor_net, params["actor"], next_observations)
+        next_actions, next_log_probs = self._sample(params["actor"], next_encoded, noise["next_actions"])
         next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
         if cfg.target_subsample is None:
             next_q = td.bootstrap(next_qs, "mean", cfg.rho)
@@ -165,13 +168,13 @@ class Agent(step.TDAgent):
         loss = td.critic_loss(qs, target, batch["valid"])
         return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
 
-    def bc_log_prob(self, actor_params: dict, batch: dict) -> jax.Array:
+    def bc_log_prob(self, actor_params: dict, encoded: jax.Array, batch: dict) -> jax.Array:
         """log pi(dataset actions | s): (batch,), summed over the steps that belong to the chunk's episode.
 
         The policy is a diagonal Gaussian before the tanh, so this is the exact log-probability of the chunk's
         valid prefix; steps past an episode end (valid = 0) are another episode's actions and are left out.
         """
-        means, log_stds = self._distribution(actor_params, batch["observations"])
+        means, log_stds = self._distribution(actor_params, encoded)
         steps = means.shape[-1] // self.action_dim
         actions = batch["actions"][:, :steps].reshape(means.shape)
         pre_tanh = jnp.arctanh(jnp.clip(actions, -1.0 + ATANH_CLIP, 1.0 - ATANH_CLIP))
@@ -182,11 +185,12 @@ class Agent(step.TDAgent):
         """temperature * log pi(a|s) - mean_k Q_k(s, a) with a ~ pi reparameterised,
         plus bc_alpha * (-log pi(dataset chunk | s))."""
         observations = batch["observations"]
-        actions, log_probs = self._sample(params["actor"], observations, noise["actions"])
+        encoded = encode(self.actor_net, params["actor"], observations)
+        actions, log_probs = self._sample(params["actor"], encoded, noise["actions"])
         qs = self.critic_net.apply(jax.lax.stop_gradient(params["critic"]), observations, actions)
         temperature = jnp.exp(jax.lax.stop_gradient(params["log_temperature"]))
         sac_loss = (temperature * log_probs - qs.mean(axis=0)).mean()
-        bc_loss = -self.bc_log_prob(params["actor"], batch).mean()
+        bc_loss = -self.bc_log_prob(params["actor"], encoded, batch).mean()
         loss = sac_loss + self.config.bc_alpha * bc_loss
         return loss, {
             "actor_loss": loss,

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents.networks import MLP, default_init, encode
+from agents.networks import MLP, apply_encoded, default_init, features
 
 # ColinQiyangLi/qc rlpd_distributions/tanh_normal.py; ColinQiyangLi/qam utils/networks.py Normal
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -43,22 +43,23 @@ class TanhGaussianActor(nn.Module):
     hidden_dims: tuple[int, ...]
     output_dim: int
     layer_norm: bool = False
-    encoder: str | None = None  # agents.networks.encode
+    encoder: str | None = None  # agents.networks.features
     rlpd_style: bool = True
 
     @nn.compact
-    def __call__(self, observations):
+    def __call__(self, observations, encoded: bool = False):
         trunk = MLP(
             self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, rlpd_style=self.rlpd_style
         )
-        x = trunk(encode(self.encoder, observations))
+        x = trunk(features(self.encoder, observations, encoded))
         means = nn.Dense(self.output_dim, kernel_init=default_init, name="mean")(x)
         return means, nn.Dense(self.output_dim, kernel_init=default_init, name="log_std")(x)
 
 
-def distribution(net: TanhGaussianActor, params: dict, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, dim)."""
-    means, log_stds = net.apply(params, inputs)
+def distribution(net: TanhGaussianActor, params: dict, encoded: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, dim), from the net's features of its
+    inputs (agents.networks.encode: the inputs themselves without an encoder)."""
+    means, log_stds = apply_encoded(net, params, encoded)
     return means, jnp.clip(log_stds, LOG_STD_MIN, LOG_STD_MAX)
 
 

@@ -15,15 +15,17 @@ from envs.make import (
     load_tasks,
     make_env,
     make_env_and_datasets,
+    make_offline_env,
     resolve_dataset,
 )
 from envs.observations import observation_array, observation_dtype
 from envs.suite import dataset_file_name, sparse_rewards
-from envs.vector import make_vector_env, reset_runs
+from envs.vector import check_renderer, make_vector_env, reset_runs
 
 __all__ = [
     "DatasetError",
     "ResolvedDataset",
+    "check_renderer",
     "dataset_file_name",
     "describe_dataset",
     "goal_conditioned",
@@ -34,6 +36,7 @@ __all__ = [
     "locate_dataset",
     "make_env",
     "make_env_and_datasets",
+    "make_offline_env",
     "make_vector_env",
     "observation_array",
     "observation_dtype",

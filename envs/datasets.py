@@ -6,7 +6,9 @@ The train file (its '-val.npz' file beside it) is resolved in this order, and th
   3. `<env.dataset_dir>/<generated file>`, when it exists; used as is.
   4. OGBench's own download into the published file, only for the published size and when `env.download`,
      with a bounded socket timeout; on any network failure the partial files are removed.
-  5. Generation with OGBench's scripted oracles (envs/generate.py) into the generated file.
+  5. Generation with OGBench's scripted oracles (envs/generate.py) into the generated file. The locomotion
+     data (antmaze, humanoidmaze: OGBench collected it with expert policies) cannot be generated: without
+     the download a run fails with one line naming the path the published file would take.
 
 The published file is OGBench's name (e.g. 'cube-double-play-v0.npz'), for the published size only (both
 `env.generate.num_episodes` and `env.generate.max_episode_steps` null). A generated file never takes it: at
@@ -41,7 +43,15 @@ from envs.errors import DatasetError
 from envs.file_format import check_npz_path, file_dtype, val_path_of
 from envs.generate import generate_dataset
 from envs.observations import observation_array, observation_dtype
-from envs.suite import dataset_file_name, dataset_name_of, env_id_of, make_env, sparse_rewards
+from envs.oracles import can_generate
+from envs.suite import (
+    dataset_file_name,
+    dataset_name_of,
+    env_id_of,
+    make_env,
+    make_offline_env,
+    sparse_rewards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +101,7 @@ def _download(dataset_name: str, path: Path) -> bool:
         ogbench.download_datasets([dataset_name], str(path.parent))
         return True
     except (OSError, http.client.HTTPException) as error:
-        logger.warning("dataset: downloading %s failed (%s); generating it locally", dataset_name, error)
+        logger.warning("dataset: downloading %s failed (%s)", dataset_name, error)
         for file in files:
             Path(f"{file}.tmp").unlink(missing_ok=True)
             if file not in present_before:  # generation writes both files; half a downloaded pair must go
@@ -106,6 +116,12 @@ def _download_or_generate(cfg: EnvConfig, published: Path | None, path: Path, se
     if published is not None and cfg.download and _download(dataset_name_of(cfg.name), published):
         logger.info("dataset: downloaded from OGBench's server -> %s", published)
         return ResolvedDataset(published, "downloaded", None)
+    if published is not None and not can_generate(dataset_name_of(cfg.name)):
+        tried = "the download failed (no network?)" if cfg.download else "env.download is false"
+        raise DatasetError(
+            f"{dataset_name_of(cfg.name)}: {tried} and OGBench's scripted oracles cannot generate it (its "
+            f"data needs expert policies); put the published file at {published} or pass env.dataset_path"
+        )
     logger.info(
         "dataset: generating %s locally with OGBench's scripted oracles into %s (workers=%d; "
         "env.generate.workers=N uses N processes)",
@@ -285,10 +301,11 @@ def load_relabelled(path: Path, name: str, task_envs: Sequence[gymnasium.Env], s
 
 def load_tasks(env_cfgs: Sequence, seed: int) -> dict:
     """The train dataset that `env_cfgs` (tasks of one domain, read from one file) share, loaded and checked
-    once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`."""
+    once, its rewards and masks (tasks, transitions): row i is OGBench's relabelling for `env_cfgs[i]`. The
+    envs that check and relabel it render nothing (`make_offline_env`): this runs in the trainer."""
     first = env_cfgs[0]
     cfg = EnvConfig.from_cfg(first)
-    task_envs = [make_env(env_cfg) for env_cfg in env_cfgs]
+    task_envs = [make_offline_env(env_cfg) for env_cfg in env_cfgs]
     path = locate_dataset(first, seed).path
     validate_dataset(path, task_envs[0], cfg.name)
     train = load_relabelled(path, cfg.name, task_envs, cfg.sparse)

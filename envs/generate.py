@@ -1,9 +1,10 @@
 """Local generation of an OGBench dataset with its scripted oracles, for when the download is unavailable.
 
 Episodes are collected by worker processes started with 'spawn' (MuJoCo is not fork-safe once threads
-exist). Each episode is seeded from (seed, episode index) alone, so the files are the same for any number
-of workers. The first `num_episodes` episodes form the train file and the next max(1, num_episodes // 10)
-the validation file (OGBench takes num_episodes // 10; at least one keeps a tiny validation file loadable).
+exist); a visual dataset renders in one worker at least, never in the caller's process (the trainer). Each
+episode is seeded from (seed, episode index) alone, so the files are the same for any number of workers.
+The first `num_episodes` episodes form the train file and the next max(1, num_episodes // 10) the
+validation file (OGBench takes num_episodes // 10; at least one keeps a tiny validation file loadable).
 Both files are written under temporary names and renamed into place only once both are complete, so a
 final name never holds a half-written file.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs import provenance
+from envs import headless, provenance, suite
 from envs.errors import DatasetError
 from envs.file_format import check_npz_path, val_path_of
 from envs.oracles import OFFICIAL_EPISODE_STEPS, OFFICIAL_EPISODES, make_collector
@@ -39,18 +40,24 @@ IN_FLIGHT = 1  # episodes submitted per worker: a stop waits for these to end (2
 _IGNORED_IN_WORKERS = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 _worker_collector = None  # each worker process builds its environment and oracles once
+_worker_dataset: tuple = ()  # (dataset name, max episode steps) of the worker's collector
 
 
 def _start_worker(dataset_name: str, max_episode_steps: int) -> None:
     """Born with the stop signals blocked (`_stop_signals_blocked`); ignores all but SIGTERM for good."""
-    global _worker_collector
+    global _worker_dataset
     for signum in _IGNORED_IN_WORKERS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, preemption.SIGNALS)
-    _worker_collector = make_collector(dataset_name, max_episode_steps)
+    _worker_dataset = (dataset_name, max_episode_steps)
 
 
 def _collect_in_worker(seed_and_index: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The episode, the collector built at the first: an error there (a renderer that cannot start) reaches
+    the caller as itself, where one in the pool's initializer would only break the pool."""
+    global _worker_collector
+    if _worker_collector is None:
+        _worker_collector = make_collector(*_worker_dataset)
     return _worker_collector.collect(*seed_and_index)
 
 
@@ -85,6 +92,8 @@ def _result(future: concurrent.futures.Future, stop_if_received: Callable[[], No
             return future.result(timeout=POLL_S)
         except concurrent.futures.TimeoutError:
             continue
+        except headless.RendererMissing as missing:  # a visual set's worker: its one line, not its traceback
+            raise headless.RendererMissing(str(missing)) from None
         except concurrent.futures.process.BrokenProcessPool:
             stop_if_received()  # a worker ended by the SIGTERM sent to the whole process group
             raise
@@ -98,8 +107,9 @@ def _episodes(
     workers: int,
     stop_if_received: Callable[[int], None],
 ):
-    """Yields episodes 0 .. total - 1 in order; calls `stop_if_received(episodes done)` at each safe point."""
-    if workers == 1:
+    """Yields episodes 0 .. total - 1 in order; calls `stop_if_received(episodes done)` at each safe point.
+    One worker collects in-process, except a visual dataset's: it renders, and the trainer never does."""
+    if workers == 1 and not suite.is_visual(dataset_name):
         collector = make_collector(dataset_name, max_episode_steps)
         with global_numpy_rng_restored():
             for index in range(total):

@@ -39,6 +39,15 @@ def make_env(env_cfg) -> gymnasium.Env:
     return suite.make_env(env_cfg)
 
 
+def make_offline_env(env_cfg) -> gymnasium.Env:
+    """`make_env`, except that an OGBench visual env is its unrendered state twin with the visual env's
+    spaces (envs/suite.py `make_offline_env`): what the trainer checks data and takes spaces from."""
+    name = cfg_value(env_cfg, "name")
+    if robomimic.is_robomimic(name) or suite.is_goal_conditioned(EnvConfig.from_cfg(env_cfg).name):
+        return make_env(env_cfg)
+    return suite.make_offline_env(env_cfg)
+
+
 def make_env_and_datasets(env_cfg, seed: int) -> tuple[gymnasium.Env, gymnasium.Env, dict, dict | None]:
     """The training env, the evaluation env, and the train and validation datasets of `env_cfg`.
 

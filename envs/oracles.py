@@ -9,6 +9,8 @@ and the env's own RNG) from (seed, episode index, attempt) alone, so its content
 process that collects it nor on what that process collected before.
 """
 
+import functools
+
 import gymnasium
 import numpy as np
 from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
@@ -20,6 +22,7 @@ from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
 from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
 from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
+from envs import headless
 from envs.errors import DatasetError
 from envs.file_format import file_dtype
 from envs.suite import domain_of
@@ -78,12 +81,14 @@ class ManipspaceCollector:
     ):
         self.domain = domain
         self.noisy = dataset_type == "noisy"
-        self.env = gymnasium.make(
+        make = functools.partial(
+            gymnasium.make,
             f"{VISUAL if visual else ''}{domain}-{version}",
             terminate_at_goal=False,
             mode="data_collection",
             max_episode_steps=max_episode_steps,
         )
+        self.env = headless.require_renderer(make) if visual else make()
         self.oracles = self._make_oracles()
         self.p_stack = _P_STACK.get(domain, (0.5, 0.5))
         self.p_random_action = (0.2 if domain.startswith("puzzle") else 0.1) if self.noisy else 0.0
@@ -224,6 +229,24 @@ def _is_hallway(maze_map: np.ndarray, i: int, j: int) -> bool:
     return bool(vertical or horizontal)
 
 
+def _collector_kind(dataset_name: str) -> tuple[str, str, list[str]] | None:
+    """('manipspace' or 'pointmaze', domain, [dataset type, version]) of a plain or visual dataset name that
+    OGBench's scripted oracles can collect, None for any other (antmaze, humanoidmaze: expert policies)."""
+    words = dataset_name.removeprefix(VISUAL).split("-")
+    domain = domain_of(dataset_name.removeprefix(VISUAL))
+    rest = words[len(domain.split("-")) :]  # [dataset type, version] for a plain dataset name
+    if len(rest) == 2 and domain in _MANIPSPACE_DOMAINS and rest[0] in ("play", "noisy"):
+        return "manipspace", domain, rest
+    if len(rest) == 2 and domain in _POINTMAZE_DOMAINS and rest[0] == "navigate":
+        return "pointmaze", domain, rest
+    return None
+
+
+def can_generate(dataset_name: str) -> bool:
+    """Whether the scripted oracles can generate `dataset_name` ('cube-double-play-v0') here."""
+    return _collector_kind(dataset_name) is not None
+
+
 def make_collector(dataset_name: str, max_episode_steps: int):
     """The collector for a dataset name such as 'cube-double-play-v0' or 'pointmaze-medium-navigate-v0'.
 
@@ -232,14 +255,14 @@ def make_collector(dataset_name: str, max_episode_steps: int):
     --env_name=visual-cube-double-v0 (the oracles read the privileged state in `info`, never the pixels).
     """
     visual = dataset_name.startswith(VISUAL)
+    kind = _collector_kind(dataset_name)
     dataset_name = dataset_name.removeprefix(VISUAL)
-    words = dataset_name.split("-")
-    domain = domain_of(dataset_name)
-    rest = words[len(domain.split("-")) :]  # [dataset type, version] for a plain dataset name
-    if len(rest) == 2 and domain in _MANIPSPACE_DOMAINS and rest[0] in ("play", "noisy"):
-        return ManipspaceCollector(domain, rest[0], rest[1], max_episode_steps, visual)
-    if len(rest) == 2 and domain in _POINTMAZE_DOMAINS and rest[0] == "navigate":
-        return PointmazeCollector(domain, rest[1], max_episode_steps)
+    if kind is not None and kind[0] == "manipspace":
+        _, domain, (dataset_type, version) = kind
+        return ManipspaceCollector(domain, dataset_type, version, max_episode_steps, visual)
+    if kind is not None:
+        _, domain, (_, version) = kind
+        return PointmazeCollector(domain, version, max_episode_steps)
     raise DatasetError(
         f"cannot generate '{dataset_name}' locally: OGBench's scripted oracles cover <domain>-play-v0 and "
         f"<domain>-noisy-v0 for {', '.join(_MANIPSPACE_DOMAINS)}, and <domain>-navigate-v0 for "

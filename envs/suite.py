@@ -8,6 +8,7 @@ OGBench itself would load. This module knows OGBench alone: envs/make.py sends g
 and robomimic names elsewhere.
 """
 
+import dataclasses
 import functools
 
 import gymnasium
@@ -19,6 +20,7 @@ from envs.config import EnvConfig
 
 DATASET_TYPES = ("navigate", "stitch", "explore", "play", "noisy")
 ORACLEREP = "oraclerep"
+VISUAL = "visual-"
 
 
 def is_goal_conditioned(name: str) -> bool:
@@ -117,13 +119,48 @@ def make_env(env_cfg) -> gymnasium.Env:
     Episodes terminate on success as OGBench defines it, judged on the state before or after each step as
     `env_cfg.success_timing` says (None: the installed OGBench's default); the time limit is OGBench's unless
     `env_cfg.max_episode_steps` sets one (short debug runs). `reset(seed=s)` is deterministic (SeededReset).
+    A visual env renders: make it in an env worker (envs/vector.py), never in the trainer.
     """
+    return _make(EnvConfig.from_cfg(env_cfg))
+
+
+def is_visual(name: str) -> bool:
+    """Whether `name` is an OGBench visual env (its observations are rendered frames)."""
+    return name.startswith(VISUAL)
+
+
+class FrameSpace(gymnasium.Wrapper):
+    """A visual env's state twin showing the visual env's observation space: the spaces, the task and the
+    physics of the visual env, for checking and relabelling its dataset; never stepped for observations."""
+
+    def __init__(self, env: gymnasium.Env, observation_space: gymnasium.spaces.Box):
+        super().__init__(env)
+        self.observation_space = observation_space
+
+
+def frame_space(name: str) -> gymnasium.spaces.Box:
+    """A visual env's observation space from its registration (OGBench's `width` and `height`), unrendered."""
+    kwargs = gymnasium.spec(env_id_of(name)).kwargs
+    return gymnasium.spaces.Box(0, 255, (kwargs["height"], kwargs["width"], 3), np.uint8)
+
+
+def make_offline_env(env_cfg) -> gymnasium.Env:
+    """The env the trainer checks and relabels a dataset with, and takes its spaces from: `make_env`'s for a
+    state env; for a visual env its state twin in a FrameSpace (OGBench's rewards and successes read the
+    dataset's qpos and button states, not its frames), so the trainer never renders."""
     cfg = EnvConfig.from_cfg(env_cfg)
+    if not is_visual(cfg.name):
+        return _make(cfg)
+    twin = _make(dataclasses.replace(cfg, name=cfg.name.removeprefix(VISUAL)))
+    return FrameSpace(twin, frame_space(cfg.name))
+
+
+def _make(cfg: EnvConfig) -> gymnasium.Env:
     env_id = env_id_of(cfg.name)
     if env_id not in gymnasium.registry:
         raise _unknown_env(cfg.name)
     timing = {} if cfg.success_timing is None else {"success_timing": cfg.success_timing}
     make = functools.partial(gymnasium.make, env_id, max_episode_steps=cfg.max_episode_steps, **timing)
     # a visual env renders its observation space's example at construction
-    env = SeededReset(headless.require_renderer(make) if env_id.startswith("visual-") else make())
+    env = SeededReset(headless.require_renderer(make) if is_visual(env_id) else make())
     return SparseReward(env) if cfg.sparse else env

@@ -8,6 +8,7 @@
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
     python launch/benchmark.py --run-map --runs 4             # jax.vmap against jax.lax.map over 4 runs
     python launch/benchmark.py --evaluation 1,2 env=pointmaze # one evaluation with 1, then 2 eval.workers
+    python launch/benchmark.py --update-cost --agents qc_fql,qc env=visual_cube  # GFLOP, convolutions
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python launch/benchmark.py --runs 4 --devices 1,2
 
 Prints one JSON object. Figures come from the same jitted functions the train loop calls
@@ -43,6 +44,7 @@ from launch.speed.timing import (
     peak_device_bytes,
     timed,
     timed_in_turn,
+    update_cost,
     update_flops,
 )
 
@@ -123,7 +125,7 @@ def vector_case(
     trains (always vmapped)."""
     cfg = run_config(f"agent={agent_name}", *overrides)
     agent_cfg = settings.agent_settings(cfg, envs.domain_of(cfg.env.name))
-    env = envs.make_env(cfg.env)
+    env = envs.make_offline_env(cfg.env)  # the spaces, unrendered
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     env.close()
     frame_shape = obs_shape if len(obs_shape) > 1 else None  # a visual env: its frames, stacked by the replay
@@ -191,6 +193,17 @@ def single_run_figures(description: dict, updates, state: dict, repeats: int) ->
             1e3 * timed(lambda: jax.block_until_ready(act(one, observation, key)), 50), 3
         ),
     }
+
+
+def bench_update_cost(agent_name: str, overrides: list[str]) -> dict:
+    """One run's update and action selection as XLA compiles them, untimed: GFLOP and traced convolutions
+    (launch/speed/timing.py update_cost). Cheap at any size, since nothing runs."""
+    description, _, state = vector_case(agent_name, overrides, dispatch=1, runs=1)
+    one = jax.tree_util.tree_map(lambda leaf: leaf[0], state["agent"])
+    keys = ("agent", "env", "chunk_length", "batch_size", "hidden_dims")
+    return {key: description[key] for key in keys} | update_cost(
+        one, state["replay"], description["batch_size"]
+    )
 
 
 def bench_vectors(cases: list[dict], dispatch: int, repeats: int) -> list[dict]:
@@ -343,6 +356,11 @@ def main() -> None:
         help="comma-separated device counts the runs are sharded over, e.g. 1,2 (see devices= in train.py)",
     )
     parser.add_argument(
+        "--update-cost",
+        action="store_true",
+        help="only XLA's GFLOP per update and per action selection, and the update's traced convolutions",
+    )
+    parser.add_argument(
         "--evaluation", help="only the evaluation wall-clock for each comma-separated eval.workers, e.g. 1,2"
     )
     parser.add_argument("--sampling-transitions", type=int, default=1_000_000)
@@ -381,6 +399,10 @@ def main() -> None:
                 for name in args.agents.split(",")
                 for workers in args.evaluation.split(",")
             ]
+        print(json.dumps(report, indent=2))
+        return
+    if args.update_cost:
+        report["update_cost"] = [bench_update_cost(name, args.overrides) for name in args.agents.split(",")]
         print(json.dumps(report, indent=2))
         return
     if args.run_map:

@@ -41,7 +41,7 @@ def make(cfg: DictConfig) -> None:
         make_shards(cfg)
         return
     resolved = envs.locate_dataset(cfg.env, cfg.seed)
-    counts = envs.validate_dataset(resolved.path, envs.make_env(cfg.env), cfg.env.name)
+    counts = envs.validate_dataset(resolved.path, envs.make_offline_env(cfg.env), cfg.env.name)
     print(f"path: {resolved.path}")
     print(f"source: {resolved.source}")
     print(

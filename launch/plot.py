@@ -21,7 +21,9 @@ runs that reached the end of that phase; the others are listed as missing or inc
 the paper has (the method named by the run's agent.paper_label): dashed, with its 95% band, labelled
 "paper: <method>" (the paper's own 5-task mean when the runs cover a whole OGBench domain, one curve per task
 for other mixes), and the table gains its value at the end of each phase. Runs the paper has no curve for
-plot as without it.
+plot as without it. The QAM authors' results (launch/analysis/qam_results.py: 12-seed mean and 95% band)
+are drawn the same way, labelled "QAM paper: <method>", for runs of their online budget (500K steps) or of
+a method and task only they have (launch/analysis/yardsticks.py).
 
 --aggregate writes instead rliable's aggregates over runs x tasks (launch/analysis/aggregate.py; a run's task
 is its env.name): OUT.md with IQM, mean, median and optimality gap of the final metric per phase, probability
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from launch.analysis import curves, paper
+from launch.analysis import curves, paper, qam_results, yardsticks
 from launch.analysis.aggregate_report import aggregate_report
 from launch.analysis.overlays import generated_data_warning, paper_overlays
 from launch.analysis.runs import RunCurve, expected_runs, find_runs, load_run
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         value: curves.summarize(*curves.align(members), rng, args.resamples)
         for value, members in groups.items()
     }
-    overlays, notes = paper_overlays(loaded, paper.load_curves()) if args.paper else (None, [])
+    overlays, notes = paper_overlays(loaded, yardsticks.load_sources()) if args.paper else (None, [])
     data_warning = generated_data_warning([config for _, config in loaded]) if args.paper else None
     table = curves.final_table(groups, args.by, args.metric, rng, args.resamples, overlays)
     title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
@@ -136,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     figure.savefig(paths["pdf"])
     report = [f"## {title}", "", table]
     if args.paper:
-        source = paper.CURVES_CSV.relative_to(REPO)
+        sources = {overlay.curve.source for overlay in overlays}
+        files = {"Q-chunking": paper.CURVES_CSV, qam_results.SOURCE: qam_results.RESULTS_CSV}
         report += [
             "",
-            f"Paper: the authors' published curves ({source}), mean and 95% CI over their seeds.",
+            *(
+                f"Paper ({source}): the authors' published results ({files[source].relative_to(REPO)}), mean "
+                "and 95% CI over their seeds."
+                for source in sorted(sources) or ["Q-chunking"]
+            ),
             *([f"- **warning: {data_warning}**"] if data_warning else []),
             *(f"- {note}" for note in notes),
         ]

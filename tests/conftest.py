@@ -1,5 +1,6 @@
 """Session fixtures: tiny OGBench datasets generated once with the repo's own oracle generator."""
 
+import ctypes.util
 import os
 import tempfile
 from pathlib import Path
@@ -40,6 +41,18 @@ def release_compiled_programs():
     used, limit = memory_mappings()
     if used > limit // 4:
         jax.clear_caches()
+
+
+def pytest_runtest_setup(item):
+    """A `render` test needs an OpenGL library for MuJoCo (OSMesa on a CPU, EGL on a GPU): without one it
+    skips saying what to install, except in CI, where .ci/run installs libosmesa6 and it must run."""
+    if item.get_closest_marker("render") is None:
+        return
+    if not (ctypes.util.find_library("OSMesa") or ctypes.util.find_library("EGL")):
+        reason = "no OpenGL library for MuJoCo: apt-get install libosmesa6 (MUJOCO_GL=osmesa renders on CPUs)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the render tests must run in CI: {reason}")
+        pytest.skip(reason)
 
 
 # Written under OGBench's official file names, so `env.dataset_dir=<dir> env.download=false` finds them; their

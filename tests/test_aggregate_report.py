@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from launch import plot
-from launch.analysis import aggregate, paper
+from launch.analysis import aggregate, paper, qam_results
 from launch.analysis.aggregate import curves_figure
 from tests.test_runs import full_run, vector_run, write_run
 
@@ -100,3 +100,23 @@ def test_aggregate_needs_steps_and_a_finished_phase(tmp_path):
         plot.main([str(tmp_path), "--aggregate", "--x", "time"])
     with pytest.raises(ValueError, match="--aggregate: no method has a run that ended a phase"):
         plot.main([str(tmp_path), "--aggregate"])
+
+
+def test_aggregate_beside_qams_table(tmp_path, monkeypatch):
+    """Runs of a whole QAM domain stand beside the authors' 12-seed domain mean at the end of each phase."""
+    for task in range(1, 6):
+        env = f"antmaze-large-navigate-singletask-task{task}-v0"
+        full_run(tmp_path / "sweep" / f"t{task}", 0.1 * task, 0.2 * task, agent="fql", env=env)
+    figures = []
+    monkeypatch.setattr(aggregate, "curves_figure", lambda *a: figures.append(a) or curves_figure(*a))
+    out = str(tmp_path / "agg")
+    args = [str(tmp_path / "sweep"), "--by", "agent.name", "--aggregate", "--paper", "--resamples", "100"]
+    plot.main([*args, "--out", out])
+    report = (tmp_path / "agg.md").read_text()
+    published = qam_results.load_curves()[("ogbench-aggregate", "antmaze-large", "FQL")]
+    for phase in ("offline", "online"):
+        row = table_rows(report, f"End of {phase}")["fql"]
+        assert row[-1] == "{:.3f} [{:.3f}, {:.3f}]".format(*published.at(published.end_of(phase)))
+    (overlay,) = figures[0][4]
+    assert overlay.label == "QAM paper: FQL (mean of antmaze-large's 5 tasks)"
+    np.testing.assert_allclose(overlay.mean, published.mean)

@@ -282,3 +282,15 @@ def test_cube_rewards_by_hand_and_sparse_relabelling(tiny_dataset_dir, tmp_path,
     np.testing.assert_array_equal(sparse["rewards"], np.where(expected != 0, -1.0, 0.0))
     for key in sparse.keys() - {"rewards"}:
         np.testing.assert_array_equal(sparse[key], dense[key], err_msg=key)
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_locomotion_data_without_the_download_fails_naming_its_path(tmp_path, monkeypatch, download):
+    monkeypatch.setattr("envs.datasets._download", lambda name, path: False)  # no network
+    cfg = env_cfg("antmaze_giant", dataset_dir=str(tmp_path), download=download)
+    with pytest.raises(DatasetError) as raised:
+        locate_dataset(cfg, seed=0)
+    message = str(raised.value)
+    assert "\n" not in message and f"at {tmp_path / 'antmaze-giant-navigate-v0.npz'} " in message
+    assert ("download failed" if download else "env.download is false") in message
+    assert not list(tmp_path.glob("*.npz"))

@@ -1,14 +1,18 @@
 """The pixel encoder (agents/networks.py ImpalaEncoder) and FQL's random-crop augmentation (agents/step.py),
 and every TD agent taking `agent.encoder=impala_small` on uint8 frame stacks."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import agents
-from agents import step
-from agents.networks import ENCODERS, encode
+from agents import networks, step
+from agents.networks import ENCODERS, Actor, Critic, Value, VectorField, apply_encoded, encode
+from agents.tanh_gaussian import TanhGaussianActor
+from launch.speed.timing import convolutions
 
 FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
 STATE_ONLY = {"radt", "supe_gt"}  # RADT/DT's transformer and SUPE-GT's skill VAE read state vectors
@@ -37,7 +41,7 @@ def test_impala_small_matches_fqls_shape_and_parameter_count():
 
 def test_an_unknown_encoder_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown agent.encoder 'resnet'.*impala_small"):
-        encode("resnet", jnp.zeros((1, *FRAMES)))
+        networks.features("resnet", jnp.zeros((1, *FRAMES)))
 
 
 def np_crop(images: np.ndarray, dy: int, dx: int, pad: int = 3) -> np.ndarray:
@@ -92,13 +96,13 @@ def test_the_crop_applies_to_a_whole_batch_with_probability_aug_prob():
     assert 0.4 < np.mean(cropped) < 0.6
 
 
-def pixel_batch(config, action_dim: int = 2, batch_size: int = 4, seed: int = 0) -> dict:
+def pixel_batch(config, action_dim: int = 2, batch_size: int = 4, seed: int = 0, frames=FRAMES) -> dict:
     """A synthetic chunk batch of uint8 frame stacks, as the engine samples for `config`."""
     rng = np.random.default_rng(seed)
     steps = config.sample_length
     return {
-        "observations": rng.integers(0, 256, (batch_size, *FRAMES), dtype=np.uint8),
-        "next_observations": rng.integers(0, 256, (batch_size, steps, *FRAMES), dtype=np.uint8),
+        "observations": rng.integers(0, 256, (batch_size, *frames), dtype=np.uint8),
+        "next_observations": rng.integers(0, 256, (batch_size, steps, *frames), dtype=np.uint8),
         "actions": rng.uniform(-1, 1, (batch_size, steps, action_dim)).astype(np.float32),
         "rewards": rng.normal(size=(batch_size, steps)).astype(np.float32),
         "masks": np.ones((batch_size, steps), np.float32),
@@ -202,3 +206,72 @@ def test_qc_fql_learns_a_behaviour_from_pixels():
     _, losses = jax.jit(lambda agent, idx: jax.lax.scan(update, agent, idx))(agent, indices)
     start, end = np.asarray(losses[:10]).mean(0), np.asarray(losses[-20:]).mean(0)
     assert (end < start / 2).all(), (start, end)
+
+
+SMALL_FRAMES = (16, 16, 6)  # tracing only: the encoder's structure, not its size, decides what is counted
+
+
+@pytest.mark.parametrize(
+    "net, inputs",
+    [
+        (Critic((8,), num_qs=3, encoder="impala_small"), (jnp.ones((5, 4)),)),
+        (Value((8,), encoder="impala_small"), ()),
+        (Actor((8,), 4, encoder="impala_small"), ()),
+        (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)), jnp.full((5, 1), 0.3))),
+        (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)),)),  # a one-step policy
+        (TanhGaussianActor((8,), 4, encoder="impala_small"), ()),
+    ],
+)
+def test_a_network_on_its_encoded_features_equals_the_network_on_images(net, inputs):
+    """networks.encode + apply_encoded is the same function as apply: the encoder's parameters are the
+    network's own `encoder` submodule, read by both paths."""
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, *SMALL_FRAMES), dtype=np.uint8))
+    params = net.init(jax.random.PRNGKey(0), images, *inputs)
+    encoded = encode(net, params, images)
+    assert encoded.shape == (5, 512)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+        apply_encoded(net, params, encoded, *inputs),
+        net.apply(params, images, *inputs),
+    )
+
+
+def convolved_inputs(function, *args) -> tuple[int, int]:
+    """The convolutions `function(*args)` traces and the input elements they read (before XLA removes any
+    repeat): N copies of an image through an encoder read N times its elements in the same convolutions."""
+    found = convolutions(jax.make_jaxpr(function)(*args).jaxpr)
+    return len(found), sum(math.prod(eqn.invars[0].aval.shape) for eqn in found)
+
+
+@pytest.mark.parametrize(
+    "algorithm, setting, values",
+    [
+        ("qc", "num_samples", (2, 8)),
+        ("qc", "flow_steps", (2, 8)),
+        ("ifql", "num_samples", (2, 8)),
+        ("dqc", "num_samples", (2, 8)),
+        ("qc_fql", "flow_steps", (2, 8)),
+        ("qam", "flow_steps", (2, 8)),  # Euler steps, SDE steps and adjoint steps
+    ],
+)
+def test_updates_and_actions_encode_once_whatever_the_samples_and_euler_steps(algorithm, setting, values):
+    """Encode once: best-of-N's N copies and a flow's Euler steps reuse each network's features, so the
+    convolutions an update or an action selection traces, and the elements they read, do not grow with
+    num_samples or flow_steps (they did: N copies of every image went through the encoders, and every Euler
+    step ran the encoder). Counted in the jaxpr, which is what the code asks for, not what XLA's
+    common-subexpression pass leaves of it."""
+    counts = []
+    for value in values:
+        cfg = dict(algorithm=algorithm, chunk_length=2, hidden_dims=[8], encoder="impala_small", aug_prob=0.0)
+        cfg |= {"num_samples": 2, "policy_chunk_length": 2} if algorithm == "dqc" else {}
+        agent = agents.make_agent({**cfg, setting: value}, seed=0, obs_dim=SMALL_FRAMES, action_dim=2)
+        batch = pixel_batch(agent.config, frames=SMALL_FRAMES)
+        key = jax.random.PRNGKey(0)
+        counts.append(
+            (
+                convolved_inputs(type(agent).update, agent, batch),
+                convolved_inputs(type(agent).sample_actions, agent, batch["observations"], key),
+            )
+        )
+    assert counts[0] == counts[1], counts
+    assert min(counts[0][0] + counts[0][1]) > 0

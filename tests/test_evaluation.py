@@ -81,7 +81,7 @@ def test_videos_are_the_serial_frames_with_two_workers():
     cfg = dict(OmegaConf.to_container(env_cfg("pointmaze", max_episode_steps=6), resolve=True))
     results = {}
     for workers in (1, 2):
-        vector_env = envs.make_vector_env([cfg] * (2 * workers))
+        vector_env = envs.make_vector_env([cfg] * (2 * workers), videos=True)
         try:
             results[workers] = evaluate_runs(
                 random_chunks, None, vector_env, [0, 1], 3, [0, 2], execution_length=3, video_episodes=2

@@ -1,15 +1,17 @@
 """envs/headless.py: a quiet start without a display."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from envs import suite
+from envs import headless, suite
 from envs.headless import RendererMissing, headless_backend, require_renderer
-from tests.helpers import env_cfg
+from tests.helpers import REPO, env_cfg, load_pair, script_env, write_pair
 
 
 def test_headless_backend_only_when_unset_and_without_display():
@@ -50,10 +52,10 @@ def test_making_a_manipulation_env_prints_no_known_harmless_warning():
 
 
 def test_a_renderer_that_does_not_load_is_one_line_naming_what_to_install(monkeypatch):
-    def no_osmesa(*args, **kwargs):
+    def no_osmesa():
         raise ImportError("Unable to load OpenGL library: OSMesa: cannot open shared object file")
 
-    monkeypatch.setattr(suite.gymnasium, "make", no_osmesa)
+    monkeypatch.setattr(headless, "load_renderer", no_osmesa)
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     with pytest.raises(RendererMissing) as raised:
         suite.make_env(env_cfg("visual_cube"))
@@ -70,9 +72,34 @@ def test_other_errors_of_a_visual_env_pass_through():
         require_renderer(broken)
 
 
+# What a process that renders maps (OSMesa brings its LLVM, EGL and GLX their dispatch); GLFW, a windowing
+# library that MuJoCo's viewer imports, opens no OpenGL library until it makes a window.
+GL_LIBRARIES = ("libOSMesa", "libGL.so", "libGLX", "libEGL", "libglapi", "libGLdispatch", "libLLVM")
+PRINT_GL_LIBRARIES = (
+    "print('mapped:', sorted({line.split()[-1].rsplit('/', 1)[-1] for line in open('/proc/self/maps')\n"
+    f"    if any(name in line for name in {GL_LIBRARIES!r})}}))\n"
+)
+
+
+def run_python(code: str, *args: str, **variables: str) -> subprocess.CompletedProcess:
+    """`python -c code args` in this checkout without a display, with `variables` in its environment."""
+    environ = {key: value for key, value in script_env(**variables).items() if key != "DISPLAY"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.render
-def test_a_real_visual_env_renders_changing_uint8_frames():
-    """OGBench's visual cube renders 64x64x3 uint8 frames (OSMesa here), stacked 3 deep for acting."""
+def test_a_real_visual_env_renders_changing_uint8_frames_in_a_worker():
+    """OGBench's visual cube renders 64x64x3 uint8 frames (OSMesa here), stacked 3 deep for acting, in a
+    worker process: the process that steps it maps no OpenGL library."""
     code = (
         "import numpy as np, envs\n"
         "from tests.helpers import env_cfg\n"
@@ -86,14 +113,77 @@ def test_a_real_visual_env_renders_changing_uint8_frames():
         "    frames.append(observation[..., -3:])\n"
         "assert all(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))\n"
         "assert np.array_equal(observation[..., 3:6], frames[-2])\n"
+        "env.close()\n" + PRINT_GL_LIBRARIES
     )
-    environ = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[1],
-        env={**environ, "MUJOCO_GL": "osmesa"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    assert run_python(code, MUJOCO_GL="osmesa").stdout.splitlines()[-1] == "mapped: []"
+
+
+@pytest.mark.render
+def test_a_renderer_that_cannot_start_in_a_worker_is_one_line_in_the_trainer():
+    """MUJOCO_GL=glfw without a display (a shell profile's leftover): the worker's renderer fails, and the
+    trainer raises one line naming the fix instead of mujoco's FatalError."""
+    code = (
+        "import envs\n"
+        "from tests.helpers import env_cfg\n"
+        "try:\n"
+        "    envs.make_vector_env([env_cfg('visual_cube')])\n"
+        "except envs.headless.RendererMissing as missing:\n"
+        "    print(missing)\n"
     )
-    assert result.returncode == 0, result.stderr
+    result = run_python(code, MUJOCO_GL="glfw")
+    assert result.stdout.count("\n") == 1, result.stdout
+    assert "MUJOCO_GL=glfw" in result.stdout and "apt-get install libosmesa6" in result.stdout
+    assert "MUJOCO_GL=osmesa" in result.stdout and "MUJOCO_GL=egl" in result.stdout
+    assert "Traceback" not in result.stderr and "FatalError" not in result.stderr, result.stderr
+
+
+def write_visual_dataset(state_file: Path, path: Path) -> Path:
+    """The first episode of a tiny state dataset of cube-double (its qpos, buttons and actions) with random
+    64x64x3 frames for observations: what a visual run checks and relabels, rendered by no one."""
+    rng = np.random.default_rng(0)
+    train, val = load_pair(state_file)
+    end = int(np.argmax(train["terminals"])) + 1
+    pairs = []
+    for arrays in (train, val):
+        arrays = {key: array[:end] for key, array in arrays.items()}
+        arrays["observations"] = rng.integers(0, 256, (end, 64, 64, 3), np.uint8)
+        pairs.append(arrays)
+    return write_pair(path, *pairs)
+
+
+TRAINER = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from launch import train\n"
+    "from tests.helpers import compose_config\n"
+    "train.train(compose_config(*sys.argv[2:]), Path(sys.argv[1]))\n" + PRINT_GL_LIBRARIES
+)
+
+
+@pytest.mark.render
+def test_the_trainer_of_a_visual_run_maps_no_opengl_library(tiny_dataset_dir, tmp_path):
+    """A visual run's online and evaluation envs (a video included) render in workers; its dataset is
+    checked and relabelled with the state twin: the trainer's /proc/self/maps names no OpenGL library."""
+    path = write_visual_dataset(tiny_dataset_dir / "cube-double-play-v0.npz", tmp_path / "visual.npz")
+    overrides = [
+        "agent=qc_fql",
+        "env=visual_cube",
+        f"env.dataset_path={path}",
+        "env.download=false",
+        "env.max_episode_steps=2",
+        "logger.mode=disabled",
+        "agent.hidden_dims=[8]",
+        "batch_size=4",
+        "offline_steps=0",
+        "online_steps=2",
+        "random_action_steps=2",
+        "start_training=100",
+        "eval_episodes=1",
+        "eval.video_episodes=1",
+        "buffer_size=1000",
+    ]
+    run_dir = tmp_path / "run"
+    result = run_python(TRAINER, str(run_dir), *overrides, MUJOCO_GL="osmesa")
+    assert result.stdout.splitlines()[-1] == "mapped: []"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval/success" in row] == [2]

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from launch import plot
-from launch.analysis import paper
+from launch.analysis import paper, qam_results
+from launch.analysis.qam_results import BUDGET
 from tests.test_curves import drawn_figure
 from tests.test_paper import CUBE2
 from tests.test_runs import full_run
 
 REPO = Path(__file__).resolve().parents[1]
+TRIPLE2 = "cube-triple-play-singletask-task2-v0"
 
 
 def csv_rows(task: str, method: str) -> dict[float, tuple[float, float, float]]:
@@ -114,3 +116,24 @@ def test_paper_overlay_draws_each_offline_to_online_baseline(tmp_path, monkeypat
     line = lines[f"paper: {method}"]
     np.testing.assert_allclose(line.get_xdata(), paper.to_run_steps(steps, 100, 100))
     np.testing.assert_allclose(line.get_ydata(), [published[step][0] for step in steps])
+
+
+def test_qam_results_beside_a_run_of_their_budget(tmp_path, monkeypatch):
+    """A run of QAM's online budget (500K) stands beside the QAM authors' curve, not Q-chunking's."""
+    for seed in (0, 1):
+        full_run(tmp_path / "sweep" / f"s{seed}", 0.2, 0.6, agent="fql", env=TRIPLE2, online_steps=500_000)
+    figures = drawn_figure(monkeypatch)
+    args = [str(tmp_path / "sweep"), "--by", "agent.name", "--paper", "--out", str(tmp_path / "q")]
+    assert plot.main(args) == 0
+    published = qam_results.load_curves()[("ogbench", "cube-triple-play-task2", "FQL")]
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
+    assert not any(label.startswith("paper: ") for label in lines)
+    line = lines["QAM paper: FQL"]
+    x = paper.to_run_steps(published.step_millions, 100, 500_000, BUDGET)
+    np.testing.assert_allclose(line.get_xdata(), x)
+    np.testing.assert_allclose(line.get_ydata(), published.mean)
+    report = (tmp_path / "q.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| fql |"))
+    for step in (1.0, 1.5):  # the end of QAM's offline and online phases
+        assert "{:.3f} [{:.3f}, {:.3f}]".format(*published.at(step)) in row
+    assert "Paper (QAM): the authors' published results (data/paper/qam/qam-results.csv.gz)" in report

@@ -14,6 +14,8 @@ CUBE2 = "cube-double-play-singletask-task2-v0"
         (CUBE2, ("ogbench", "cube-double-play-task2")),
         ("puzzle-3x3-play-singletask-task5-v0", ("ogbench", "puzzle-3x3-play-task5")),
         ("cube-quadruple-play-100m-singletask-task1-v0", ("ogbench", "cube-quadruple-play-task1")),
+        ("puzzle-4x4-play-100m-singletask-task3-v0", ("ogbench", "puzzle-4x4-play-task3")),
+        ("humanoidmaze-large-navigate-singletask-task5-v0", ("ogbench", "humanoidmaze-large-navigate-task5")),
         ("lift-mh-low_dim", ("robomimic", "lift")),
         ("robomimic-square-mh-low_dim", ("robomimic", "square")),
         ("cube-double-noisy-singletask-task2-v0", None),

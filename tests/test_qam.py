@@ -74,7 +74,9 @@ def np_jacobian_t_times(f, x, v, eps=1e-4):
 def test_critic_loss_bootstraps_from_the_policy_with_mean_minus_rho_std(edit_scale):
     agent = make(edit_scale=edit_scale)
     batch, noise = batch_for(3), noise_of(agent, 3)
-    loss, info = agent.critic_loss(batch, agent.params, noise)
+    loss, info = agent.critic_loss(
+        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+    )
 
     next_obs = batch["next_observations"][:, -1]
     next_actions = np_ode(agent.params["actor_fast"], next_obs, noise["next_actions"])
@@ -95,7 +97,7 @@ def test_critic_loss_bootstraps_from_the_policy_with_mean_minus_rho_std(edit_sca
 def test_bc_flow_loss_weights_each_chunk_by_its_last_valid():
     agent = make()
     batch, noise = batch_for(3), noise_of(agent, 4)
-    loss, _ = agent.flow_loss(batch, agent.params, noise)
+    loss, _ = agent.flow_loss(batch, agent.params, noise, agent.encode(agent.params, batch["observations"]))
     x1, x0, u = batch["actions"].reshape(4, -1), noise["flow_x0"], noise["flow_times"]
     pred = reference.vector_field(agent.params["actor_slow"], batch["observations"], (1 - u) * x0 + u * x1, u)
     expected = (((pred - (x1 - x0)) ** 2).mean(-1) * batch["valid"][:, -1]).mean()
@@ -106,7 +108,9 @@ def test_bc_flow_loss_weights_each_chunk_by_its_last_valid():
 def test_adjoint_loss_matches_numpy(clip_adj):
     agent = make(clip_adj=clip_adj)
     batch, noise = batch_for(3), noise_of(agent, 5)
-    loss, info = agent.adjoint_loss(batch, agent.params, noise)
+    loss, info = agent.adjoint_loss(
+        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+    )
 
     obs, h = batch["observations"].astype(np.float64), 1 / FLOW_STEPS
     fast, base = agent.params["actor_fast"], agent.target_actor_slow
@@ -142,7 +146,9 @@ def test_adjoint_loss_matches_numpy(clip_adj):
 def test_one_step_loss_distils_the_fine_flow_and_maximises_q():
     agent = make(fql_alpha=3.0)
     batch, noise = batch_for(3), noise_of(agent, 6)
-    loss, info = agent.one_step_loss(batch, agent.params, noise)
+    loss, info = agent.one_step_loss(
+        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+    )
     obs = batch["observations"]
     flow_actions = np_ode(agent.params["actor_fast"], obs, noise["distill"])
     actions = reference.vector_field(agent.params["one_step"], obs, noise["distill"])
@@ -156,7 +162,9 @@ def test_edit_loss_is_sac_on_the_edit_with_an_automatic_temperature():
     agent = make(edit_scale=0.1)
     agent = agent.replace(params={**agent.params, "log_temperature": jnp.float32(np.log(0.3))})
     batch, noise = batch_for(3), noise_of(agent, 7)
-    loss, info = agent.edit_loss(batch, agent.params, noise)
+    loss, info = agent.edit_loss(
+        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+    )
     obs = batch["observations"]
     flow_actions = np_ode(agent.params["actor_fast"], obs, noise["edit_x0"])
     means, log_stds = np_edit_actor(agent.params["edit"], np.concatenate([obs, flow_actions], -1))
@@ -168,7 +176,9 @@ def test_edit_loss_is_sac_on_the_edit_with_an_automatic_temperature():
     np.testing.assert_allclose(float(info["temperature_loss"]), temperature_loss, rtol=1e-4)
     np.testing.assert_allclose(float(loss), -q + 0.3 * log_probs.mean() + temperature_loss, rtol=1e-4)
     # the temperature's gradient is the entropy gap alone; the edit policy's loss does not reach it
-    grads = jax.grad(lambda p: agent.edit_loss(batch, p, noise)[0])(agent.params)
+    grads = jax.grad(lambda p: agent.edit_loss(batch, p, noise, agent.encode(p, batch["observations"]))[0])(
+        agent.params
+    )
     np.testing.assert_allclose(float(grads["log_temperature"]), temperature_loss, rtol=1e-4)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import agents
 from agents import behavior as bm
+from agents import best_of_n as bon
 from agents import qc
 from launch import train as train_module
 from launch.engine import settings
@@ -43,10 +44,13 @@ def to_numpy(tree):
 
 
 class HandCritic(nn.Module):
-    """Two members whose values are known functions of the chunk: -||a - 0.3||^2 and sum(a) + s_0."""
+    """Two members whose values are known functions of the chunk: -||a - 0.3||^2 and sum(a) + s_0; no encoder
+    (agents.networks.encode hands it the observations)."""
+
+    encoder: None = None
 
     @nn.compact
-    def __call__(self, observations, actions):
+    def __call__(self, observations, actions, encoded: bool = False):
         return jnp.stack([-jnp.square(actions - 0.3).sum(-1), actions.sum(-1) + observations[..., 0]])
 
 
@@ -65,7 +69,10 @@ def test_best_of_n_executes_the_candidate_the_critic_scores_highest(behavior, q_
     actions = np.asarray(jax.jit(lambda a, o, k: a.sample_actions(o, k))(agent, observations, key))
 
     noise = agent.behavior.sampling_noise(key, (6, 16))
-    candidates = np.asarray(jax.jit(agent.candidates)(agent.params, observations, noise))
+    candidates = jax.jit(bon.candidates, static_argnums=(0, 4))(
+        agent.behavior, agent.params["behavior"], observations, noise, 16
+    )
+    candidates = np.asarray(candidates)
     best = hand_q(np.asarray(observations), candidates, q_agg).argmax(1)
     np.testing.assert_allclose(actions.reshape(6, -1), candidates[np.arange(6), best], rtol=1e-5, atol=1e-6)
     assert actions.shape == (6, 3, 2) and len(set(best)) > 1  # not always the first candidate

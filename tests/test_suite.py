@@ -113,3 +113,22 @@ def test_success_timing_must_be_one_of_ogbench_values():
     with pytest.raises(ValueError, match=r"env.success_timing: expected null or one of \['pre', 'post'\], "):
         make_env(env_cfg("cube", success_timing="after"))
     assert all(env_cfg(group).success_timing is None for group in ("cube", "pointmaze", "scene"))
+
+
+# --- QAM's locomotion domains (their data downloads only: envs/datasets.py) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "dims"),
+    [
+        ("antmaze_large", (29, 8)),
+        ("antmaze_giant", (29, 8)),
+        ("humanoidmaze_medium", (69, 21)),
+        ("humanoidmaze_large", (69, 21)),
+    ],
+)
+def test_locomotion_envs_build_and_reset(group, dims):
+    env = make_env(env_cfg(group))
+    observation, _ = env.reset(seed=0)
+    assert (observation.shape[0], env.action_space.shape[0]) == dims
+    assert domain_of(env_cfg(group).name) == group.replace("_", "-")

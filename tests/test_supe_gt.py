@@ -119,9 +119,23 @@ def test_relabelled_transitions_match_numpy():
     np.testing.assert_allclose(agent.high.critic_loss(changed, agent.high.params, noise)[0], loss, rtol=1e-6)
 
 
+RECONSTRUCTION_TOLERANCE = 0.05  # max |decoded - segment action|: 3% of the actions' range [-0.8, 0.8]
+RECONSTRUCTION_CHECK_EVERY = 100  # updates between two checks of the convergence criterion
+RECONSTRUCTION_MAX_UPDATES = 3000  # 10x what either instruction set needed (see the test's docstring)
+
+
 def test_a_decoded_skill_reproduces_its_segment():
     """Trained on a dataset of three repeated segments, the decoder's mean for (s_t, encoder mean) is the
-    segment's actions; the agent acts with the prior until its first online update, then with the policy."""
+    segment's actions; the agent acts with the prior until its first online update, then with the policy.
+
+    The guarantee is convergence, not where a fixed number of updates lands: XLA's CPU kernels round
+    differently per instruction set, and at this learning rate Adam moves on after fitting, so after exactly
+    1,000 updates an AVX2 CPU missed by 0.165 where AVX-512 was within 0.05. The VAE trains until every
+    decoded action is within the tolerance, checked every 100 updates, and the test asserts it gets there
+    inside the cap and that the error fell at least tenfold from the untrained decoder's (measured on a
+    2-core EPYC: 0.796 -> 0.025 after 200 updates, and with XLA_FLAGS=--xla_cpu_max_isa=AVX2 0.796 -> 0.020
+    after 300). A small KL weight (0.003) lets three distinct segments keep distinct latents, so a correct
+    ELBO reaches the criterion."""
     rng = np.random.default_rng(0)
     segments = {
         "observations": rng.normal(size=(3, 2)).astype(np.float32),
@@ -132,15 +146,33 @@ def test_a_decoded_skill_reproduces_its_segment():
     batch = {key: np.tile(value, (8,) + (1,) * (value.ndim - 1)) for key, value in segments.items()}
     agent = make(kl_weight=0.003, lr=3e-3)
 
-    @jax.jit
-    def train(agent):
-        return jax.lax.fori_loop(0, 1000, lambda _, a: a.update(batch)[0], agent)
+    def error(agent):
+        means, _ = agent.vae.apply(
+            agent.params, segments["observations"], agent.encode(segments), method="decode"
+        )
+        return jnp.abs(means.reshape(3, CHUNK, 2) - segments["actions"]).max()
 
-    agent = train(agent)
-    means, _ = agent.vae.apply(
-        agent.params, segments["observations"], agent.encode(segments), method="decode"
+    @jax.jit
+    def train_until_reconstructed(agent):
+        def unconverged(state):
+            agent, updates = state
+            return (error(agent) > RECONSTRUCTION_TOLERANCE) & (updates < RECONSTRUCTION_MAX_UPDATES)
+
+        def train(state):
+            agent, updates = state
+            agent = jax.lax.fori_loop(0, RECONSTRUCTION_CHECK_EVERY, lambda _, a: a.update(batch)[0], agent)
+            return agent, updates + RECONSTRUCTION_CHECK_EVERY
+
+        return jax.lax.while_loop(unconverged, train, (agent, jnp.int32(0)))
+
+    initial_error = float(error(agent))
+    agent, updates = train_until_reconstructed(agent)
+    final_error = float(error(agent))
+    assert final_error <= RECONSTRUCTION_TOLERANCE, (
+        f"not reconstructed within {RECONSTRUCTION_MAX_UPDATES} updates: max error {final_error:.3f}"
     )
-    np.testing.assert_allclose(means.reshape(3, CHUNK, 2), segments["actions"], atol=0.05)
+    assert final_error <= initial_error / 10, (initial_error, final_error)
+    print(f"reconstructed after {int(updates)} updates (error {initial_error:.3f} -> {final_error:.3f})")
 
     key = jax.random.PRNGKey(3)
     acted = agent.sample_actions(segments["observations"], key)

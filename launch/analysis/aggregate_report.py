@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from launch.analysis import aggregate, paper
+from launch.analysis import aggregate, paper, yardsticks
 from launch.analysis.curves import align, sort_values
-from launch.analysis.overlays import Overlay, overlay_of, paper_cell, setup_notes
+from launch.analysis.overlays import Overlay, overlay_of, paper_cell, setup_notes, source_label
 from launch.analysis.runs import PHASES, RunCurve
 
 
@@ -37,26 +37,28 @@ def rectangle(value: object, columns: dict[str, list], what: str, notes: list[st
 
 
 def paper_aggregates(methods: dict[object, dict[str, list]], notes: list[str]) -> dict[object, Overlay]:
-    """The paper's aggregate curve beside each method whose runs the paper has, on the runs' x."""
-    curves, overlays, timings, matched = paper.load_curves(), {}, set(), []
+    """The published aggregate curve (Q-chunking's or QAM's table, yardsticks.py) beside each method whose
+    runs a source has, on the runs' x."""
+    sources, overlays, timings, matched = yardsticks.load_sources(), {}, set(), []
     for value, by_task in methods.items():
         runs = [run for column in by_task.values() for run in column]
+        (offline_steps, online_steps), _ = Counter(
+            (run.offline_steps, config.online_steps) for run, config in runs
+        ).most_common(1)[0]
         members = [
-            paper.match_curve(curves, column[0][1].agent.get("paper_label"), task)
+            yardsticks.match_run(sources, column[0][1].agent.get("paper_label"), task, online_steps)
             for task, column in by_task.items()
         ]
         if None in members:
             notes.append(f"{value}: no paper curve for some of its tasks, so no paper aggregate")
             continue
-        found = paper.covering_aggregate(curves, members)
+        source = yardsticks.source_of(sources, members)
+        found = None if source is None else paper.covering_aggregate(source, members)
         if found is None:
             notes.append(f"{value}: the paper publishes no aggregate for {members[0].benchmark}")
             continue
         curve, covers = found
-        (offline_steps, online_steps), _ = Counter(
-            (run.offline_steps, config.online_steps) for run, config in runs
-        ).most_common(1)[0]
-        label = f"paper: {curve.method} (mean of {covers})"
+        label = f"{source_label(curve)}: {curve.method} (mean of {covers})"
         overlays[value] = overlay_of(label, curve, {value}, offline_steps, online_steps)
         notes.append(
             f"{label}: beside {value}'s {len(by_task)} task(s); the paper's steps mapped onto "

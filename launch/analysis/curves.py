@@ -160,7 +160,7 @@ def plot(
         else "steps (offline: updates, online: offline_steps + env steps)"
     )
     if mapped:
-        xlabel += "\npaper: its 1M offline + 1M online steps mapped onto this budget"
+        xlabel += "\npaper: its offline and online steps mapped onto this budget"
     axes.set_xlabel(xlabel)
     axes.set_ylabel(metric)
     axes.set_title(title)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from launch.analysis import paper
-from launch.analysis.runs import PHASES, RunCurve
+from launch.analysis import paper, yardsticks
+from launch.analysis.runs import RunCurve
 
 
 @dataclass(frozen=True)
@@ -33,28 +33,31 @@ def overlay_of(
 ) -> Overlay:
     """A paper curve on the x of runs with this budget."""
     keep = curve.step_millions >= (1.0 if offline_steps == 0 else 0.0)  # no offline phase to map onto
-    x = paper.to_run_steps(curve.step_millions[keep], offline_steps, online_steps)
+    x = paper.to_run_steps(curve.step_millions[keep], offline_steps, online_steps, curve.budget)
     return Overlay(label, curve, frozenset(members), x, curve.mean[keep], curve.low[keep], curve.high[keep])
 
 
 def paper_overlays(
-    runs: list[tuple[RunCurve, DictConfig]], curves: dict[tuple[str, str, str], paper.PaperCurve]
+    runs: list[tuple[RunCurve, DictConfig]], sources: dict[str, yardsticks.Curves]
 ) -> tuple[list[Overlay], list[str]]:
-    """The paper's curves beside these runs, on the runs' x, and notes for the report.
+    """The published curves beside these runs, on the runs' x, and notes for the report.
 
-    One curve per method and task the runs have; the paper's 5-task mean where a method's runs cover a whole
-    OGBench domain. Steps are mapped onto the budget most of the method's runs have.
+    One curve per method and task the runs have (from the source of the runs' budget, yardsticks.py); the
+    source's 5-task mean where a method's runs cover a whole OGBench domain. Steps are mapped onto the budget
+    most of the method's runs have.
     """
     tasks: dict[str, dict[str, paper.PaperCurve]] = {}
     values: dict[tuple[str, str], set] = {}
     budgets: dict[str, Counter] = {}
     notes, timings = set(), set()
     for run, config in runs:
-        curve = paper.match_curve(curves, config.agent.get("paper_label"), config.env.name)
+        curve = yardsticks.match_run(
+            sources, config.agent.get("paper_label"), config.env.name, config.online_steps
+        )
         if curve is None:
             notes.add(f"no paper curve for {config.agent.name} on {config.env.name}")
             continue
-        tasks.setdefault(curve.method, {})[curve.task] = curve
+        tasks.setdefault(curve.method, {}).setdefault(curve.task, curve)
         values.setdefault((curve.method, curve.task), set()).add(run.value)
         budgets.setdefault(curve.method, Counter())[(run.offline_steps, config.online_steps)] += 1
         if curve.benchmark == "ogbench":
@@ -67,37 +70,49 @@ def paper_overlays(
                 f"{method}: runs with different budgets; the paper's steps are mapped onto "
                 f"{offline_steps} offline + {online_steps} online"
             )
-        aggregate = paper.aggregate_curve(curves, list(matched.values())) if len(matched) > 1 else None
+        source = yardsticks.source_of(sources, list(matched.values()))
+        aggregate = (
+            paper.aggregate_curve(source, list(matched.values())) if len(matched) > 1 and source else None
+        )
         every_value = set().union(*(values[(method, task)] for task in matched))
         if len(matched) == 1:
-            chosen = [(f"paper: {method}", *matched.values(), every_value)]
+            (curve,) = matched.values()
+            chosen = [(f"{source_label(curve)}: {method}", curve, every_value)]
         elif aggregate is not None:
-            chosen = [(f"paper: {method} (mean of {aggregate.task}'s 5 tasks)", aggregate, every_value)]
+            label = f"{source_label(aggregate)}: {method} (mean of {aggregate.task}'s 5 tasks)"
+            chosen = [(label, aggregate, every_value)]
         else:
             chosen = [
-                (f"paper: {method} {task}", curve, values[(method, task)]) for task, curve in matched.items()
+                (f"{source_label(curve)}: {method} {task}", curve, values[(method, task)])
+                for task, curve in matched.items()
             ]
         for label, curve, members in chosen:
             overlays.append(overlay_of(label, curve, members, offline_steps, online_steps))
             online_only = curve.step_millions[0] >= 1.0
-            if online_steps != paper.PAPER_BUDGET[1] or (
-                offline_steps != paper.PAPER_BUDGET[0] and not online_only
-            ):
+            if online_steps != curve.budget[1] or (offline_steps != curve.budget[0] and not online_only):
                 notes.add(
-                    f"{label}: the paper's 1M offline steps are mapped onto [0, {offline_steps}] and "
-                    f"its 1M online steps onto ({offline_steps}, {offline_steps + online_steps}]"
+                    f"{label}: the paper's {curve.budget[0] / 1e6:g}M offline steps are mapped onto "
+                    f"[0, {offline_steps}] and its {curve.budget[1] / 1e6:g}M online steps onto "
+                    f"({offline_steps}, {offline_steps + online_steps}]"
                 )
     notes |= setup_notes([curve for matched in tasks.values() for curve in matched.values()], timings)
     return overlays, sorted(notes)
+
+
+def source_label(curve: paper.PaperCurve) -> str:
+    """How a curve's label names its source: 'paper' for the Q-chunking paper's, else 'QAM paper'."""
+    return "paper" if curve.source == "Q-chunking" else f"{curve.source} paper"
 
 
 def setup_notes(matched: list[paper.PaperCurve], timings: set) -> set[str]:
     """How the setup of runs beside these paper curves differs from the paper's; timings: the runs'
     env.success_timing on OGBench."""
     notes = set()
-    if any(curve.task.startswith("cube-quadruple") for curve in matched):
-        notes.add("the paper's cube-quadruple curves were trained on the 100M-transition dataset")
-    if timings - {"post"}:
+    for curve in matched:
+        if curve.task.startswith(("cube-quadruple", "puzzle-4x4")):
+            domain, source = paper.task_domain(curve.task), source_label(curve)
+            notes.add(f"the {source}'s {domain} curves were trained on the 100M-transition dataset")
+    if timings - {"post"} and any(curve.source == "Q-chunking" for curve in matched):
         used = ", ".join(sorted("null" if timing is None else timing for timing in timings))
         notes.add(
             "the paper ran OGBench 1.1.2, whose single-task envs judge success after each step "
@@ -111,9 +126,9 @@ def paper_cell(overlays: list[Overlay], phase: str) -> str:
     cells = []
     for overlay in overlays:
         online_only = overlay.curve.step_millions[0] >= 1.0  # no offline phase to end
-        point = None if phase == "offline" and online_only else overlay.curve.at(PHASES.index(phase) + 1.0)
+        point = None if phase == "offline" and online_only else overlay.curve.at(overlay.curve.end_of(phase))
         text = "n/a" if point is None else "{:.3f} [{:.3f}, {:.3f}]".format(*point)
-        cells.append(f"{overlay.label.removeprefix('paper: ')}: {text}" if len(overlays) > 1 else text)
+        cells.append(f"{overlay.label.split(': ', 1)[1]}: {text}" if len(overlays) > 1 else text)
     return "; ".join(cells) or "n/a"
 
 

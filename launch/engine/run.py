@@ -49,6 +49,7 @@ class Run:
         self.cfg = cfg
         self.run_dir = run_dir
         self.members = vector_members(cfg, run_dir)
+        envs.check_renderer([member.env_cfg for member in self.members], cfg.eval.video_episodes > 0)
         domain = envs.domain_of(self.members[0].cfg.env.name)
         self.member_settings = [settings.agent_settings(member.cfg, domain) for member in self.members]
         self.agent_settings = self.member_settings[0]  # the settings every run shares (static ones)
@@ -105,7 +106,8 @@ class Run:
             # eval.workers envs per run for evaluation
             copies = settings.eval_workers(self.cfg, len(self.members)) if purpose == "eval" else 1
             self._vector_envs[purpose] = envs.make_vector_env(
-                [member.env_cfg for member in self.members for _ in range(copies)]
+                [member.env_cfg for member in self.members for _ in range(copies)],
+                videos=purpose == "eval" and self.cfg.eval.video_episodes > 0,
             )
         return self._vector_envs[purpose]
 

@@ -62,6 +62,8 @@ def rollout(
     the rendered frames.
     """
     context_length = agent.config.context_length
+    if render:  # these envs live in the trainer, which loads a renderer only for videos
+        envs.headless.load_renderer()
     observation, info = env.reset(seed=seed)
     observations, actions, rewards, returns_to_go, frames = [], [], [], [], []
     remaining, done = float(target), False

@@ -30,14 +30,52 @@ def timed(function, repeats: int) -> float:
     return timed_in_turn({"only": function}, repeats)["only"]
 
 
-def update_flops(agent, replay, batch_size: int) -> float:
-    """XLA's estimate of the floating-point operations of one update."""
+def sample_batch(agent, replay, batch_size: int) -> dict:
+    """One offline batch of the agent's sample length, as its update reads it."""
     config = agent.config
-    batch = replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
-    compiled = jax.jit(lambda a, b: a.update(b)).lower(agent, batch).compile()
-    analysis = compiled.cost_analysis()
+    return replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
+
+
+def compiled_flops(function, *args) -> float:
+    """XLA's estimate of the floating-point operations of `function(*args)`, compiled (after XLA's own
+    passes, common-subexpression elimination among them)."""
+    analysis = jax.jit(function).lower(*args).compile().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     return float(analysis.get("flops", float("nan")))
+
+
+def update_flops(agent, replay, batch_size: int) -> float:
+    """XLA's estimate of the floating-point operations of one update."""
+    return compiled_flops(lambda a, b: a.update(b), agent, sample_batch(agent, replay, batch_size))
+
+
+def convolutions(jaxpr) -> list:
+    """The convolution equations a jaxpr traces, inside its sub-jaxprs (jit, scan, cond, custom gradients)
+    too: what an agent's code asks for before XLA removes repeated work, so encoding twice shows even where
+    XLA would merge the copies."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            found.append(eqn)
+        for param in eqn.params.values():
+            for inner in param if isinstance(param, tuple | list) else (param,):
+                if hasattr(inner, "eqns") or hasattr(inner, "jaxpr"):
+                    found += convolutions(getattr(inner, "jaxpr", inner))
+    return found
+
+
+def update_cost(agent, replay, batch_size: int) -> dict:
+    """XLA's GFLOP of one compiled update and of one action selection for a batch of observations, and the
+    convolutions the update traces."""
+    batch = sample_batch(agent, replay, batch_size)
+    update, act = (lambda a, b: a.update(b)), (lambda a, o, k: a.sample_actions(o, k))
+    return {
+        "gflop_per_update": round(compiled_flops(update, agent, batch) / 1e9, 2),
+        "gflop_per_batch_act": round(
+            compiled_flops(act, agent, batch["observations"], jax.random.PRNGKey(1)) / 1e9, 2
+        ),
+        "update_convolutions": len(convolutions(jax.make_jaxpr(update)(agent, batch).jaxpr)),
+    }
 
 
 def agent_bytes(agent) -> int:
