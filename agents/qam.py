@@ -194,7 +194,7 @@ class Agent(step.TDAgent):
             noise["edit"] = jax.random.normal(keys[8], shape)
         return noise
 
-    def encode(self, params: dict, observations: jax.Array) -> dict:
+    def encode_batch(self, params: dict, observations: jax.Array) -> dict:
         """Each network's features of the batch's observations, computed once per update and shared by every
         loss, Euler step and adjoint step that reads them (networks.encode)."""
         return {
@@ -303,7 +303,7 @@ class Agent(step.TDAgent):
         }
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
-        encoded = self.encode(params, batch["observations"])
+        encoded = self.encode_batch(params, batch["observations"])
         losses = {
             "critic": self.critic_loss(batch, params, noise, encoded),
             "actor": self.flow_loss(batch, params, noise, encoded),

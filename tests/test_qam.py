@@ -75,7 +75,7 @@ def test_critic_loss_bootstraps_from_the_policy_with_mean_minus_rho_std(edit_sca
     agent = make(edit_scale=edit_scale)
     batch, noise = batch_for(3), noise_of(agent, 3)
     loss, info = agent.critic_loss(
-        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+        batch, agent.params, noise, agent.encode_batch(agent.params, batch["observations"])
     )
 
     next_obs = batch["next_observations"][:, -1]
@@ -97,7 +97,9 @@ def test_critic_loss_bootstraps_from_the_policy_with_mean_minus_rho_std(edit_sca
 def test_bc_flow_loss_weights_each_chunk_by_its_last_valid():
     agent = make()
     batch, noise = batch_for(3), noise_of(agent, 4)
-    loss, _ = agent.flow_loss(batch, agent.params, noise, agent.encode(agent.params, batch["observations"]))
+    loss, _ = agent.flow_loss(
+        batch, agent.params, noise, agent.encode_batch(agent.params, batch["observations"])
+    )
     x1, x0, u = batch["actions"].reshape(4, -1), noise["flow_x0"], noise["flow_times"]
     pred = reference.vector_field(agent.params["actor_slow"], batch["observations"], (1 - u) * x0 + u * x1, u)
     expected = (((pred - (x1 - x0)) ** 2).mean(-1) * batch["valid"][:, -1]).mean()
@@ -109,7 +111,7 @@ def test_adjoint_loss_matches_numpy(clip_adj):
     agent = make(clip_adj=clip_adj)
     batch, noise = batch_for(3), noise_of(agent, 5)
     loss, info = agent.adjoint_loss(
-        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+        batch, agent.params, noise, agent.encode_batch(agent.params, batch["observations"])
     )
 
     obs, h = batch["observations"].astype(np.float64), 1 / FLOW_STEPS
@@ -147,7 +149,7 @@ def test_one_step_loss_distils_the_fine_flow_and_maximises_q():
     agent = make(fql_alpha=3.0)
     batch, noise = batch_for(3), noise_of(agent, 6)
     loss, info = agent.one_step_loss(
-        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+        batch, agent.params, noise, agent.encode_batch(agent.params, batch["observations"])
     )
     obs = batch["observations"]
     flow_actions = np_ode(agent.params["actor_fast"], obs, noise["distill"])
@@ -163,7 +165,7 @@ def test_edit_loss_is_sac_on_the_edit_with_an_automatic_temperature():
     agent = agent.replace(params={**agent.params, "log_temperature": jnp.float32(np.log(0.3))})
     batch, noise = batch_for(3), noise_of(agent, 7)
     loss, info = agent.edit_loss(
-        batch, agent.params, noise, agent.encode(agent.params, batch["observations"])
+        batch, agent.params, noise, agent.encode_batch(agent.params, batch["observations"])
     )
     obs = batch["observations"]
     flow_actions = np_ode(agent.params["actor_fast"], obs, noise["edit_x0"])
@@ -176,9 +178,9 @@ def test_edit_loss_is_sac_on_the_edit_with_an_automatic_temperature():
     np.testing.assert_allclose(float(info["temperature_loss"]), temperature_loss, rtol=1e-4)
     np.testing.assert_allclose(float(loss), -q + 0.3 * log_probs.mean() + temperature_loss, rtol=1e-4)
     # the temperature's gradient is the entropy gap alone; the edit policy's loss does not reach it
-    grads = jax.grad(lambda p: agent.edit_loss(batch, p, noise, agent.encode(p, batch["observations"]))[0])(
-        agent.params
-    )
+    grads = jax.grad(
+        lambda p: agent.edit_loss(batch, p, noise, agent.encode_batch(p, batch["observations"]))[0]
+    )(agent.params)
     np.testing.assert_allclose(float(grads["log_temperature"]), temperature_loss, rtol=1e-4)
 
 
