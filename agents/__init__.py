@@ -41,6 +41,7 @@ ALGORITHMS = {
     "rebrac": "agents.rebrac",  # ReBRAC
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
+    "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching
 }
 
 

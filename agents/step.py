@@ -27,6 +27,13 @@ def adam(lr: float) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
+@functools.cache
+def clipped_adam(lr: float, max_norm: float) -> optax.GradientTransformation:
+    """`adam(lr)` after scaling the whole gradient (every network's, summed losses) down to a global norm of
+    at most `max_norm`, as QAM's optimizer (ColinQiyangLi/qam agents/qam.py `clip_grad`). Cached as `adam`."""
+    return optax.chain(optax.clip_by_global_norm(max_norm), adam(lr))
+
+
 class TDAgent(flax.struct.PyTreeNode):
     """The state every TD agent holds (`training_state` fills all but `rng` and `action_dim`); an agent adds
     its networks as static fields and keeps `update` and `sample_actions` pure and jittable."""
@@ -45,10 +52,10 @@ class TDAgent(flax.struct.PyTreeNode):
     optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
-def training_state(config, params: dict, target: str = "critic") -> dict:
+def training_state(config, params: dict, target: str = "critic", optimizer=None) -> dict:
     """The fields every TD agent's `create` fills alike: its parameters, a copy of `params[target]` as the
-    Polyak target critic, Adam (`adam(config.lr)`) and its state, and the config."""
-    optimizer = adam(config.lr)
+    Polyak target critic, the optimizer (`adam(config.lr)` unless given) and its state, and the config."""
+    optimizer = optimizer or adam(config.lr)
     return {
         "params": params,
         "target_critic": jax.tree_util.tree_map(jnp.copy, params[target]),

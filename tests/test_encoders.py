@@ -11,7 +11,7 @@ import pytest
 import agents
 from agents import networks, step
 from agents.networks import ENCODERS, Actor, Critic, Value, VectorField, apply_encoded, encode
-from agents.rlpd import GaussianActor
+from agents.tanh_gaussian import TanhGaussianActor
 from launch.speed.timing import convolutions
 
 FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
@@ -232,7 +232,7 @@ SMALL_FRAMES = (16, 16, 6)  # tracing only: the encoder's structure, not its siz
         (Actor((8,), 4, encoder="impala_small"), ()),
         (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)), jnp.full((5, 1), 0.3))),
         (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)),)),  # a one-step policy
-        (GaussianActor((8,), 4, encoder="impala_small"), ()),
+        (TanhGaussianActor((8,), 4, encoder="impala_small"), ()),
     ],
 )
 def test_a_network_on_its_encoded_features_equals_the_network_on_images(net, inputs):
@@ -264,6 +264,7 @@ def convolved_inputs(function, *args) -> tuple[int, int]:
         ("ifql", "num_samples", (2, 8)),
         ("dqc", "num_samples", (2, 8)),
         ("qc_fql", "flow_steps", (2, 8)),
+        ("qam", "flow_steps", (2, 8)),  # Euler steps, SDE steps and adjoint steps
     ],
 )
 def test_updates_and_actions_encode_once_whatever_the_samples_and_euler_steps(algorithm, setting, values):
