@@ -26,6 +26,21 @@ def aggregate(qs: jax.Array, how: str) -> jax.Array:
     raise ValueError(f"q_agg must be 'mean' or 'min', got {how!r}")
 
 
+def pessimistic(qs: jax.Array, rho) -> jax.Array:
+    """mean - rho * std over an ensemble's (num_qs, batch) values: (batch,). QAM's target (ColinQiyangLi/qam
+    agents/qam.py `critic_loss`, rho = 0.5; 0 on humanoidmaze), the std the population one (ddof 0)."""
+    return qs.mean(axis=0) - rho * qs.std(axis=0)
+
+
+def bootstrap(next_qs: jax.Array, how: str, rho) -> jax.Array:
+    """The target ensemble's value at s_{t+h}, (batch,): `pessimistic(next_qs, rho)` where the agent sets
+    rho (AgentConfig.rho), else its own reduction `aggregate(next_qs, how)`.
+
+    next_qs: (num_qs, batch)
+    """
+    return aggregate(next_qs, how) if rho is None else pessimistic(next_qs, rho)
+
+
 def chunk_target(batch: dict, next_q: jax.Array, discount: float) -> jax.Array:
     """rewards[h-1] + gamma^h * masks[h-1] * next_q: discounted chunk reward plus the bootstrap at s_{t+h}.
 
