@@ -31,6 +31,8 @@ ALGORITHMS = {
     "rebrac": "agents.rebrac",  # ReBRAC
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
+    "fawac": "agents.fawac",  # FAWAC: advantage-weighted flow matching (QAM's baseline)
+    "fbrac": "agents.fbrac",  # FBRAC: Q backpropagated through the flow's ODE (QAM's baseline)
 }
 
 

@@ -44,6 +44,8 @@ CITED = {
     ("qam_puzzle_4x4", "qam"): {"inv_temp": 30.0},  # :139
     ("qam_antmaze_giant", "qam_e"): {"inv_temp": 10.0, "edit_scale": 0.1},  # :151
     ("qam_scene", "qam_f"): {"inv_temp": 1.0, "fql_alpha": 300.0},  # :156
+    ("qam_scene", "fawac"): {"inv_temp": 6.4},  # :117
+    ("qam_cube_quadruple", "fbrac"): {"alpha": 1.0},  # :19
 }
 
 
