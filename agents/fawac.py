@@ -28,13 +28,13 @@ class Config(AgentConfig):
     """Defaults: the authors' get_config (agents/fawac.py) with reproduce.py's common values (10 critics,
     rho = 0.5, chunking on); configs/qam_method/fawac.yaml holds the per-domain inv_temp."""
 
-    TAKES_RHO = True
+    TAKES_RHO = True  # AgentConfig's flag (branch qam) that lets from_mapping accept rho
     lr: float = sweepable(3e-4)
     tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     num_qs: int = 10
     q_agg: str = "mean"  # the target's reduction where rho is None
-    rho: float | None = 0.5
+    rho: float | None = 0.5  # mean - rho * std over the target critics (critic.bootstrap); None: q_agg
     critic_layer_norm: bool = True  # critic and value (the authors' value_layer_norm)
     actor_layer_norm: bool = False
     flow_steps: int = 10
