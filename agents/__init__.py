@@ -33,6 +33,7 @@ ALGORITHMS = {
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
     "fawac": "agents.fawac",  # FAWAC: advantage-weighted flow matching (QAM's baseline)
     "fbrac": "agents.fbrac",  # FBRAC: Q backpropagated through the flow's ODE (QAM's baseline)
+    "cgql": "agents.cgql",  # CGQL, CGQL-M, CGQL-L: classifier guidance by the critic (QAM's baselines)
 }
 
 
