@@ -1,5 +1,6 @@
 """CGQL's guided sampler, distillation losses and critic loss against NumPy on the hand-built batch of
-test_qc_fql; the critic's action gradient (the score) by float64 central differences."""
+test_qc_fql; the critic's action gradient (the score) by float64 central differences; a vector member is its
+single run through a resume."""
 
 import jax
 import numpy as np
@@ -7,8 +8,11 @@ import pytest
 
 import agents
 from agents import guidance
+from launch import train as train_module
 from tests import reference
+from tests.helpers import compose_config, train_interrupted
 from tests.test_qc_fql import DISCOUNT, batch_for
+from tests.test_vector import TINY, assert_member_is_alone
 
 INV_TEMP, GUIDANCE, NOISY, CLIP = 2.0, 0.3, 0.5, 0.4
 
@@ -134,3 +138,28 @@ def test_update_polyak_averages_the_critic_and_the_guided_flow():
     assert np.isfinite(float(info["critic/noisy_critic_loss"])) and np.isfinite(
         float(info["actor/flow_loss"])
     )
+
+
+@pytest.mark.slow  # a minute of CPU (guided sampling compiled in act and update): FAWAC's covers the default suite
+def test_a_guidance_coef_vector_member_is_the_run_alone_through_a_resume(
+    tiny_dataset_dir, tmp_path, monkeypatch
+):
+    def config(*overrides):
+        return compose_config(
+            "agent=cgql_mse",
+            "env=pointmaze",
+            f"env.dataset_dir={tiny_dataset_dir}",
+            "env.download=false",
+            "logger.mode=disabled",
+            *TINY,
+            "agent.num_qs=2",
+            "agent.flow_steps=2",
+            *overrides,
+        )
+
+    vector_dir = tmp_path / "vector"
+    train_interrupted(train_module.train, config("agent.guidance_coef=[0.1,1.0]"), vector_dir, monkeypatch, 3)
+    vector = train_module.train(config("agent.guidance_coef=[0.1,1.0]", "resume=true"), vector_dir)
+    alone = train_module.train(config("agent.guidance_coef=1.0"), tmp_path / "alone")
+    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "guidance_coef=1.0")
+    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
