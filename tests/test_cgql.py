@@ -140,7 +140,7 @@ def test_update_polyak_averages_the_critic_and_the_guided_flow():
     )
 
 
-@pytest.mark.slow  # a minute of CPU (guided sampling compiled in act and update): FAWAC's covers the default suite
+@pytest.mark.slow  # a minute of CPU (guided sampling compiled in act and update); FAWAC's runs by default
 def test_a_guidance_coef_vector_member_is_the_run_alone_through_a_resume(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
