@@ -29,11 +29,11 @@ ALGORITHMS = {
     "dqc": "agents.dqc",  # DQC and its ablations QC, NS, OS (goal-conditioned reach or reward returns)
     "iql": "agents.iql",  # IQL (AWR policy)
     "rebrac": "agents.rebrac",  # ReBRAC
-    "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
-    "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
     "fawac": "agents.fawac",  # FAWAC: advantage-weighted flow matching (QAM's baseline)
     "fbrac": "agents.fbrac",  # FBRAC: Q backpropagated through the flow's ODE (QAM's baseline)
     "cgql": "agents.cgql",  # CGQL, CGQL-M, CGQL-L: classifier guidance by the critic (QAM's baselines)
+    "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
+    "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
 }
 
 
