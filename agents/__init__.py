@@ -6,6 +6,16 @@ Every agent is an immutable pytree with
   sample_actions(observations, key) -> (batch, steps, action_dim)   # executed open-loop
   eval_actions(observations, key)    # optional: the evaluation policy where it differs (temperature 0)
   online_update(batch) -> (agent, info)   # optional: the online phase's update where it differs (SUPE-GT)
+An agent that acts closed loop, at every env step from the current observation, defines instead of
+sample_actions (launch/engine/acting.py):
+  initial_carry() -> carry           # one env's state between steps, a flat dict of arrays that holds
+                                     # `steps_left` (int32): steps of the current decision still to come
+  act_step(observations (1, ...), carry, key, evaluation) -> (actions (1, action_dim), carry, fields)
+The engine pays owed updates and hands a fresh key where steps_left = 0 (elsewhere the key may repeat: an
+agent that samples mid-decision keeps a key in its carry); it resets the carry at each episode's start and
+saves it in checkpoints. `fields` {name: (1, ...)} are what it records beside the action, declared by
+  transition_fields() -> {name: shape}   # optional: the online replay stores them; a batch that mixes in
+                                         # offline rows (which have none) adds `recorded` (batch,) 0/1
 and a frozen `Config` dataclass (agents.config.AgentConfig) built from configs/agent/<name>.yaml. The
 dataclass holds every default: importing this package registers each Config's defaults as the Hydra config
 agent_defaults/<algorithm>, which configs/agent/<algorithm>.yaml lists first and then states only what
@@ -34,6 +44,7 @@ ALGORITHMS = {
     "cgql": "agents.cgql",  # CGQL, CGQL-M, CGQL-L: classifier guidance by the critic (QAM's baselines)
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
+    "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching
 }
 
 

@@ -41,11 +41,17 @@ class AgentConfig:
     each run of a vector sees its own alpha, tau or discount. A subclass that redefines a field marks it
     again.
 
+    rho: None bootstraps from the agent's own reduction of its target ensemble (its q_agg); a number takes
+    mean - rho * std over the target critics instead (agents/critic.py `bootstrap`, QAM's pessimistic
+    target), for every TD agent whose target is one chunk-level bootstrap. Static: off by default, so no
+    agent's numbers change unless it is set.
+
     PRESETS: what a preset (configs/preset/<name>.yaml) sets in this agent, {preset: {field: value}}, such as
     the sizes of preset=debug's tiny networks: a preset names no agent's fields itself, so it suits them all.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    TAKES_RHO: ClassVar[bool] = False  # whether the agent's target reads `rho`; others refuse it
 
     chunk_length: int = 5
     action_chunking: bool = True
@@ -54,6 +60,7 @@ class AgentConfig:
     execution_length: int | None = None
     encoder: str | None = None
     aug_prob: float = 0.0
+    rho: float | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -122,6 +129,11 @@ class AgentConfig:
             elif key in cls.sweepable() and isinstance(value, int):  # float leaves whatever the YAML says
                 value = float(value)
             kwargs[key] = value
+        if kwargs.get("rho") is not None and not cls.TAKES_RHO:
+            raise ValueError(
+                f"agent.rho (the pessimistic target) is for agents with one chunk-level bootstrap, not "
+                f"{cls.__module__}; leave it null"
+            )
         return cls(**kwargs)
 
 

@@ -43,6 +43,7 @@ class Config(AgentConfig):
     diffusion_schedule: str = "cosine"  # cosine | linear
     diffusion_sampler: str = "ddpm"  # ddpm (stochastic) | ddim (deterministic)
     PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
+    TAKES_RHO = True  # agents/critic.py `bootstrap`
 
     def __post_init__(self):
         choices = {
@@ -120,7 +121,7 @@ class Agent(step.TDAgent):
         next_observations = batch["next_observations"][:, -1]
         next_actions = self.best_of_n(jax.lax.stop_gradient(params), next_observations, noise["next_actions"])
         next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
-        next_q = td.aggregate(next_qs, cfg.q_agg)
+        next_q = td.bootstrap(next_qs, cfg.q_agg, cfg.rho)
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)

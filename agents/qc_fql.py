@@ -36,6 +36,7 @@ class Config(AgentConfig):
     flow_steps: int = 10
     alpha: float = sweepable(100.0)
     PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
+    TAKES_RHO = True  # agents/critic.py `bootstrap`
 
 
 class Agent(step.TDAgent):
@@ -104,9 +105,8 @@ class Agent(step.TDAgent):
         cfg = self.config
         next_observations = batch["next_observations"][:, -1]
         next_actions = self._policy(jax.lax.stop_gradient(params), next_observations, noise["next_actions"])
-        next_q = td.aggregate(
-            self.critic_net.apply(self.target_critic, next_observations, next_actions), cfg.q_agg
-        )
+        next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
+        next_q = td.bootstrap(next_qs, cfg.q_agg, cfg.rho)
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)

@@ -13,7 +13,7 @@ action comes from the shared chunk sampler: ReBRAC samples chunk_length + 1 tran
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.struct
 import jax
@@ -62,6 +62,7 @@ class Config(AgentConfig):
     actor_noise: float = 0.2  # std of the target-policy smoothing and exploration noise
     actor_noise_clip: float = 0.5
     PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
+    TAKES_RHO = True  # agents/critic.py `bootstrap`
 
     def __post_init__(self):
         if self.action_chunking and self.chunk_length > 1:
@@ -78,6 +79,9 @@ class Config(AgentConfig):
 
 class Agent(step.TDAgent):
     """step: updates so far (the actor and targets move on every `actor_freq`-th)."""
+
+    # its target reads the next observation of step chunk_length - 1 of chunk_length + 1 (split_next_actions)
+    reads_every_next_observation: ClassVar[bool] = True
 
     step: jax.Array
     target_actor: Any
@@ -145,9 +149,8 @@ class Agent(step.TDAgent):
         next_actions = self.smoothed(
             self.policy(self.target_actor, next_observations), noise, cfg.actor_noise
         )
-        next_q = td.aggregate(
-            self.critic_net.apply(self.target_critic, next_observations, next_actions), cfg.q_agg
-        )
+        next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
+        next_q = td.bootstrap(next_qs, cfg.q_agg, cfg.rho)
         penalty = jnp.square(next_actions - data_next_actions).sum(-1) * next_valid
         target = td.chunk_target(chunk, next_q - cfg.alpha_critic * penalty, cfg.discount)
         actions = td.critic_actions(chunk["actions"], cfg.action_chunking)

@@ -13,50 +13,18 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from agents import critic as td
 from agents import step
+from agents import tanh_gaussian as tg
 from agents.config import AgentConfig, sweepable
-from agents.networks import MLP, Critic, apply_encoded, default_init, encode, example_observations, features
+from agents.networks import Critic, encode, example_observations
 
-# ColinQiyangLi/qc rlpd_distributions/tanh_normal.py
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 # Dataset actions sit on the +-1 boundary, where atanh is infinite.
 ATANH_CLIP = 1e-5
-
-
-def tanh_normal_log_prob(pre_tanh: jax.Array, means: jax.Array, log_stds: jax.Array) -> jax.Array:
-    """Per-dimension log density of tanh(u), u ~ N(means, exp(log_stds)^2), at the point tanh(pre_tanh).
-
-    log N(u) - log(1 - tanh(u)^2), the Jacobian written as 2 (log 2 - u - softplus(-2u)) so that it stays
-    finite where tanh(u) rounds to +-1. All arguments and the result: (..., dim).
-    """
-    standardised = (pre_tanh - means) * jnp.exp(-log_stds)
-    gaussian = -0.5 * jnp.square(standardised) - log_stds - 0.5 * math.log(2 * math.pi)
-    log_jacobian = 2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-    return gaussian - log_jacobian
-
-
-class GaussianActor(nn.Module):
-    """The reference's TanhNormal actor (rlpd_distributions/tanh_normal.py): a ReLU trunk with its last hidden
-    layer activated and separate Dense heads for the means and the (unclipped) log-stds, each (batch, dim)."""
-
-    hidden_dims: tuple[int, ...]
-    output_dim: int
-    layer_norm: bool = False
-    encoder: str | None = None  # agents.networks.features
-
-    @nn.compact
-    def __call__(self, observations, encoded: bool = False):
-        x = MLP(self.hidden_dims, activate_final=True, layer_norm=self.layer_norm, rlpd_style=True)(
-            features(self.encoder, observations, encoded)
-        )
-        means = nn.Dense(self.output_dim, kernel_init=default_init, name="mean")(x)
-        return means, nn.Dense(self.output_dim, kernel_init=default_init, name="log_std")(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +49,7 @@ class Config(AgentConfig):
     backup_entropy: bool = False  # true: subtract gamma^h * temperature * log pi(a'|s') in the target
     bc_alpha: float = sweepable(0.0)  # weight of -log pi(dataset chunk | s); QC-RLPD: 0.01
     PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
+    TAKES_RHO = True  # agents/critic.py `bootstrap`
 
     def __post_init__(self):
         if self.target_subsample is not None and not 1 <= self.target_subsample <= self.num_qs:
@@ -94,10 +63,10 @@ class Config(AgentConfig):
 
 
 class Agent(step.TDAgent):
-    """params: critic, actor (a GaussianActor), log_temperature (a scalar)."""
+    """params: critic, actor (a tanh_gaussian.TanhGaussianActor), log_temperature (a scalar)."""
 
     critic_net: Critic = flax.struct.field(pytree_node=False)
-    actor_net: GaussianActor = flax.struct.field(pytree_node=False)
+    actor_net: tg.TanhGaussianActor = flax.struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
@@ -109,7 +78,7 @@ class Agent(step.TDAgent):
             rlpd_style=True,
             encoder=config.encoder,
         )
-        actor_net = GaussianActor(
+        actor_net = tg.TanhGaussianActor(
             config.hidden_dims, policy_dim, config.actor_layer_norm, encoder=config.encoder
         )
         # One Adam over the summed losses equals one Adam per loss: each loss reaches only its own parameters.
@@ -147,14 +116,11 @@ class Agent(step.TDAgent):
     def _distribution(self, actor_params: dict, encoded: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Means and clipped log-stds of the pre-tanh Gaussian, each (batch, policy_dim), from the actor's
         features of the observations (networks.encode)."""
-        means, log_stds = apply_encoded(self.actor_net, actor_params, encoded)
-        return means, jnp.clip(log_stds, LOG_STD_MIN, LOG_STD_MAX)
+        return tg.distribution(self.actor_net, actor_params, encoded)
 
     def _sample(self, actor_params: dict, encoded: jax.Array, noise: jax.Array) -> tuple[jax.Array, ...]:
         """Reparameterised flat actions (batch, policy_dim) and their log-probabilities (batch,)."""
-        means, log_stds = self._distribution(actor_params, encoded)
-        pre_tanh = means + jnp.exp(log_stds) * noise
-        return jnp.tanh(pre_tanh), tanh_normal_log_prob(pre_tanh, means, log_stds).sum(-1)
+        return tg.sample(*self._distribution(actor_params, encoded), noise)
 
     def sample_actions(
         self, observations: jax.Array, key: jax.Array, deterministic: bool = False
@@ -191,7 +157,7 @@ class Agent(step.TDAgent):
         next_actions, next_log_probs = self._sample(params["actor"], next_encoded, noise["next_actions"])
         next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
         if cfg.target_subsample is None:
-            next_q = td.aggregate(next_qs, "mean")
+            next_q = td.bootstrap(next_qs, "mean", cfg.rho)
         else:
             next_q = td.aggregate(next_qs[noise["target_critics"]], "min")
         if cfg.backup_entropy:
@@ -212,7 +178,7 @@ class Agent(step.TDAgent):
         steps = means.shape[-1] // self.action_dim
         actions = batch["actions"][:, :steps].reshape(means.shape)
         pre_tanh = jnp.arctanh(jnp.clip(actions, -1.0 + ATANH_CLIP, 1.0 - ATANH_CLIP))
-        per_step = tanh_normal_log_prob(pre_tanh, means, log_stds).reshape(-1, steps, self.action_dim).sum(-1)
+        per_step = tg.log_prob(pre_tanh, means, log_stds).reshape(-1, steps, self.action_dim).sum(-1)
         return (per_step * batch["valid"][:, :steps]).sum(-1)
 
     def actor_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
@@ -235,11 +201,8 @@ class Agent(step.TDAgent):
         }
 
     def temperature_loss(self, params: dict, entropy: jax.Array) -> tuple[jax.Array, dict]:
-        """temperature * (entropy - target): lowers the temperature while the entropy is above the target."""
-        temperature = jnp.exp(params["log_temperature"])
-        gap = jax.lax.stop_gradient(entropy) - self.config.target_entropy(self.action_dim)
-        loss = temperature * gap
-        return loss, {"temperature_loss": loss, "temperature": temperature, "entropy_gap": gap}
+        target = self.config.target_entropy(self.action_dim)
+        return tg.temperature_loss(params["log_temperature"], entropy, target)
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
         critic = self.critic_loss(batch, params, noise)

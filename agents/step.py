@@ -27,11 +27,21 @@ def adam(lr: float) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
+@functools.cache
+def clipped_adam(lr: float, max_norm: float) -> optax.GradientTransformation:
+    """`adam(lr)` after scaling the whole gradient (every network's, summed losses) down to a global norm of
+    at most `max_norm`, as QAM's optimizer (ColinQiyangLi/qam agents/qam.py `clip_grad`). Cached as `adam`."""
+    return optax.chain(optax.clip_by_global_norm(max_norm), adam(lr))
+
+
 class TDAgent(flax.struct.PyTreeNode):
     """The state every TD agent holds (`training_state` fills all but `rng` and `action_dim`); an agent adds
     its networks as static fields and keeps `update` and `sample_actions` pure and jittable."""
 
     batch_kind: ClassVar[str] = "chunks"  # what the engine samples for `update`: chunk batches
+    # Whether `update` reads next_observations at every step of a chunk; a TD target reads the last only, and
+    # the engine then samples that one alone (launch/engine/fused.py `reads_every_next`).
+    reads_every_next_observation: ClassVar[bool] = False
 
     rng: jax.Array
     params: dict
@@ -42,10 +52,10 @@ class TDAgent(flax.struct.PyTreeNode):
     optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
-def training_state(config, params: dict, target: str = "critic") -> dict:
+def training_state(config, params: dict, target: str = "critic", optimizer=None) -> dict:
     """The fields every TD agent's `create` fills alike: its parameters, a copy of `params[target]` as the
-    Polyak target critic, Adam (`adam(config.lr)`) and its state, and the config."""
-    optimizer = adam(config.lr)
+    Polyak target critic, the optimizer (`adam(config.lr)` unless given) and its state, and the config."""
+    optimizer = optimizer or adam(config.lr)
     return {
         "params": params,
         "target_critic": jax.tree_util.tree_map(jnp.copy, params[target]),
@@ -73,6 +83,12 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
     every frame of the sample's stack (frames lie on the channel axis) and for each of its
     next_observations, as FQL crops observations and next_observations with one `crop_froms`.
 
+    A batch the draw leaves alone costs nothing (`jax.lax.cond`, not a select of both); under `jax.vmap`
+    over a vector of runs, each with its own draw, the cond becomes a select and every run's batch is
+    cropped. Reading clamped coordinates instead of an edge-padded copy gives the same numbers, but XLA
+    materialises their per-pixel int32 indices, more bytes than the uint8 copy, and measured slower on the
+    CPU (docs/speed.md, "Gathering a visual batch").
+
     observations: (batch, height, width, channels); next_observations: (batch, steps, height, width,
     channels). Other keys pass through.
     """
@@ -86,11 +102,11 @@ def random_crop(batch: dict, key: jax.Array, aug_prob: float, padding: int = CRO
         start = (0,) * leading + (shift[0], shift[1], 0)
         return jax.lax.dynamic_slice(jnp.pad(images, pads, mode="edge"), start, images.shape)
 
-    apply = jax.random.uniform(apply_key) < aug_prob
-    cropped = dict(batch)
-    for name in ("observations", "next_observations"):
-        cropped[name] = jnp.where(apply, jax.vmap(crop)(batch[name], shifts), batch[name])
-    return cropped
+    def cropped(batch):
+        names = ("observations", "next_observations")
+        return {**batch, **{name: jax.vmap(crop)(batch[name], shifts) for name in names}}
+
+    return jax.lax.cond(jax.random.uniform(apply_key) < aug_prob, cropped, dict, batch)
 
 
 def augments(config, batch: dict) -> bool:

@@ -2,23 +2,23 @@
 (Wilcoxson, Li, Frans & Levine 2024, without the reward model and RND bonus: offline rewards are given).
 
     offline (update):  a trajectory VAE on segments of chunk_length (s, a) pairs, OPAL's:
-        q(z | segment)   a bidirectional-GRU encoder, a diagonal Gaussian
-        p(z | s_t)       a state-conditioned prior
-        pi(a | s_t, z)   the skill decoder
-        loss = -log pi(segment's actions | s_t, z ~ q) + kl_weight * KL(q || p)
+        q(z | segment)     a bidirectional-GRU encoder, a diagonal Gaussian
+        p(z | s_t)         a state-conditioned prior
+        pi(a | s_{t+k}, z) the closed-loop skill decoder, one action from the current state
+        loss = -mean_k log pi(a_{t+k} | s_{t+k}, z ~ q) + kl_weight * KL(q || p)
     online (online_update): RLPD (SAC, num_qs critics, 50/50 offline/online batches) whose action is
-        tanh(z), trained on relabelled chunks (relabel): the frozen encoder's mean latent of the chunk, the
-        chunk's discounted reward, its mask and s_{t+h}, bootstrapped with gamma^h.
-    acting: z from the prior until the first online update (start_training), then from the RLPD policy;
-        the frozen decoder turns z into the chunk's chunk_length actions.
+        tanh(z), trained on chunks relabelled as high-level transitions (relabel): the z the policy chose,
+        recorded beside the actions, for an online chunk that starts a skill; the frozen encoder's mean
+        latent of the chunk for every other chunk (offline data, online windows inside a skill); the
+        chunk's discounted reward, its mask and s_{t+h}, bootstrapped with gamma once per high-level step
+        (the authors' SAC; `bootstrap="steps"`: gamma^h).
+    acting (act_step, every env step): a new z every chunk_length steps, from the prior until the first
+        online update (start_training), then from the RLPD policy (its mode in evaluation); the frozen
+        decoder's action sample for (the current state, z) at every step. The carry holds z, the steps of
+        the skill still to come and the skill's key.
 
 Choices and deviations (docs/agents.md, SUPE-GT):
-  - The authors' decoder is closed loop, pi(a_k | s_{t+k}, z); the engine executes a chunk open loop, so
-    here the decoder maps (s_t, z) to the whole chunk (a Gaussian over chunk_length * action_dim).
-  - Relabelling uses the encoder's mean, as the authors' ChunkDataset(label_skills=True) does. The authors
-    store the z the policy chose for online transitions; the engine's replay holds environment actions, so
-    online chunks are relabelled with the encoder too (the authors' `interpolate` relabelling, for all of
-    them).
+  - Relabelling uses the encoder's mean, as the authors' ChunkDataset(label_skills=True) does.
   - Segments that cross an episode end are left out of the VAE loss and the critic loss (valid[h-1] = 0),
     as the authors' ChunkDataset keeps only start indices whose segment stays in one trajectory.
 """
@@ -43,6 +43,8 @@ from agents.networks import MLP, default_init
 TANH_EPSILON = 1e-5
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the authors' GaussianModule clips
 HEAD_INIT = nn.initializers.variance_scaling(1e-2, "fan_avg", "uniform")  # GaussianModule's final_fc scale
+# how the high-level critic bootstraps from s_{t+h}: "skill" gamma, "steps" gamma^chunk_length
+BOOTSTRAPS = ("skill", "steps")
 
 
 def to_tanh(latents: jax.Array) -> jax.Array:
@@ -121,7 +123,7 @@ class SegmentEncoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Encoder, prior and (open-loop) decoder of the skill VAE; `method=` picks the part."""
+    """Encoder, prior and closed-loop decoder of the skill VAE; `method=` picks the part."""
 
     hidden_dims: tuple[int, ...]
     encoder_size: int
@@ -132,7 +134,7 @@ class VAE(nn.Module):
     def setup(self):
         self.encoder = SegmentEncoder(self.encoder_size, self.skill_dim)
         self.prior_net = GaussianHead(self.hidden_dims, self.skill_dim)
-        self.decoder = GaussianHead(self.hidden_dims, self.chunk_length * self.action_dim)
+        self.decoder = GaussianHead(self.hidden_dims, self.action_dim)
 
     def encode(self, states, actions):
         return self.encoder(states, actions)
@@ -141,7 +143,8 @@ class VAE(nn.Module):
         return self.prior_net(observations)
 
     def decode(self, observations, latents):
-        """Means and log-stds of the actions from (s_t, z), each (batch, chunk_length * action_dim)."""
+        """Means and log-stds of one action from (the current state, z), each (..., action_dim); leading
+        axes are shared by `observations` (..., obs_dim) and `latents` (..., skill_dim)."""
         return self.decoder(jnp.concatenate([observations, latents], axis=-1))
 
     def __call__(self, states, actions):  # initialises every part
@@ -165,7 +168,13 @@ class Config(AgentConfig):
     num_qs: int = 10
     init_temperature: float = 1.0
     target_entropy_multiplier: float = 0.5  # target entropy = -0.5 * skill_dim
+    # "skill": gamma once per high-level step, as the authors' SAC bootstraps; "steps": gamma^chunk_length
+    bootstrap: str = "skill"
     PRESETS = {"debug": {"hidden_dims": (64, 64), "vae_hidden_dims": (64, 64), "encoder_size": 32}}
+
+    def __post_init__(self):
+        if self.bootstrap not in BOOTSTRAPS:
+            raise ValueError(f"agent.bootstrap={self.bootstrap!r}: expected one of {sorted(BOOTSTRAPS)}")
 
     def high_level(self) -> rlpd.Config:
         """The RLPD agent's config: one latent per query, this config's sweepable values."""
@@ -181,27 +190,39 @@ class Config(AgentConfig):
         )
 
 
-def relabel(batch: dict, latents: jax.Array) -> dict:
+def relabel(batch: dict, latents: jax.Array, bootstrap: str = "skill") -> dict:
     """A chunk batch as a batch of high-level transitions for the RLPD losses.
 
-    The action becomes tanh(latents) (batch, 1, skill_dim). The RLPD losses read the chunk's last column of
-    rewards, masks, valid and next_observations and bootstrap with gamma^chunk_length; the last reward is
-    replaced by the authors' sum, which drops rewards after a zero mask: sum_k gamma^k r_{t+k} m_{t..t+k-1}.
+    The action becomes tanh(latents) (batch, 1, skill_dim); the reward the authors' sum, which drops
+    rewards after a zero mask: sum_k gamma^k r_{t+k} m_{t..t+k-1}. The RLPD losses read the last column of
+    rewards, masks, valid and next_observations and bootstrap with gamma^columns: `bootstrap="skill"` keeps
+    only that column (one high-level step: gamma), "steps" keeps all chunk_length (gamma^chunk_length).
     """
     rewards = jnp.asarray(batch["rewards"])
     steps = jnp.concatenate([rewards[:, :1], jnp.diff(rewards, axis=1)], axis=1)  # gamma^k r_{t+k}
     alive = jnp.concatenate([jnp.ones_like(batch["masks"][:, :1]), batch["masks"][:, :-1]], axis=1)
-    return {
-        **batch,
-        "actions": to_tanh(latents)[:, None],
-        "rewards": rewards.at[:, -1].set((steps * alive).sum(-1)),
-    }
+    high = {**batch, "rewards": rewards.at[:, -1].set((steps * alive).sum(-1))}
+    if bootstrap == "skill":
+        high = {key: high[key][:, -1:] for key in ("rewards", "masks", "valid", "next_observations")}
+        high = {**batch, **high}
+    return {**high, "actions": to_tanh(latents)[:, None]}
+
+
+def chosen_latents(batch: dict, encoded: jax.Array) -> jax.Array:
+    """Each chunk's latent: the one the policy chose, recorded beside the actions, for an online chunk
+    that starts a skill (`recorded` and `skill_start` at its first step); the encoder's (`encoded`) for
+    the others, whose actions no single choice explains. (batch, skill_dim)"""
+    if "recorded" not in batch:
+        return encoded
+    stored = (batch["recorded"] * batch["skill_start"][:, 0]) > 0.5
+    return jnp.where(stored[:, None], batch["latents"][:, 0], encoded)
 
 
 class Agent(flax.struct.PyTreeNode):
     """params: the VAE's (trained offline, frozen online); high: the RLPD agent over latents."""
 
     batch_kind: ClassVar[str] = "chunks"
+    reads_every_next_observation: ClassVar[bool] = True  # the VAE encodes every state of a segment
 
     rng: jax.Array
     params: dict
@@ -244,19 +265,19 @@ class Agent(flax.struct.PyTreeNode):
 
     def total_loss(self, params: dict, batch: dict, noise: jax.Array) -> tuple[jax.Array, dict]:
         """The negative ELBO per segment, averaged over the segments inside one episode:
-        -mean_k log pi(a_{t+k} | s_t, z) + kl_weight * KL(q(z | segment) || p(z | s_t)), z ~ q."""
+        -mean_k log pi(a_{t+k} | s_{t+k}, z) + kl_weight * KL(q(z | segment) || p(z | s_t)), z ~ q."""
         states, actions = segment_states(batch), batch["actions"]
         weights = segment_weights(batch)
         post_means, post_log_stds = self.vae.apply(params, states, actions, method="encode")
         prior_means, prior_log_stds = self.vae.apply(params, batch["observations"], method="prior")
         latents = post_means + jnp.exp(post_log_stds) * noise
-        means, log_stds = self.vae.apply(params, batch["observations"], latents, method="decode")
-        shape = actions.shape
-        per_step = gaussian_log_prob(actions, means.reshape(shape), log_stds.reshape(shape))
+        each_step = jnp.broadcast_to(latents[:, None], (*states.shape[:2], latents.shape[-1]))
+        means, log_stds = self.vae.apply(params, states, each_step, method="decode")
+        per_step = gaussian_log_prob(actions, means, log_stds)
         reconstruction = weighted_mean(-per_step.mean(-1), weights)
         kl = weighted_mean(gaussian_kl(post_means, post_log_stds, prior_means, prior_log_stds), weights)
         loss = reconstruction + self.config.kl_weight * kl
-        mse = weighted_mean(jnp.square(means.reshape(shape) - actions).mean((1, 2)), weights)
+        mse = weighted_mean(jnp.square(means - actions).mean((1, 2)), weights)
         return step.sum_losses(
             vae=(
                 loss,
@@ -285,18 +306,52 @@ class Agent(flax.struct.PyTreeNode):
 
     def online_update(self, batch: dict) -> tuple[Agent, dict]:
         """One RLPD update on the chunks relabelled as high-level transitions; the VAE stays frozen."""
-        high_batch = relabel(batch, self.encode(batch))
+        high_batch = relabel(batch, chosen_latents(batch, self.encode(batch)), self.config.bootstrap)
         high, info = self.high.update(high_batch)
         return self.replace(high=high, online_updates=self.online_updates + 1), info
 
-    def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """The decoded skill, (batch, chunk_length, action_dim) in [-1, 1]: z from the prior before the first
-        online update, else from the RLPD policy; the decoder's action sample, clipped as the authors do."""
-        prior_key, policy_key, decoder_key = jax.random.split(key, 3)
+    # ---- acting: closed loop, one action per env step ----------------------------------------------------
+
+    def transition_fields(self) -> dict[str, tuple[int, ...]]:
+        """What the online phase records beside each action: the skill's latent z and 1 at a skill's first
+        step (0 where the agent did not choose the action: random actions)."""
+        return {"latents": (self.config.skill_dim,), "skill_start": ()}
+
+    def initial_carry(self) -> dict:
+        """No skill under way: the next act picks one."""
+        return {
+            "steps_left": jnp.zeros((), jnp.int32),
+            "latents": jnp.zeros((self.config.skill_dim,), jnp.float32),
+            "key": jnp.zeros((2,), jnp.uint32),
+        }
+
+    def choose_latents(self, observations: jax.Array, key: jax.Array, evaluation: bool) -> jax.Array:
+        """A skill's z for observations (batch, obs_dim): from the prior before the first online update,
+        else from the RLPD policy; in evaluation the mode of either (the authors' `eval_actions`)."""
+        prior_key, policy_key = jax.random.split(key)
         prior_means, prior_log_stds = self.vae.apply(self.params, observations, method="prior")
-        prior = prior_means + jnp.exp(prior_log_stds) * jax.random.normal(prior_key, prior_means.shape)
-        policy = self.high.sample_actions(observations, policy_key)[:, 0]
-        latents = from_tanh(jnp.where(self.online_updates > 0, policy, to_tanh(prior)))
-        means, log_stds = self.vae.apply(self.params, observations, latents, method="decode")
-        actions = means + jnp.exp(log_stds) * jax.random.normal(decoder_key, means.shape)
-        return jnp.clip(actions, -1.0, 1.0).reshape(observations.shape[0], self.config.chunk_length, -1)
+        if not evaluation:
+            prior_means = prior_means + jnp.exp(prior_log_stds) * jax.random.normal(
+                prior_key, prior_means.shape
+            )
+        policy = self.high.sample_actions(observations, policy_key, deterministic=evaluation)[:, 0]
+        return from_tanh(jnp.where(self.online_updates > 0, policy, to_tanh(prior_means)))
+
+    def act_step(self, observations: jax.Array, carry: dict, key: jax.Array, evaluation: bool) -> tuple:
+        """One action (1, action_dim) for observations (1, obs_dim): a new skill when none is under way
+        (`key` is fresh there), else the current one's; the decoder's sample for (s_{t+k}, z), clipped as
+        the authors do, its noise from the skill's key and k. Returns the action, the carry after it and
+        the fields recorded beside it."""
+        starts = carry["steps_left"] == 0
+        skill_key, choice_key = jax.random.split(key)
+        latents = jnp.where(
+            starts, self.choose_latents(observations, choice_key, evaluation)[0], carry["latents"]
+        )
+        skill_key = jnp.where(starts, skill_key, carry["key"])
+        steps_left = jnp.where(starts, self.config.chunk_length, carry["steps_left"])
+        means, log_stds = self.vae.apply(self.params, observations, latents[None], method="decode")
+        noise = jax.random.normal(jax.random.fold_in(skill_key, steps_left), means.shape)
+        actions = jnp.clip(means + jnp.exp(log_stds) * noise, -1.0, 1.0)
+        carry = {"steps_left": steps_left - 1, "latents": latents, "key": skill_key}
+        fields = {"latents": latents[None], "skill_start": starts.astype(jnp.float32)[None]}
+        return actions, carry, fields

@@ -3,7 +3,8 @@
 Semantics (spec, "Chunk batches"), for k = 0..h-1 and a start index t:
   actions[k] = a_{t+k}; rewards[k] = sum_{j<=k} gamma^j r_{t+j}; masks[k] = min_{j<=k} m_{t+j};
   terminals[k] = max_{j<=k} d_{t+j}; valid[0] = 1, valid[k] = 1 - terminals[k-1];
-  next_observations[k] = s'_{t+k}.
+  next_observations[k] = s'_{t+k}, or with every_next=False only s'_{t+h-1}: all a TD target reads;
+  each recorded field (store.fields) f[k] = f_{t+k}.
 With `store.frame_stack` K > 1 every state above is the stack of its last K frames on the last axis,
 oldest first, a frame before its episode's first repeated from that first frame (FQL's frame stacking).
 A trajectory's states sit in consecutive rows, so frame j of the state in row r is row r - min(j, d) with
@@ -21,18 +22,27 @@ from buffers.store import TransitionStore
 
 
 def gather_chunks(
-    store: TransitionStore, starts: jax.Array, chunk_length: int, discount: float, task: jax.Array | int = 0
+    store: TransitionStore,
+    starts: jax.Array,
+    chunk_length: int,
+    discount: float,
+    task: jax.Array | int = 0,
+    every_next: bool = True,
 ) -> dict:
     """Chunks starting at the global transition indices `starts: (batch,)`, rewarded by row `task`.
 
     Returns observations (batch, obs_dim), actions (batch, chunk_length, action_dim) and rewards, masks,
-    terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim).
+    terminals, valid (batch, chunk_length), next_observations (batch, chunk_length, obs_dim), or with
+    `every_next=False` only the last step's, (batch, 1, obs_dim): a TD target reads no other, and every
+    step's, as stacks of K frames, are h * K of a visual sample's h * K + K frames (docs/speed.md); and each
+    recorded field (batch, chunk_length, ...).
     """
     slots = store.slot(starts[:, None] + jnp.arange(chunk_length))
     discounts = discount ** jnp.arange(chunk_length, dtype=jnp.float32)
     terminals = jax.lax.cummax(store.terminals[slots].astype(jnp.float32), axis=1)
     rows = store.obs_rows[slots]
     since = _steps_since_start(store, starts, chunk_length)
+    read = slice(None) if every_next else slice(-1, None)
     return {
         "observations": _stacked(store, rows[:, 0], since[:, 0]),
         "actions": store.actions[slots],
@@ -40,7 +50,8 @@ def gather_chunks(
         "masks": jax.lax.cummin(store.masks[task, slots].astype(jnp.float32), axis=1),
         "terminals": terminals,
         "valid": jnp.concatenate([jnp.ones_like(terminals[:, :1]), 1.0 - terminals[:, :-1]], axis=1),
-        "next_observations": _stacked(store, rows + 1, since + 1),
+        "next_observations": _stacked(store, rows[:, read] + 1, since[:, read] + 1),
+        **{name: value[slots] for name, value in store.fields.items()},
     }
 
 
@@ -64,7 +75,11 @@ def _steps_since_start(store: TransitionStore, starts: jax.Array, chunk_length: 
 def _stacked(store: TransitionStore, rows: jax.Array, since: jax.Array) -> jax.Array:
     """The states in global rows `rows`, as stacks of `store.frame_stack` frames when it exceeds 1; `since`
     (rows' shape) is how many earlier frames of each state's episode are stored, at least frame_stack - 1
-    meaning the stack needs no repeat."""
+    meaning the stack needs no repeat.
+
+    One gather per call, which XLA fuses with the stacking into one pass writing the stacked output: a
+    single gather of the observation's and next observation's frames together, split afterwards, measured
+    2.8x slower (docs/speed.md)."""
     if store.frame_stack == 1:
         return store.observations[rows % store.obs_capacity]
     lags = jnp.arange(store.frame_stack - 1, -1, -1)  # oldest frame first
@@ -115,11 +130,27 @@ def sample_chunks(
     chunk_length: int,
     discount: float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
-    """A uniformly sampled chunk batch (jittable)."""
+    """A uniformly sampled chunk batch (jittable); `every_next` as in `gather_chunks`."""
     segment = Segment.whole(store) if segment is None else segment
     starts = sample_starts(store, key, batch_size, chunk_length, segment)
-    return gather_chunks(store, starts, chunk_length, discount, segment.task)
+    return gather_chunks(store, starts, chunk_length, discount, segment.task, every_next)
+
+
+def with_recorded(offline_batch: dict, online_batch: dict) -> tuple[dict, dict]:
+    """Both batches with the online store's recorded fields: zeros in the offline batch, which has none,
+    and `recorded` (batch,), 1 for a row whose fields were recorded, so the agent relabels the others.
+    Unchanged when the online store records nothing."""
+    names = [name for name in online_batch if name not in offline_batch]
+    if not names:
+        return offline_batch, online_batch
+    size = len(online_batch["observations"])
+    missing = {name: jnp.zeros_like(online_batch[name]) for name in names}
+    return (
+        {**offline_batch, **missing, "recorded": jnp.zeros(size)},
+        {**online_batch, "recorded": jnp.ones(size)},
+    )
 
 
 def rows_where(from_first: jax.Array, first: dict, second: dict) -> dict:
@@ -138,6 +169,7 @@ def sample_mixed(
     discount: float,
     offline_ratio: jax.Array | float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
     """Batch whose first `round(batch_size * offline_ratio)` rows are offline chunks, the rest online.
 
@@ -145,10 +177,11 @@ def sample_mixed(
     a full batch is drawn from each store and the rows chosen, so no array shape depends on it.
     """
     offline_key, online_key = jax.random.split(key)
-    offline_batch = sample_chunks(offline, offline_key, batch_size, chunk_length, discount, segment)
-    online_batch = sample_chunks(online, online_key, batch_size, chunk_length, discount)
+    args = (batch_size, chunk_length, discount)
+    offline_batch = sample_chunks(offline, offline_key, *args, segment, every_next)
+    online_batch = sample_chunks(online, online_key, *args, None, every_next)
     from_offline = jnp.arange(batch_size) < jnp.round(batch_size * jnp.asarray(offline_ratio, jnp.float32))
-    return rows_where(from_offline, offline_batch, online_batch)
+    return rows_where(from_offline, *with_recorded(offline_batch, online_batch))
 
 
 def sample_pooled(
@@ -159,6 +192,7 @@ def sample_pooled(
     chunk_length: int,
     discount: float,
     segment: Segment | None = None,
+    every_next: bool = True,
 ) -> dict:
     """Chunks drawn uniformly from the offline data and the online data together, as from one pool.
 
@@ -172,9 +206,14 @@ def sample_pooled(
     index = jax.random.randint(key, (batch_size,), 0, jnp.maximum(offline_starts + online_starts, 1))
     from_offline = index < offline_starts
     offline_batch = gather_chunks(
-        offline, segment.first + jnp.minimum(index, offline_starts - 1), chunk_length, discount, segment.task
+        offline,
+        segment.first + jnp.minimum(index, offline_starts - 1),
+        chunk_length,
+        discount,
+        segment.task,
+        every_next,
     )
     online_batch = gather_chunks(
-        online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount
+        online, online.oldest + jnp.maximum(index - offline_starts, 0), chunk_length, discount, 0, every_next
     )
-    return rows_where(from_offline, offline_batch, online_batch)
+    return rows_where(from_offline, *with_recorded(offline_batch, online_batch))

@@ -154,9 +154,16 @@ class GoalReplay(flax.struct.PyTreeNode):
         return self
 
     def sample(
-        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+        self,
+        key: jax.Array,
+        batch_size: int,
+        chunk_length: int,
+        discount: float,
+        online: bool,
+        every_next: bool = True,
     ) -> dict:
-        """A goal-relabelled chunk batch (jittable); the setting is offline, so `online` must be False."""
+        """A goal-relabelled chunk batch (jittable); the setting is offline, so `online` must be False.
+        `every_next` asks nothing here: a goal chunk has one next state, its backup observation."""
         if online:
             raise ValueError("goal-conditioned replay holds the offline dataset only: expected online=False")
         start_key, goal_key = jax.random.split(key)

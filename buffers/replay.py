@@ -45,20 +45,41 @@ class Replay(flax.struct.PyTreeNode):
         """Run `index`'s replay, taken out of a vector's (outside `jax.vmap`)."""
         return self.with_run_part(jax.tree_util.tree_map(lambda leaf: leaf[index], self.run_part()))
 
+    def recording(self, fields: dict[str, tuple[int, ...]]) -> Replay:
+        """This replay, still empty online, with each run's online store recording `fields` {name: shape}
+        beside its actions (what an agent chose: agents/__init__.py). The offline data has none."""
+        if not fields:
+            return self
+        num_runs, capacity = self.online.actions.shape[:2]
+        online = store.empty_like(self.online, capacity, fields)
+        online = jax.tree_util.tree_map(
+            lambda leaf: jnp.broadcast_to(leaf[None], (num_runs,) + leaf.shape), online
+        )
+        return self.replace(online=online)
+
     def insert(self, transitions: dict) -> Replay:
         """Append online transitions with a leading time axis (jittable)."""
         return self.replace(online=store.insert_many(self.online, transitions))
 
     def sample(
-        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+        self,
+        key: jax.Array,
+        batch_size: int,
+        chunk_length: int,
+        discount: float,
+        online: bool,
+        every_next: bool = True,
     ) -> dict:
-        """A chunk batch for an offline (online=False) or online update (jittable)."""
+        """A chunk batch for an offline (online=False) or online update (jittable); with every_next=False
+        its next_observations are the last step's only (`chunks.gather_chunks`)."""
         args = (key, batch_size, chunk_length, discount)
         if not online:
-            return chunks.sample_chunks(self.offline, *args, self.segment)
+            return chunks.sample_chunks(self.offline, *args, self.segment, every_next)
         if self.offline_ratio is None:
-            return chunks.sample_pooled(self.offline, self.online, *args, self.segment)
-        return chunks.sample_mixed(self.offline, self.online, *args, self.offline_ratio, self.segment)
+            return chunks.sample_pooled(self.offline, self.online, *args, self.segment, every_next)
+        return chunks.sample_mixed(
+            self.offline, self.online, *args, self.offline_ratio, self.segment, every_next
+        )
 
 
 def concatenate(datasets: Sequence[dict]) -> tuple[dict, np.ndarray]:

@@ -34,6 +34,8 @@ class TransitionStore(flax.struct.PyTreeNode):
     (single-task relabelling), so a vector of runs over tasks stores the dataset once and a row per task.
     count: transitions ever inserted; oldest: global index of the oldest live transition;
     rows_written: observation rows ever written.
+    fields: {name: (capacity, ...)} what an agent chose beside each action, recorded online (a skill's
+    latent); empty for every store of an agent that declares none, so its memory is the plain layout's.
     frame_stack: K > 1 makes the samplers hand out each state as its last K frames concatenated on the
     last axis, formed by index (buffers/chunks.py); nothing stacked is stored.
     """
@@ -47,6 +49,7 @@ class TransitionStore(flax.struct.PyTreeNode):
     count: jax.Array
     oldest: jax.Array
     rows_written: jax.Array
+    fields: dict = flax.struct.field(default_factory=dict)
     frame_stack: int = flax.struct.field(pytree_node=False, default=1)
 
     @property
@@ -74,8 +77,10 @@ def empty(
     max_episodes: int | None = None,
     obs_dtype=jnp.float32,
     frame_stack: int = 1,
+    fields: dict[str, tuple[int, ...]] | None = None,
 ) -> TransitionStore:
-    """An empty ring buffer for `capacity` transitions of observations shaped `obs_dim` (an int for vectors).
+    """An empty ring buffer for `capacity` transitions of observations shaped `obs_dim` (an int for vectors),
+    with the per-transition `fields` {name: shape} an agent records beside its actions.
 
     `max_episodes` extra observation rows hold the final state of each stored episode; with fewer rows
     than episodes the buffer still works but holds fewer than `capacity` transitions once it wraps.
@@ -93,19 +98,28 @@ def empty(
         count=jnp.zeros((), jnp.int32),
         oldest=jnp.zeros((), jnp.int32),  # separate buffers: the train loop donates the store
         rows_written=jnp.zeros((), jnp.int32),
+        fields={name: jnp.zeros((capacity, *shape), jnp.float32) for name, shape in (fields or {}).items()},
         frame_stack=frame_stack,
     )
 
 
-def empty_like(store: TransitionStore, capacity: int) -> TransitionStore:
-    """An empty ring buffer for `capacity` transitions of `store`'s observation shape, dtype and frame
-    stack (`store` may carry leading run axes)."""
+def field_shapes(store: TransitionStore) -> dict[str, tuple[int, ...]]:
+    """{name: shape of one transition's value} of the store's recorded fields (leading run axes ignored)."""
+    return {name: value.shape[store.obs_rows.ndim :] for name, value in store.fields.items()}
+
+
+def empty_like(
+    store: TransitionStore, capacity: int, fields: dict[str, tuple[int, ...]] | None = None
+) -> TransitionStore:
+    """An empty ring buffer for `capacity` transitions of `store`'s observation shape, dtype, frame stack
+    and recorded fields (`fields` when given; `store` may carry leading run axes)."""
     return empty(
         store.observations.shape[store.obs_rows.ndim :],
         store.actions.shape[-1],
         capacity,
         obs_dtype=store.observations.dtype,
         frame_stack=store.frame_stack,
+        fields=field_shapes(store) if fields is None else fields,
     )
 
 
@@ -196,7 +210,8 @@ def bytes_per_transition(store: TransitionStore) -> float:
 
 def insert(store: TransitionStore, transition: dict) -> TransitionStore:
     """Append one transition (jittable). `transition`: observations, actions, rewards, masks, terminals,
-    next_observations, each without a batch axis. `terminals` = 1 ends the episode (success or time-out).
+    next_observations and each of the store's recorded fields, each without a batch axis. `terminals` = 1
+    ends the episode (success or time-out).
 
     Observations may be frame stacks (the K frames an agent acts on, on the last axis, oldest first): only
     the newest frame is stored, since the samplers form the stack again by index.
@@ -224,6 +239,7 @@ def insert(store: TransitionStore, transition: dict) -> TransitionStore:
         terminals=store.terminals.at[slot].set(transition["terminals"] > 0.5),
         count=count,
         rows_written=rows_written,
+        fields={name: value.at[slot].set(transition[name]) for name, value in store.fields.items()},
     )
     return _drop_overwritten(store)
 
@@ -267,6 +283,7 @@ def grow(store: TransitionStore, larger: TransitionStore) -> TransitionStore:
         rewards=moved(larger.rewards, store.rewards, axis=1),
         masks=moved(larger.masks, store.masks, axis=1),
         terminals=moved(larger.terminals, store.terminals),
+        fields={name: moved(larger.fields[name], value) for name, value in store.fields.items()},
         count=store.count,
         oldest=store.oldest,
         rows_written=store.rows_written,

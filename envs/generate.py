@@ -8,7 +8,7 @@ validation file (OGBench takes num_episodes // 10; at least one keeps a tiny val
 Both files are written under temporary names and renamed into place only once both are complete, so a
 final name never holds a half-written file.
 
-Under `handling()` (launch/reliability/preemption.py) a signal stops the generation, and nothing is written:
+Under `handling()` (preemption/__init__.py) a signal stops the generation, and nothing is written:
 in-process at the end of the episode in flight; with workers, the parent stops within POLL_S and the
 workers, which ignore SIGINT, SIGUSR1 and SIGUSR2 (the parent alone decides), end the episode each holds
 and exit. SIGTERM still ends a worker at once, so a group's SIGTERM or a `kill` of it leaves no orphan.
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import preemption
 from envs import headless, provenance, suite
 from envs.errors import DatasetError
 from envs.file_format import check_npz_path, val_path_of
 from envs.oracles import OFFICIAL_EPISODE_STEPS, OFFICIAL_EPISODES, make_collector
-from launch.reliability import preemption
 
 POLL_S = 0.2  # how often the parent, waiting for its workers' next episode, looks for a signal
 IN_FLIGHT = 1  # episodes submitted per worker: a stop waits for these to end (2 was no faster, measured)

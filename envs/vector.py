@@ -58,7 +58,7 @@ def _make_replayable(env_cfg: dict) -> gymnasium.Env:
 
 def _make_in_worker(env_cfg: dict, trainer: int, renders: bool) -> gymnasium.Env:
     """In a worker process: the trainer alone answers the cluster's stop signals (it checkpoints, then
-    closes its envs: launch/reliability/preemption.py); a worker they killed would take the env down
+    closes its envs: preemption/__init__.py); a worker they killed would take the env down
     first. AsyncVectorEnv also calls this in the trainer (pid `trainer`), for the spaces of a first env:
     there the signals keep their handlers and the env is one that renders nothing (`make_offline_env`)."""
     if os.getpid() == trainer:

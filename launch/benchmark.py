@@ -2,7 +2,7 @@
 
     python launch/benchmark.py                               # QC-FQL at paper sizes
     python launch/benchmark.py --agents qc_fql,qc,rlpd --online-steps 50
-    python launch/benchmark.py --frame-transitions 100000   # the visual store: bytes per transition
+    python launch/benchmark.py --frames --repeats 20          # the visual store: bytes, gathers, crop
     python launch/benchmark.py --runs 1,4,8,20               # vectors: aggregate updates/s, env steps/s
     python launch/benchmark.py --stream                      # offline updates/s: shards streamed vs resident
     python launch/benchmark.py --sweep alpha=30,100,300,1000  # an alpha vector beside a seed vector of 4
@@ -18,6 +18,7 @@ Prints one JSON object. Figures come from the same jitted functions the train lo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -31,9 +32,10 @@ from hydra import compose, initialize_config_dir
 import agents
 import buffers
 import envs
-from launch.engine import devices, fused, settings
+from agents.step import random_crop
+from launch.engine import acting, devices, fused, settings
 from launch.engine.chunk_data import frame_stack_of, stacked_shape
-from launch.engine.fused import act, fused_updates
+from launch.engine.fused import fused_updates
 from launch.engine.run import Run
 from launch.engine.vector import stack
 from launch.speed.stream import bench_stream
@@ -42,6 +44,7 @@ from launch.speed.timing import (
     agent_bytes,
     matmul_gflop_per_s,
     peak_device_bytes,
+    process_costs,
     timed,
     timed_in_turn,
     update_cost,
@@ -183,15 +186,19 @@ def single_run_figures(description: dict, updates, state: dict, repeats: int) ->
     frames = isinstance(obs_dim, tuple)  # a visual env's stacked uint8 frames
     observation = jnp.zeros((1, *obs_dim) if frames else (1, obs_dim), jnp.uint8 if frames else jnp.float32)
     gflop = round(update_flops(one, state["replay"], description["batch_size"]) / 1e9, 2)
+    # a decision as the run acts: a fresh carry, so an open-loop agent queries its chunk policy
+    carry = acting.stack_carries([acting.initial_carry(state["agent"], observation[0], None)])
+
+    def decide():
+        return acting.act_runs(state["agent"], observation, carry, key[None])
+
     width = max(description["hidden_dims"] or [256])
     return {
         "updates_per_s_one_per_dispatch": round(1 / timed(updates(1), max(repeats, 5)), 2),
         "gflop_per_update": gflop,
         "gflop_per_s": round(gflop * description["updates_per_s_per_run"], 1),
         "matmul_gflop_per_s": round(matmul_gflop_per_s(description["batch_size"], width), 1),
-        "action_selection_ms": round(
-            1e3 * timed(lambda: jax.block_until_ready(act(one, observation, key)), 50), 3
-        ),
+        "action_selection_ms": round(1e3 * timed(lambda: jax.block_until_ready(decide()), 50), 3),
     }
 
 
@@ -291,20 +298,47 @@ def bench_online(agent_name: str, overrides: list[str], runs: int, steps: int, w
 
 def bench_frames(num: int, batch_size: int, chunk_length: int, frame_stack: int, repeats: int) -> dict:
     """A visual store: 64x64x3 uint8 frames kept once, sampled as stacks of `frame_stack` by index; its
-    bytes per transition, what 1M transitions take, and the jitted chunk sampler's time."""
+    bytes per transition, what 1M transitions take, and per call of the jitted chunk sampler its wall time,
+    CPU time and minor page faults (launch/speed/timing.py `process_costs`): unstacked,
+    stacked with every step's next observation (what SUPE-GT reads) and with the last step's only (what a
+    TD target reads, `every_next=False`), then that last sampler followed by the random crop in one jit as
+    the update runs it (agents/step.py `random_crop`), with the batch's draw cropping and not."""
     data = synthetic_dataset(num, obs_dim=1, action_dim=5)
     frames = np.random.default_rng(0).integers(0, 256, (num + 1, 64, 64, 3), np.uint8)
     data.update(observations=frames[:-1], next_observations=frames[1:])
-    store = buffers.from_dataset(data, frame_stack)
-    sample = jax.jit(lambda key: buffers.sample_chunks(store, key, batch_size, chunk_length, 0.99))
-    keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
-    per_transition = buffers.store.bytes_per_transition(store)
+    stacked, plain = buffers.from_dataset(data, frame_stack), buffers.from_dataset(data)
+    keys = itertools.cycle(jax.random.split(jax.random.PRNGKey(0), 8))
+
+    def sampler(store, every_next: bool, aug_prob: float | None = None):
+        def sample(store, key):
+            sample_key, crop_key = jax.random.split(key)
+            batch = buffers.sample_chunks(
+                store, sample_key, batch_size, chunk_length, 0.99, every_next=every_next
+            )
+            return batch if aug_prob is None else random_crop(batch, crop_key, aug_prob)
+
+        sample = jax.jit(sample)
+        return lambda: jax.block_until_ready(sample(store, next(keys)))
+
+    cases = {
+        "unstacked": sampler(plain, True),
+        "stacked_every_next": sampler(stacked, True),
+        "stacked_last_next": sampler(stacked, False),
+        "stacked_last_next_cropped": sampler(stacked, False, 1.0),
+        "stacked_last_next_not_cropped": sampler(stacked, False, 0.0),
+    }
+    seconds = timed_in_turn(cases, repeats)
+    per_transition = buffers.store.bytes_per_transition(stacked)
     return {
         "store_transitions": num,
         "frame_stack": frame_stack,
         "store_bytes_per_transition": round(per_transition, 1),
         "store_gb_per_1m_transitions": round(per_transition * 1e6 / 1e9, 2),
-        "jit_sample_ms": round(1e3 * timed(lambda: jax.block_until_ready(sample(next(keys))), repeats), 4),
+        "jit_sample_ms": round(1e3 * seconds["stacked_last_next"], 4),
+        "per_call": {
+            name: {"ms": round(1e3 * seconds[name], 3), **process_costs(call, repeats)}
+            for name, call in cases.items()
+        },
     }
 
 
@@ -368,6 +402,9 @@ def main() -> None:
         "--frame-transitions", type=int, default=20_000, help="transitions of the visual (64x64x3) store"
     )
     parser.add_argument(
+        "--frames", action="store_true", help="only the visual store figure: its gathers and crop per call"
+    )
+    parser.add_argument(
         "--stream", action="store_true", help="only the streaming figure: shards swapped vs all resident"
     )
     parser.add_argument("--swap-every", type=int, default=10, help="updates between swaps with --stream")
@@ -381,6 +418,10 @@ def main() -> None:
     args = parser.parse_args()
     device = jax.devices()[0]
     report = {"device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__}
+    if args.frames:
+        report["frames"] = bench_frames(args.frame_transitions, 256, 5, 3, args.repeats)
+        print(json.dumps(report, indent=2))
+        return
     if args.stream:
         shard_steps = tuple(int(part) for part in args.shard_size.split("x"))
         cfg = run_config("agent=qc_fql", *args.overrides)

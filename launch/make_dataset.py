@@ -7,7 +7,7 @@ Prints the train file's path, where it came from, its steps and, when generated,
 sharded set (env.dataset_size set), the directory, the shards written and kept, and the steps/s.
 A dataset is not a run, so Hydra is told (before any user override) to make no run directory or log file.
 SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 stop a generation at its next safe point, with one line saying what was
-kept, and exit code 75 (launch/reliability/preemption.py).
+kept, and exit code 75 (preemption/__init__.py).
 """
 
 import logging
@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 import agents  # noqa: F401  registers each Config's defaults: the config composes its agent group
 import envs
+import preemption
 from envs import shards
-from launch.reliability import preemption
 
 log = logging.getLogger(__name__)
 

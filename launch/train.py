@@ -15,11 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+import preemption
 from launch.engine import settings
 from launch.engine.protocol import run_protocol
 from launch.engine.run import Run
 from launch.engine.vector import vector_members
-from launch.reliability import lock, preemption
+from launch.reliability import lock
 from launch.reliability.metrics import METRICS_FILE
 
 log = logging.getLogger(__name__)

@@ -125,3 +125,17 @@ def write_pair(path: Path, train: dict, val: dict) -> Path:
     np.savez_compressed(path, **train)
     np.savez_compressed(str(path).replace(".npz", "-val.npz"), **val)
     return path
+
+
+def write_visual_dataset(state_file: Path, path: Path) -> Path:
+    """The first episode of a tiny state dataset of cube-double (its qpos, buttons and actions) with random
+    64x64x3 frames for observations: what a visual run checks and relabels, rendered by no one."""
+    rng = np.random.default_rng(0)
+    train, val = load_pair(state_file)
+    end = int(np.argmax(train["terminals"])) + 1
+    pairs = []
+    for arrays in (train, val):
+        arrays = {key: array[:end] for key, array in arrays.items()}
+        arrays["observations"] = rng.integers(0, 256, (end, 64, 64, 3), np.uint8)
+        pairs.append(arrays)
+    return write_pair(path, *pairs)

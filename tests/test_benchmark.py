@@ -55,8 +55,28 @@ def test_a_visual_env_is_timed_on_stacked_frames_stored_once(monkeypatch, capsys
     argv += ["--sampling-transitions", "1000", "--frame-transitions", "1000"]
     monkeypatch.setattr(sys, "argv", [*argv, "env=visual_cube", "agent.hidden_dims=[8]", "batch_size=4"])
     benchmark.main()
-    (visual,) = json.loads(capsys.readouterr().out)["agents"]
+    report = json.loads(capsys.readouterr().out)
+    (visual,) = report["agents"]
+    # the visual store's gathers and crop: wall, CPU time and page faults per call, no figure asserted
+    cases = ("unstacked", "stacked_every_next", "stacked_last_next")
+    cases += ("stacked_last_next_cropped", "stacked_last_next_not_cropped")
+    assert list(report["frames"]["per_call"]) == list(cases)
+    for figures in report["frames"]["per_call"].values():
+        assert set(figures) == {"ms", "cpu_ms", "minor_faults"} and min(figures.values()) >= 0
     assert visual["env"] == "visual-cube-double-play-singletask-task1-v0"
     frame_bytes = 64 * 64 * 3
     assert 20_000 * frame_bytes < visual["device_bytes_replay"] < 1.1 * 20_000 * frame_bytes
     assert visual["updates_per_s_per_run"] > 0 and visual["gflop_per_update"] > 0
+
+
+def test_update_cost_reports_xla_flops_and_the_traced_convolutions(monkeypatch, capsys):
+    """--update-cost compiles and counts without timing: QC's action selection (N behaviour samples of 10
+    Euler steps, then N critic scores) costs more than QC-FQL's one-step policy, and state networks trace no
+    convolution."""
+    argv = ["benchmark.py", "--update-cost", "--agents", "qc_fql,qc"]
+    monkeypatch.setattr(sys, "argv", [*argv, "agent.hidden_dims=[8]", "batch_size=8"])
+    benchmark.main()
+    qc_fql, qc = json.loads(capsys.readouterr().out)["update_cost"]
+    assert (qc_fql["agent"], qc["agent"]) == ("qc_fql", "qc")
+    assert qc["gflop_per_batch_act"] > qc_fql["gflop_per_batch_act"] > 0
+    assert qc_fql["gflop_per_update"] > 0 and qc_fql["update_convolutions"] == qc["update_convolutions"] == 0

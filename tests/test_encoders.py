@@ -11,7 +11,7 @@ import pytest
 import agents
 from agents import networks, step
 from agents.networks import ENCODERS, Actor, Critic, Value, VectorField, apply_encoded, encode
-from agents.rlpd import GaussianActor
+from agents.tanh_gaussian import TanhGaussianActor
 from launch.speed.timing import convolutions
 
 FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
@@ -81,6 +81,19 @@ def test_each_sample_gets_one_shift_inside_the_pad_for_all_its_frames_and_next_o
         shifts.append(matches[0])
     assert len(set(shifts)) > 10  # one shift per sample, not one per batch
     np.testing.assert_array_equal(out["actions"], batch["actions"])
+
+
+def test_the_crop_equals_the_edge_pad_at_the_shifts_its_key_draws():
+    """Under jax.lax.cond the crop keeps the keys and numbers of the select it replaced: NumPy's edge pad
+    and slice (np_crop) at the shifts drawn from the second half of its key, each sample its own."""
+    batch, key = crop_batch(2, batch_size=8), jax.random.PRNGKey(3)
+    out = step.random_crop(batch, key, aug_prob=1.0)
+    shifts = np.asarray(jax.random.randint(jax.random.split(key)[1], (8, 2), 0, 2 * step.CROP_PADDING + 1))
+    for name in ("observations", "next_observations"):
+        expected = np.stack(
+            [np_crop(images, dy, dx) for images, (dy, dx) in zip(batch[name], shifts, strict=True)]
+        )
+        np.testing.assert_array_equal(np.asarray(out[name]), expected)
 
 
 def test_the_crop_applies_to_a_whole_batch_with_probability_aug_prob():
@@ -166,8 +179,8 @@ def test_a_state_update_ignores_aug_prob():
     )
 
 
-def square_images(count: int, size: int = 64, side: int = 8, seed: int = 0):
-    """`count` black 64x64 RGB frames, each with a white side x side square at a random place, and the
+def square_images(count: int, size: int, side: int, seed: int = 0):
+    """`count` black size x size RGB frames, each with a white side x side square at a random place, and the
     action that the square's (row, column) maps to in [-1, 1]^2: a behaviour only pixels reveal."""
     rng = np.random.default_rng(seed)
     corners = rng.integers(0, size - side + 1, (count, 2))
@@ -177,16 +190,19 @@ def square_images(count: int, size: int = 64, side: int = 8, seed: int = 0):
     return images, (corners / (size - side) * 2 - 1).astype(np.float32)
 
 
-@pytest.mark.slow  # about 3 minutes on this 2-core CPU; `pytest -m slow tests/test_encoders.py`
 def test_qc_fql_learns_a_behaviour_from_pixels():
-    """QC-FQL with impala_small on 32 square images: after 300 updates (batch 16) the flow-matching loss and
-    the distilled policy's action MSE to the dataset are below half their values over the first 10 updates.
-    Half is a margin no drift reaches by chance: the MSE of a policy that ignores the image is at least
-    the actions' variance (1/3 at the start, the uniform law of the corners), and a loss that merely
-    fluctuates does not halve. The same setup with other batch indices (NumPy-drawn) measured 1.24 -> 0.37
-    and 0.34 -> 0.08."""
-    images, corner_actions = map(jnp.asarray, square_images(32))
-    cfg = dict(algorithm="qc_fql", chunk_length=2, hidden_dims=[64, 64], encoder="impala_small", flow_steps=5)
+    """QC-FQL with impala_small (FQL's encoder, its full width) on 32 8x8 images of a 2x2 square whose place
+    is the action: after 600 updates (batch 16) the flow-matching loss is below half its value over the
+    first 10 updates, and the distilled one-step policy's action MSE is below half the actions' variance.
+    That variance is the least MSE of any policy that ignores the image (the best constant is the mean
+    action), so the second bound holds only if the policy reads the pixels; a loss that merely fluctuates
+    does not halve. 8x8 frames keep it to about 23 CPU-s (half of it compiling; 64x64 frames took about 3
+    minutes), with the same bounds. Measured (2026-12-07, 2-core EPYC): flow loss 1.56 -> 0.38 and MSE 0.079
+    against a variance of 0.45, the same to 6 digits with XLA_FLAGS=--xla_cpu_max_isa=AVX2; a learning rate
+    of 1e-3 instead of the default 3e-4 gave 1.53 -> 0.32 and 0.039.
+    """
+    images, corner_actions = map(jnp.asarray, square_images(32, size=8, side=2))
+    cfg = dict(algorithm="qc_fql", chunk_length=2, hidden_dims=[32, 32], encoder="impala_small", flow_steps=5)
     agent = agents.make_agent(cfg, seed=0, obs_dim=images.shape[1:], action_dim=2)
 
     def update(agent, idx):
@@ -202,10 +218,12 @@ def test_qc_fql_learns_a_behaviour_from_pixels():
         agent, info = agent.update(batch)
         return agent, jnp.stack([info["actor/bc_flow_loss"], info["actor/mse"]])
 
-    indices = jax.random.randint(jax.random.PRNGKey(0), (300, 16), 0, 32)
+    indices = jax.random.randint(jax.random.PRNGKey(0), (600, 16), 0, 32)
     _, losses = jax.jit(lambda agent, idx: jax.lax.scan(update, agent, idx))(agent, indices)
-    start, end = np.asarray(losses[:10]).mean(0), np.asarray(losses[-20:]).mean(0)
-    assert (end < start / 2).all(), (start, end)
+    (flow_start, _), (flow_end, mse_end) = np.asarray(losses[:10]).mean(0), np.asarray(losses[-20:]).mean(0)
+    variance = np.asarray(corner_actions).var(0).mean()
+    assert flow_end < flow_start / 2, (flow_start, flow_end)
+    assert mse_end < variance / 2, (mse_end, variance)
 
 
 SMALL_FRAMES = (16, 16, 6)  # tracing only: the encoder's structure, not its size, decides what is counted
@@ -219,7 +237,7 @@ SMALL_FRAMES = (16, 16, 6)  # tracing only: the encoder's structure, not its siz
         (Actor((8,), 4, encoder="impala_small"), ()),
         (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)), jnp.full((5, 1), 0.3))),
         (VectorField((8,), 4, encoder="impala_small"), (jnp.ones((5, 4)),)),  # a one-step policy
-        (GaussianActor((8,), 4, encoder="impala_small"), ()),
+        (TanhGaussianActor((8,), 4, encoder="impala_small"), ()),
     ],
 )
 def test_a_network_on_its_encoded_features_equals_the_network_on_images(net, inputs):
@@ -251,6 +269,7 @@ def convolved_inputs(function, *args) -> tuple[int, int]:
         ("ifql", "num_samples", (2, 8)),
         ("dqc", "num_samples", (2, 8)),
         ("qc_fql", "flow_steps", (2, 8)),
+        ("qam", "flow_steps", (2, 8)),  # Euler steps, SDE steps and adjoint steps
     ],
 )
 def test_updates_and_actions_encode_once_whatever_the_samples_and_euler_steps(algorithm, setting, values):

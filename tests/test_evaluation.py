@@ -4,6 +4,7 @@ serial evaluation, whatever the number of workers."""
 import json
 from pathlib import Path
 
+import flax.struct
 import jax
 import numpy as np
 import pytest
@@ -72,9 +73,11 @@ def test_default_workers_share_the_cores_among_the_runs_at_most_the_episodes(mon
         train_module.train(compose_config("eval.workers=0"), Path("/nonexistent-run-dir"))
 
 
-def random_chunks(agents, observations, keys):
-    """A stand-in policy: a chunk of 5 actions drawn from each run's key."""
-    return jax.vmap(lambda key: jax.random.uniform(key, (5, 2), minval=-1.0, maxval=1.0))(keys)
+class RandomChunks(flax.struct.PyTreeNode):
+    """A stand-in open-loop agent: a chunk of 5 actions drawn from each query's key."""
+
+    def sample_actions(self, observations, key):
+        return jax.random.uniform(key, (len(observations), 5, 2), minval=-1.0, maxval=1.0)
 
 
 def test_videos_are_the_serial_frames_with_two_workers():
@@ -84,7 +87,7 @@ def test_videos_are_the_serial_frames_with_two_workers():
         vector_env = envs.make_vector_env([cfg] * (2 * workers), videos=True)
         try:
             results[workers] = evaluate_runs(
-                random_chunks, None, vector_env, [0, 1], 3, [0, 2], execution_length=3, video_episodes=2
+                RandomChunks(), vector_env, [0, 1], 3, [0, 2], execution_length=3, video_episodes=2
             )
         finally:
             vector_env.close()

@@ -72,6 +72,25 @@ def test_offline_stacks_follow_episode_starts_and_ends(k):
         np.testing.assert_array_equal(np.asarray(batch[key]), np.asarray(plain[key]))
 
 
+@pytest.mark.parametrize("k, chunk_length", [(3, 1), (4, 2), (3, 4)])
+def test_the_last_next_observation_alone_is_the_reference_last_step(k, chunk_length):
+    """every_next=False, what a TD target reads: the stacked observation and the last step's stacked next
+    observation from one gather, across episode starts and ends, with frames shared by both (h < k) or
+    not; every other key as the full batch's."""
+    store = buffers.from_dataset(pixel_dataset(), frame_stack=k)
+    starts = np.arange(sum(LENGTHS) - chunk_length + 1)
+    last = gather_chunks(store, jnp.asarray(starts), chunk_length, 0.9, every_next=False)
+    every = gather_chunks(store, jnp.asarray(starts), chunk_length, 0.9)
+    expected = reference_chunks(LENGTHS, starts, chunk_length, k)
+    assert last["next_observations"].shape == (len(starts), 1, SIZE, SIZE, 3 * k)
+    np.testing.assert_array_equal(
+        np.asarray(last["next_observations"]), expected["next_observations"][:, -1:]
+    )
+    np.testing.assert_array_equal(np.asarray(last["observations"]), expected["observations"])
+    for key in ("actions", "rewards", "masks", "terminals", "valid"):
+        np.testing.assert_array_equal(np.asarray(last[key]), np.asarray(every[key]))
+
+
 def test_online_inserts_of_stacked_observations_sample_as_the_offline_rule():
     """The engine hands the store what the agent acted on (stacks); the store keeps the newest frame and
     samples the same stacks as the offline store of the same episodes."""
@@ -87,9 +106,10 @@ def test_online_inserts_of_stacked_observations_sample_as_the_offline_rule():
     online = jax.jit(buffers.insert_many)(online, transitions)
     offline = buffers.from_dataset(data, frame_stack=k)
     starts = jnp.arange(sum(LENGTHS) - chunk_length + 1)
-    sampled = gather_chunks(online, starts, chunk_length, 0.9)
-    expected = gather_chunks(offline, starts, chunk_length, 0.9)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, sampled, expected)
+    for every_next in (True, False):
+        sampled = gather_chunks(online, starts, chunk_length, 0.9, every_next=every_next)
+        expected = gather_chunks(offline, starts, chunk_length, 0.9, every_next=every_next)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, sampled, expected)
 
 
 def test_a_wrapped_ring_repeats_its_oldest_live_frame():
@@ -98,11 +118,13 @@ def test_a_wrapped_ring_repeats_its_oldest_live_frame():
     online = buffers.empty((SIZE, SIZE, 3), 2, capacity=4, max_episodes=1, obs_dtype=jnp.uint8, frame_stack=k)
     data = pixel_dataset((9,))
     online = buffers.insert_many(online, {key: value for key, value in data.items()})
-    batch = gather_chunks(online, online.oldest + jnp.arange(online.size), 1, 0.9)
+    batch = gather_chunks(online, online.oldest + jnp.arange(online.size), 1, 0.9, every_next=False)
     oldest_step = int(online.oldest)
     for row, t in enumerate(range(oldest_step, 9)):
         expected = np.concatenate([frame(0, max(t - lag, oldest_step)) for lag in (2, 1, 0)], axis=-1)
         np.testing.assert_array_equal(np.asarray(batch["observations"][row]), expected)
+        following = np.concatenate([frame(0, max(t + 1 - lag, oldest_step)) for lag in (2, 1, 0)], axis=-1)
+        np.testing.assert_array_equal(np.asarray(batch["next_observations"][row, 0]), following)
 
 
 def test_observation_array_keeps_frames_uint8_and_states_float32():

@@ -62,3 +62,35 @@ def test_non_finite_loss_is_detected_at_its_update():
     )
     assert int(first_bad[0]) == 0
     assert bool(bad["critic/critic_loss"][0]) and not bool(bad["actor/bc_flow_loss"][0])
+
+
+ASKED: list[bool] = []  # every_next of each sample a RecordingReplay was asked for
+
+
+class RecordingReplay(buffers.Replay):
+    """A replay that records what each update asks of its sampler."""
+
+    def sample(self, *args):
+        ASKED.append(args[-1])
+        return super().sample(*args)
+
+
+def test_the_update_asks_for_every_next_observation_only_when_its_agent_reads_them():
+    """SUPE-GT's VAE encodes every state of a segment; a TD target reads the last next observation only."""
+    replay = buffers.make_replay([hand_built()], [0], [0], 100, 10, None)
+    recording = RecordingReplay(replay.offline, replay.online, replay.segment, replay.offline_ratio)
+    tiny = {"hidden_dims": [8], "chunk_length": 2}
+    for name, extra in (
+        ("qc_fql", {}),
+        ("supe_gt", {"vae_hidden_dims": [8], "encoder_size": 8, "skill_dim": 2}),
+    ):
+        ASKED.clear()
+        agent = vector.stack([agents.make_agent({"algorithm": name, **tiny, **extra}, 0, 2, 2)])
+        keys = jax.random.PRNGKey(0)[None]
+        jax.eval_shape(
+            lambda agent, keys=keys: fused_updates(
+                agent, keys, recording, jnp.int32(1), batch_size=4, online=False
+            ),
+            agent,
+        )
+        assert set(ASKED) == {name == "supe_gt"}

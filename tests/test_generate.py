@@ -24,7 +24,7 @@ from envs import (
 )
 from envs import generate as generate_module
 from envs.file_format import FILE_DTYPES
-from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
 from tests.helpers import CUBE, MAZE, STEPS, Launched, env_cfg, load_pair, run_script, write_pair
 from tests.test_train import TINY
 

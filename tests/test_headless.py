@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from envs import headless, suite
 from envs.headless import RendererMissing, headless_backend, require_renderer
-from tests.helpers import REPO, env_cfg, load_pair, script_env, write_pair
+from tests.helpers import REPO, env_cfg, script_env, write_visual_dataset
 
 
 def test_headless_backend_only_when_unset_and_without_display():
@@ -135,20 +134,6 @@ def test_a_renderer_that_cannot_start_in_a_worker_is_one_line_in_the_trainer():
     assert "MUJOCO_GL=glfw" in result.stdout and "apt-get install libosmesa6" in result.stdout
     assert "MUJOCO_GL=osmesa" in result.stdout and "MUJOCO_GL=egl" in result.stdout
     assert "Traceback" not in result.stderr and "FatalError" not in result.stderr, result.stderr
-
-
-def write_visual_dataset(state_file: Path, path: Path) -> Path:
-    """The first episode of a tiny state dataset of cube-double (its qpos, buttons and actions) with random
-    64x64x3 frames for observations: what a visual run checks and relabels, rendered by no one."""
-    rng = np.random.default_rng(0)
-    train, val = load_pair(state_file)
-    end = int(np.argmax(train["terminals"])) + 1
-    pairs = []
-    for arrays in (train, val):
-        arrays = {key: array[:end] for key, array in arrays.items()}
-        arrays["observations"] = rng.integers(0, 256, (end, 64, 64, 3), np.uint8)
-        pairs.append(arrays)
-    return write_pair(path, *pairs)
 
 
 TRAINER = (

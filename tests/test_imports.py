@@ -1,5 +1,6 @@
 """Import graphs read with `ast` (nothing is imported): no circle in envs/ or buffers/; envs/ never imports
-buffers/ (buffers/stream.py reads its shards through envs/shards.py, not the other way round)."""
+buffers/ (buffers/stream.py reads its shards through envs/shards.py, not the other way round); neither envs/
+nor buffers/ imports launch/ (the signal record both need is the top-level `preemption`)."""
 
 import ast
 from pathlib import Path
@@ -72,9 +73,12 @@ def test_no_import_circle(package):
     assert cycles(import_graph(package)) == []
 
 
-def test_envs_never_imports_buffers():
+@pytest.mark.parametrize(
+    "package, forbidden", [("envs", "buffers"), ("envs", "launch"), ("buffers", "launch")]
+)
+def test_no_arrow_back_up(package, forbidden):
     importing = {
-        module_name(path): sorted(m for m in imported_modules(path) if m.split(".")[0] == "buffers")
-        for path in sorted((ROOT / "envs").glob("*.py"))
+        module_name(path): sorted(m for m in imported_modules(path) if m.split(".")[0] == forbidden)
+        for path in sorted((ROOT / package).glob("*.py"))
     }
     assert {module: found for module, found in importing.items() if found} == {}

@@ -10,7 +10,7 @@ import agents
 from agents import critic as td
 from agents import iql
 from launch import train as train_module
-from launch.engine import chunks, fused, settings, vector
+from launch.engine import acting, evaluation, settings, vector
 from tests import reference
 from tests.helpers import compose_config
 from tests.test_qc_fql import DISCOUNT, batch_for
@@ -137,13 +137,15 @@ def test_exploration_adds_unit_noise_and_evaluation_takes_the_mean():
     assert sampled.shape == evaluated.shape == (5, 1, 2)
 
 
-def test_eval_runs_queries_the_evaluation_policy():
+def test_evaluation_acts_with_the_evaluation_policy():
     agent = make()
     observations, keys = jnp.ones((2, 2)), jax.random.split(jax.random.PRNGKey(0), 2)
     stacked = vector.stack([agent, agent])
-    expected = np.stack([agent.eval_actions(observations[i : i + 1], keys[i])[0] for i in range(2)])
-    np.testing.assert_allclose(fused.eval_runs(stacked, observations, keys), expected, atol=1e-6)
-    assert not np.allclose(fused.act_runs(stacked, observations, keys), expected, atol=1e-6)
+    carries = acting.stack_carries([acting.initial_carry(stacked, observations[0], None)] * 2)
+    expected = np.stack([agent.eval_actions(observations[i : i + 1], keys[i])[0, 0] for i in range(2)])
+    evaluated = acting.act_runs(stacked, observations, carries, keys, evaluation=True)[0]
+    np.testing.assert_allclose(evaluated, expected, atol=1e-6)
+    assert not np.allclose(acting.act_runs(stacked, observations, carries, keys)[0], expected, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -180,13 +182,13 @@ def test_offline_to_online_vector_of_two_seeds(tiny_dataset_dir, tmp_path, monke
     if agent_name in ("iql", "rebrac"):  # no flow
         overrides = [o for o in overrides if not o.startswith(("agent.num_samples", "agent.flow_steps"))]
     evaluations = {"queries": 0}
-    original = chunks.eval_runs
+    original = evaluation.acting.act_runs
 
-    def counting(*args):
-        evaluations["queries"] += 1
-        return original(*args)
+    def counting(agents, *args, evaluation=False):
+        evaluations["queries"] += evaluation and hasattr(agents, "eval_actions")
+        return original(agents, *args, evaluation=evaluation)
 
-    monkeypatch.setattr(chunks, "eval_runs", counting)
+    monkeypatch.setattr(evaluation.acting, "act_runs", counting)
     run = train_module.train(compose_config(*overrides), tmp_path)
     # IQL and ReBRAC evaluate without exploration noise; IFQL's best-of-N is its evaluation policy too
     assert (evaluations["queries"] > 0) == (agent_name in ("iql", "rebrac"))

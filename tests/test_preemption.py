@@ -1,4 +1,4 @@
-"""Real signals sent to `python launch/train.py` (launch/reliability/preemption.py): the run checkpoints where
+"""Real signals sent to `python launch/train.py` (preemption/__init__.py): the run checkpoints where
 it is, exits with INTERRUPTED_EXIT_CODE, and its resumed run equals the uninterrupted one."""
 
 import json
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from launch import train as train_module
-from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
 from tests.helpers import REPO, Launched, compose_config, script_env
 from tests.test_train import TINY, rows, tiny_config
 

@@ -11,7 +11,7 @@ import pytest
 
 import agents
 import buffers
-from agents import rlpd
+from agents import rlpd, tanh_gaussian
 from launch import train as train_module
 from launch.engine import settings
 from tests import reference
@@ -140,7 +140,7 @@ def test_actor_loss_matches_numpy_with_the_bc_term_on_the_in_episode_steps():
 def test_tanh_normal_density_integrates_to_one_and_gives_the_gaussian_cdf(mean, log_std):
     std = math.exp(log_std)
     pre_tanh = np.linspace(mean - 10 * std, mean + 10 * std, 400_001, dtype=np.float32)
-    log_density = rlpd.tanh_normal_log_prob(pre_tanh[:, None], jnp.float32(mean), jnp.float32(log_std))[:, 0]
+    log_density = tanh_gaussian.log_prob(pre_tanh[:, None], jnp.float32(mean), jnp.float32(log_std))[:, 0]
     density = np.exp(np.asarray(log_density, np.float64))
     y = np.tanh(pre_tanh.astype(np.float64))  # integrate over the action y, not over u
     np.testing.assert_allclose(np.trapezoid(density, y), 1.0, atol=1e-4)
@@ -153,7 +153,7 @@ def test_tanh_normal_density_integrates_to_one_and_gives_the_gaussian_cdf(mean, 
 def test_tanh_normal_log_prob_stays_exact_where_tanh_rounds_to_one():
     pre_tanh = np.array([0.0, 3.0, 12.0, -12.0, 40.0], np.float32)
     assert float(jnp.tanh(pre_tanh[2])) == 1.0  # the textbook log(1 - tanh^2) would be -inf here
-    got = rlpd.tanh_normal_log_prob(jnp.asarray(pre_tanh), jnp.float32(0.5), jnp.float32(1.0))
+    got = tanh_gaussian.log_prob(jnp.asarray(pre_tanh), jnp.float32(0.5), jnp.float32(1.0))
     std = math.e
     # log(1 - tanh(u)^2) = -2 log cosh(u), exact in float64 for these u
     expected = [

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+import preemption
 from launch import train as train_module
 from launch.engine.run import Run
-from launch.reliability import preemption
 from tests.helpers import compose_config
 from tests.test_vector import assert_same_rows, untimed
 

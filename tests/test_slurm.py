@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from launch import train as train_module
-from launch.reliability.preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
+from preemption import INTERRUPTED_EXIT_CODE, PAUSE_ENV
 from tests.helpers import REPO, compose_config, script_env
 from tests.slurm_cluster import SlurmCluster, unavailable
 from tests.test_preemption import OVERRIDES, untimed

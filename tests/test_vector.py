@@ -14,7 +14,7 @@ import agents
 from launch import plot
 from launch import train as train_module
 from launch.engine import vector
-from tests.helpers import compose_config, train_interrupted
+from tests.helpers import compose_config, train_interrupted, write_visual_dataset
 
 TINY = [
     "agent.hidden_dims=[16,16]",
@@ -302,3 +302,74 @@ def test_a_vector_resumes_exactly_after_an_interruption(tiny_dataset_dir, tmp_pa
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay.online, full.replay.online)
     for name in ("seed=0", "seed=1"):  # the same rows, none duplicated by the resume (task 3 is no axis)
         assert untimed(rows(tmp_path / "resumed" / name)) == untimed(rows(tmp_path / "full" / name))
+
+
+# ---- pixels: a visual env's vector and resume, rendered in env workers (a few frames each) -----------------
+
+VISUAL_TINY = [
+    "agent=qc_fql",
+    "env=visual_cube",
+    "env.download=false",
+    "env.max_episode_steps=4",
+    "logger.mode=disabled",
+    "agent.hidden_dims=[8]",
+    "batch_size=4",
+    "offline_steps=2",
+    "online_steps=8",
+    "start_training=1",
+    "log_interval=3",
+    "save_interval=3",
+    "eval_interval=100",
+    "eval_episodes=1",
+    "updates_per_dispatch=2",
+    "buffer_size=100",
+]
+
+
+@pytest.fixture(scope="module")
+def visual_runs(tiny_dataset_dir, tmp_path_factory):
+    """A 2-seed vector of tiny visual-cube runs (offline, then 8 online steps in 4-step episodes with 5-action
+    chunks, each member's env rendering in its worker) and each seed's run alone; shared by the tests below
+    because each run compiles the impala_small agent and renders."""
+    root = tmp_path_factory.mktemp("visual")
+    path = write_visual_dataset(tiny_dataset_dir / "cube-double-play-v0.npz", root / "visual.npz")
+
+    def config(*overrides):
+        return compose_config(*VISUAL_TINY, f"env.dataset_path={path}", *overrides)
+
+    vector = train_module.train(config("seed=[0,1]"), root / "vector")
+    alone = [train_module.train(config(f"seed={seed}"), root / f"alone{seed}") for seed in (0, 1)]
+    return config, root, vector, alone
+
+
+@pytest.mark.render
+def test_each_run_of_a_visual_vector_equals_the_run_alone(visual_runs):
+    """Frames stored once and stacked by index, rendered online in each member's worker: each seed of the
+    vector logs the rows (offline and online losses, episode returns, evaluation success) and ends with the
+    parameters of its run alone."""
+    _, root, vector, alone = visual_runs
+    assert {row["phase"] for row in rows(root / "vector" / "seed=0")} == {"offline", "online"}
+    for index, member in enumerate(vector.members):
+        assert_same_rows(rows(member.run_dir), rows(root / f"alone{index}"))
+        jax.tree_util.tree_map(
+            lambda a, b, i=index: np.testing.assert_allclose(a[i], b[0], rtol=1e-3, atol=1e-5),
+            vector.agent.params,
+            alone[index].agent.params,
+        )
+
+
+@pytest.mark.render
+def test_a_visual_run_resumes_exactly_after_a_kill_mid_chunk(visual_runs, monkeypatch):
+    """Killed online after its checkpoint at online step 3 (step 5 of the run, after 2 offline updates; two
+    actions left in the open 5-action chunk, an episode open since step 0): the resumed run replays the
+    episode's frames in its worker and ends with the uninterrupted run's parameters, online buffer and
+    rows."""
+    config, root, _, (full, _) = visual_runs
+    run_dir = root / "resumed"
+    train_interrupted(train_module.train, config("seed=0"), run_dir, monkeypatch, 2)
+    saved = sorted(int(step.name) for step in (run_dir / "checkpoints").iterdir() if step.name.isdigit())
+    assert saved[-1] == 5, saved
+    resumed = train_module.train(config("seed=0", "resume=true"), run_dir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.agent.params, full.agent.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.replay.online, full.replay.online)
+    assert untimed(rows(run_dir)) == untimed(rows(root / "alone0"))

@@ -1,5 +1,6 @@
 """The engine's side of agents that learn from chunk batches (every TD agent): their replay and agents, the
-online host loop's chunk queues, and evaluation of every run in one vector of envs."""
+online host loop's carries (a chunk queue, or a closed-loop agent's own: launch/engine/acting.py), and
+evaluation of every run in one vector of envs."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import numpy as np
 
 import agents
 import envs
+from launch.engine import acting
 from launch.engine.chunk_data import Data, chunk_data
 from launch.engine.episodes import OnlineRuns, online_seed, reopen
 from launch.engine.evaluation import evaluate_runs
-from launch.engine.fused import act_runs, env_transitions, eval_runs, insert
+from launch.engine.fused import env_transitions, insert
 from launch.engine.vector import stack
 
 
 class Chunks:
-    """Replay, agents, online chunk queues and evaluation for a vector of runs of a TD agent."""
+    """Replay, agents, online carries and evaluation for a vector of runs of a TD agent."""
 
     def __init__(self, run):
         self.run = run
@@ -31,6 +33,8 @@ class Chunks:
                 for member, settings in zip(run.members, run.member_settings, strict=True)
             ]
         )
+        if hasattr(agent, "transition_fields"):
+            data.replay = data.replay.recording(agent.transition_fields())
         return data, agent
 
     def evaluate(self, runs: list[int], rounds: list[int]) -> tuple[list[dict], list[list[np.ndarray]]]:
@@ -45,7 +49,6 @@ class Chunks:
 
         def rollouts(agent, execution_length, video_episodes=0):
             return evaluate_runs(
-                eval_runs if hasattr(agent, "eval_actions") else act_runs,
                 agent,
                 run.vector_env("eval"),
                 [member.seed for member in run.members],
@@ -73,31 +76,38 @@ class Chunks:
 
 
 class OnlineChunks(OnlineRuns):
-    """The host side of the online phase: each run's env observation, chunk queue, owed updates and open
-    episode, stepped together, one environment step of every run at a time."""
+    """The host side of the online phase: each run's env observation, carry, owed updates and open episode,
+    stepped together, one environment step of every run at a time."""
 
     def __init__(self, run, vector_env):
         super().__init__(run)
         self.vector_env = vector_env
         cfg = run.cfg
         self.act_keys = stack([jax.random.PRNGKey(member.seed + 2) for member in run.members])
-        self.queues = [[np.asarray(a, np.float32) for a in s.get("queue", [])] for s in self.saved]
         self.returns = [s.get("return", 0.0) for s in self.saved]
         self.episode_actions = [s.get("actions", []) for s in self.saved]
         self.random_actions = cfg.random_action_steps
         self.observations = reopen(run, vector_env, self.episode_actions, self.saved)
+        self.initial = acting.initial_carry(run.agent, self.observations[0], run.execution_length)
+        self.carries = acting.stack_carries(
+            [
+                acting.carry_from_json(s["carry"], self.initial) if "carry" in s else self.initial
+                for s in self.saved
+            ]
+        )
 
     def at_event_point(self, index: int) -> bool:
         """Any step is (a TD agent's run updates mid-chunk when an event is due)."""
         return True
 
     def catch_up(self, due: list[bool]) -> None:
-        """The owed updates of each run whose chunk is done or that has an event due, in one dispatch; the
-        other runs wait for the end of their chunk, as they would alone."""
+        """The owed updates of each run whose decision (chunk or skill) is done or that has an event due, in
+        one dispatch; the other runs wait for the end of their decision, as they would alone."""
+        deciding = self.carries["steps_left"] == 0
         self.pay(
             [
-                owed if (event or not queue) else 0
-                for owed, queue, event in zip(self.owed, self.queues, due, strict=True)
+                owed if (event or done) else 0
+                for owed, done, event in zip(self.owed, deciding, due, strict=True)
             ]
         )
 
@@ -105,7 +115,7 @@ class OnlineChunks(OnlineRuns):
         """Each run's open episode, for a checkpoint (JSON)."""
         return [
             {
-                "queue": [action.tolist() for action in self.queues[index]],
+                "carry": acting.carry_to_json(acting.carry_of(self.carries, index)),
                 "owed": self.owed[index],
                 "return": self.returns[index],
                 "actions": self.episode_actions[index],
@@ -114,31 +124,39 @@ class OnlineChunks(OnlineRuns):
             for index in range(self.run.num_runs)
         ]
 
-    def refill(self, step: int) -> None:
-        """A new chunk for every run whose queue is empty, from one policy query."""
-        empty = [index for index, queue in enumerate(self.queues) if not queue]
-        if not empty:
-            return
+    def act(self, step: int) -> tuple[np.ndarray, dict]:
+        """Every run's action (runs, action_dim) and the fields its agent records beside it, from one jitted
+        call; before `random_action_steps`, uniform random actions (the carries wait untouched), with zeros
+        recorded beside them."""
         if step < self.random_actions:
-            for index in empty:
-                rng = np.random.default_rng([self.run.members[index].seed, step])
-                self.queues[index] = [rng.uniform(-1, 1, self.vector_env.single_action_space.shape)]
-            return
+            shape = self.vector_env.single_action_space.shape
+            actions = np.stack(
+                [
+                    np.random.default_rng([member.seed, step]).uniform(-1, 1, shape)
+                    for member in self.run.members
+                ]
+            ).astype(np.float32)
+            online = self.run.replay.online
+            return actions, {
+                name: np.zeros(value.shape[:1] + value.shape[2:]) for name, value in online.fields.items()
+            }
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.act_keys, step)
-        chunks = np.asarray(act_runs(self.run.agent, self.observations, keys))
-        for index in empty:
-            self.queues[index] = list(chunks[index][: self.run.execution_length])
+        actions, self.carries, fields = jax.device_get(
+            acting.act_runs(self.run.agent, self.observations, self.carries, keys)
+        )
+        return np.asarray(actions, np.float32), fields
 
     def step(self) -> None:
         """One environment step of every run: its transition to its replay, its owed updates counted."""
         run, cfg, counters = self.run, self.run.cfg, self.run.counters
         step = counters.env_step
-        self.refill(step)
-        actions = np.stack([np.asarray(queue.pop(0), np.float32) for queue in self.queues])
+        actions, fields = self.act(step)
         next_observations, rewards, terminated, truncated, infos = self.vector_env.step(actions)
         run.replay = insert(
             run.replay,
-            env_transitions(self.observations, actions, rewards, terminated, truncated, next_observations),
+            env_transitions(
+                self.observations, actions, rewards, terminated, truncated, next_observations, fields
+            ),
         )
         counters.env_step = step = step + 1
         self.observations = envs.observation_array(next_observations)
@@ -150,7 +168,8 @@ class OnlineChunks(OnlineRuns):
             if terminated[index] or truncated[index]:
                 success = float(infos["success"][index])
                 run.end_episode(index, self.returns[index], len(self.episode_actions[index]), success)
-                self.queues[index], self.returns[index], self.episode_actions[index] = [], 0.0, []
+                self.returns[index], self.episode_actions[index] = 0.0, []
+                self.carries = acting.set_carry(self.carries, index, self.initial)
                 ended.append(index)
         self.observations = envs.reset_runs(
             self.vector_env, self.observations, ended, [online_seed(run, index) for index in ended]

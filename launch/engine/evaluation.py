@@ -1,18 +1,18 @@
-"""Evaluation rollouts of every run of a vector at once: chunks executed open-loop, success read at each
+"""Evaluation rollouts of every run of a vector at once: every env acts at every step from its observation
+and its carry (launch/engine/acting.py: a chunk queue, or a closed-loop agent's own), success read at each
 episode's last step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 import envs
+import preemption
+from launch.engine import acting
 from launch.engine.episodes import EpisodePurpose, episode_seed
-from launch.reliability import preemption
-
-ActFn = Callable[[object, np.ndarray, jax.Array], jax.Array]
 
 
 def stop_at_a_signal(progress: str) -> None:
@@ -22,7 +22,6 @@ def stop_at_a_signal(progress: str) -> None:
 
 
 def evaluate_runs(
-    act: ActFn,
     agents,
     vector_env,
     seeds: Sequence[int],
@@ -35,11 +34,12 @@ def evaluate_runs(
     `num_episodes` episodes, run i in envs i * workers ... (i + 1) * workers - 1 of `vector_env` (workers =
     its envs per run: eval.workers) with the agent at index i of `agents`.
 
-    `act(agents, observations (runs, obs_dim), keys (runs, 2))` returns (runs, steps, action_dim); the first
-    `execution_length` steps (all when None) run before an episode's policy is queried again. Each episode's
-    reset seed and action keys depend only on (seeds[i], round_index, episode index), so the metrics are those
-    of a serial evaluation whatever the number of workers. The first `video_episodes` episodes of each run
-    are rendered.
+    Each env acts through `acting.act_runs` with its evaluation policy, one call per worker slot (each the
+    batch of runs a serial evaluation has); an open-loop agent executes the first `execution_length` steps
+    of a chunk (all when None) before its policy is queried again. An env's key chain advances only where a
+    decision starts (its carry's steps_left = 0), so each episode's reset seed and action keys depend only
+    on (seeds[i], round_index, episode index), and the metrics are those of a serial evaluation whatever the
+    number of workers. The first `video_episodes` episodes of each run are rendered.
     """
     num_runs = len(seeds)
     workers = vector_env.num_envs // num_runs
@@ -52,7 +52,6 @@ def evaluate_runs(
     outcomes: list[dict[int, tuple]] = [{} for _ in seeds]
     clips: list[dict[int, np.ndarray]] = [{} for _ in seeds]
     frames: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
-    queues: list[list] = [[] for _ in range(num_envs)]
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, int)
     shape = vector_env.single_observation_space.shape
 
@@ -77,23 +76,27 @@ def evaluate_runs(
         np.zeros((num_envs,) + shape, envs.observation_dtype(vector_env.single_observation_space.dtype)),
         *start(range(num_envs)),
     )
+    initial = acting.initial_carry(agents, observations[0], execution_length)
+    carries = acting.stack_carries([initial] * num_envs)
     while (active := episode >= 0).any():
-        empty = np.asarray([active[i] and not queues[i] for i in range(num_envs)])
-        for worker in range(workers):  # one query per worker slot: the batch of runs serial evaluation has
+        actions = np.zeros((num_envs, *vector_env.single_action_space.shape), np.float32)
+        deciding = active & (carries["steps_left"] == 0)
+        for worker in range(workers):  # one call per worker slot: the batch of runs serial evaluation has
             slot = np.arange(worker, num_envs, workers)
-            if not empty[slot].any():
+            if not active[slot].any():
                 continue
             split = np.asarray(jax.vmap(jax.random.split)(keys[slot]))
-            keys[slot] = np.where(empty[slot][:, None], split[:, 0], keys[slot])
-            chunks = np.asarray(act(agents, observations[slot], split[:, 1]))
-            for run in np.flatnonzero(empty[slot]):
-                queues[slot[run]] = list(chunks[run][:execution_length])
-        actions = np.stack(
-            [
-                queue.pop(0) if on else np.zeros(vector_env.single_action_space.shape)
-                for queue, on in zip(queues, active, strict=True)
-            ]
-        ).astype(np.float32)
+            keys[slot] = np.where(deciding[slot][:, None], split[:, 0], keys[slot])
+            act_keys = np.where(deciding[slot][:, None], split[:, 1], keys[slot])
+            slot_carries = jax.tree_util.tree_map(lambda leaf, slot=slot: leaf[slot], carries)
+            slot_actions, slot_carries, _ = jax.device_get(
+                acting.act_runs(
+                    agents, observations[slot], slot_carries, act_keys, active[slot], evaluation=True
+                )
+            )
+            actions[slot] = np.where(active[slot][:, None], slot_actions, 0.0)
+            for leaves, new in zip(carries.values(), slot_carries.values(), strict=True):
+                leaves[slot] = new
         observations, rewards, terminated, truncated, infos = vector_env.step(actions)
         observations = envs.observation_array(observations)
         stop_at_a_signal(f"after {sum(map(len, outcomes))} of {num_runs * num_episodes} episodes")
@@ -114,7 +117,8 @@ def evaluate_runs(
             )
             if frames[index]:
                 clips[run][int(episode[index])] = np.stack(frames[index])
-            frames[index], queues[index], returns[index], lengths[index] = [], [], 0.0, 0
+            frames[index], returns[index], lengths[index] = [], 0.0, 0
+            carries = acting.set_carry(carries, index, initial)
         observations = envs.reset_runs(vector_env, observations, *start(ended))
     metrics = []
     for outcome in outcomes:

@@ -18,6 +18,13 @@ import numpy as np
 from envs.observations import observation_array
 
 
+def reads_every_next(agent) -> bool:
+    """Whether `agent`'s update reads next_observations at every step of a chunk (SUPE-GT's segments); an
+    agent that does not declare `reads_every_next_observation` reads the last only, as a TD target does,
+    and is sampled that one alone (buffers/chunks.py `gather_chunks`)."""
+    return getattr(type(agent), "reads_every_next_observation", False)
+
+
 def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool):
     """`num_updates` updates of one run (a traced count: one compilation serves every dispatch size)."""
     config = agent.config
@@ -25,8 +32,10 @@ def _run_updates(agent, rng, replay, num_updates, batch_size: int, online: bool)
     # An agent that learns differently online (one that pre-trains offline) brings an `online_update`.
     update = type(agent).online_update if online and hasattr(agent, "online_update") else type(agent).update
 
+    every_next = reads_every_next(agent)
+
     def one_update(agent, key):
-        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online)
+        batch = replay.sample(key, batch_size, config.sample_length, config.discount, online, every_next)
         return update(agent, batch)
 
     info_shapes = jax.eval_shape(one_update, agent, rng)[1]
@@ -138,17 +147,6 @@ def act(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def act_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
-    """Every run's chunk for its observation (runs, obs_dim) with its key (runs, 2): (runs, steps,
-    action_dim). One query serves every run that needs a new chunk."""
-
-    def one_run(agent, observation, key):
-        return agent.sample_actions(observation[None], key)[0]
-
-    return over_runs(one_run, agents, observations, keys, in_axes=(0, 0, 0))
-
-
-@jax.jit
 def explore_runs(agents, windows: dict, keys: jax.Array) -> jax.Array:
     """Every run's stochastic (exploration) action for its context window (leaves (runs, 1, K, ...)) with its
     key (runs, 2): (runs, 1, 1, action_dim). A sequence agent's online policy query."""
@@ -159,20 +157,12 @@ def explore_runs(agents, windows: dict, keys: jax.Array) -> jax.Array:
     return over_runs(one_run, agents, windows, keys, in_axes=(0, 0, 0))
 
 
-@jax.jit
-def eval_runs(agents, observations: jax.Array, keys: jax.Array) -> jax.Array:
-    """`act_runs` with the agents' evaluation policy `eval_actions`, for agents whose evaluation differs from
-    their exploration (FQL evaluates IQL and ReBRAC at temperature 0, without exploration noise)."""
-
-    def one_run(agent, observation, key):
-        return agent.eval_actions(observation[None], key)[0]
-
-    return over_runs(one_run, agents, observations, keys, in_axes=(0, 0, 0))
-
-
-def env_transitions(observations, actions, rewards, terminated, truncated, next_observations) -> dict:
+def env_transitions(
+    observations, actions, rewards, terminated, truncated, next_observations, fields=None
+) -> dict:
     """One environment step of every run, as a length-1 time axis per run for `insert`: masks = 1 -
-    terminated (a true terminal), terminals = terminated or truncated (the episode's last transition)."""
+    terminated (a true terminal), terminals = terminated or truncated (the episode's last transition), and
+    the `fields` {name: (runs, ...)} the agent records beside its actions."""
     terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
     return {
         "observations": observation_array(observations)[:, None],
@@ -181,6 +171,7 @@ def env_transitions(observations, actions, rewards, terminated, truncated, next_
         "masks": (1.0 - terminated.astype(np.float32))[:, None],
         "terminals": (terminated | truncated).astype(np.float32)[:, None],
         "next_observations": observation_array(next_observations)[:, None],
+        **{name: np.asarray(value, np.float32)[:, None] for name, value in (fields or {}).items()},
     }
 
 

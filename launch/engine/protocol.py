@@ -13,9 +13,11 @@
                 (utd_ratio per step after start_training)
             at each due event: log | swap (env.swap_online) | eval | save
             stop after the last step; at a signal: checkpoint (with the open episodes), stop
-            one step of every run: a chunk-batch agent executes its chunk's next action (a new chunk when
-            its queue is empty) and appends the transition; a sequence agent acts from its context
-            window and appends the whole trajectory at the episode's end
+            one step of every run: a chunk-batch agent acts from its observation and carry (its chunk's
+            next action, a new chunk when the queue is empty; or a closed-loop agent's own step:
+            launch/engine/acting.py) and appends the transition with the fields its agent records; a
+            sequence agent acts from its context window and appends the whole trajectory at the
+            episode's end
 
 Events come from a Schedule (launch/engine/schedule.py): each is due at the first of a run's event points
 at or past a multiple of its interval, and at a phase's last step. A TD agent's every step is an event

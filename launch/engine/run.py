@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import agents
 import buffers
 import envs
+import preemption
 from launch.engine import devices, settings
 from launch.engine.chunk_data import resident_shards
 from launch.engine.chunks import Chunks
@@ -27,7 +28,6 @@ from launch.engine.fused import fused_updates
 from launch.engine.schedule import Counters
 from launch.engine.sequences import Sequences
 from launch.engine.vector import Member, run_tags, stack, vector_members
-from launch.reliability import preemption
 from launch.reliability.checkpoints import Checkpointer, check_resumable
 from launch.reliability.logger import Logger
 from launch.reliability.metrics import METRICS_FILE, drop_rows_after
@@ -335,7 +335,7 @@ class Run:
         self.saved_step = self.global_step
 
     def stop_if_signalled(self, actors=None) -> None:
-        """`stop` once a signal has arrived (launch/reliability/preemption.py)."""
+        """`stop` once a signal has arrived (preemption/__init__.py)."""
         if self.global_step != self.start_step:
             preemption.pause_for_tests("step", self.global_step)
         if preemption.received() is not None:

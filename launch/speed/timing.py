@@ -3,10 +3,13 @@ and its memory."""
 
 from __future__ import annotations
 
+import resource
 import time
 
 import jax
 import numpy as np
+
+from launch.engine import fused
 
 
 def timed_in_turn(functions: dict, repeats: int) -> dict:
@@ -25,6 +28,23 @@ def timed_in_turn(functions: dict, repeats: int) -> dict:
     return {name: float(np.median(seconds)) for name, seconds in samples.items()}
 
 
+def process_costs(function, repeats: int) -> dict:
+    """This process's CPU milliseconds (all threads) and minor page faults per call of `function()`, after one
+    warm-up call. CPU time stays comparable between cases while other processes load the machine, when wall
+    time does not; a call whose output is a fresh allocation too large for the allocator to reuse faults in
+    every page of it anew."""
+    function()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(repeats):
+        function()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "cpu_ms": round(1e3 * cpu / repeats, 3),
+        "minor_faults": (after.ru_minflt - before.ru_minflt) / repeats,
+    }
+
+
 def timed(function, repeats: int) -> float:
     """Median seconds per call of `function()`, which must block until its result is ready."""
     return timed_in_turn({"only": function}, repeats)["only"]
@@ -33,7 +53,10 @@ def timed(function, repeats: int) -> float:
 def sample_batch(agent, replay, batch_size: int) -> dict:
     """One offline batch of the agent's sample length, as its update reads it."""
     config = agent.config
-    return replay.sample(jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False)
+    every_next = fused.reads_every_next(agent)
+    return replay.sample(
+        jax.random.PRNGKey(0), batch_size, config.sample_length, config.discount, False, every_next
+    )
 
 
 def compiled_flops(function, *args) -> float:
@@ -65,15 +88,14 @@ def convolutions(jaxpr) -> list:
 
 
 def update_cost(agent, replay, batch_size: int) -> dict:
-    """XLA's GFLOP of one compiled update and of one action selection for a batch of observations, and the
-    convolutions the update traces."""
+    """XLA's GFLOP (4 significant digits) of one compiled update and of one action selection for a batch of
+    observations, and the convolutions the update traces."""
     batch = sample_batch(agent, replay, batch_size)
     update, act = (lambda a, b: a.update(b)), (lambda a, o, k: a.sample_actions(o, k))
+    act_flops = compiled_flops(act, agent, batch["observations"], jax.random.PRNGKey(1))
     return {
-        "gflop_per_update": round(compiled_flops(update, agent, batch) / 1e9, 2),
-        "gflop_per_batch_act": round(
-            compiled_flops(act, agent, batch["observations"], jax.random.PRNGKey(1)) / 1e9, 2
-        ),
+        "gflop_per_update": float(f"{compiled_flops(update, agent, batch) / 1e9:.4g}"),
+        "gflop_per_batch_act": float(f"{act_flops / 1e9:.4g}"),
         "update_convolutions": len(convolutions(jax.make_jaxpr(update)(agent, batch).jaxpr)),
     }
 

@@ -1,5 +1,8 @@
 """A run stopped by the cluster keeps everything but the update in flight.
 
+A package of its own, below launch/ and envs/: the train loop and dataset generation (envs/generate.py) both
+stop at a signal, and envs/ never imports launch/ (tests/test_imports.py).
+
 SLURM preempts with SIGTERM and warns of a time limit with `--signal` (USR1 or USR2; submitit uses USR2);
 Ctrl-C is SIGINT. The handler only records the signal: the train loop checks it after each dispatch, env
 step and evaluation, saves a checkpoint there, closes its loggers and raises `Interrupted`; the entry point
