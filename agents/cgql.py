@@ -29,7 +29,7 @@ class Config(AgentConfig):
     """Defaults: the authors' get_config (agents/cgql.py) with reproduce.py's common values (10 critics,
     rho = 0.5, chunking on); configs/qam_method/cgql*.yaml hold the per-domain values."""
 
-    TAKES_RHO = True  # AgentConfig's flag (branch qam) that lets from_mapping accept rho
+    TAKES_RHO = True  # its target reads rho
     lr: float = sweepable(3e-4)
     tau: float = sweepable(0.005)  # target critic and the guided (target) flow
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)

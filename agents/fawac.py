@@ -28,7 +28,7 @@ class Config(AgentConfig):
     """Defaults: the authors' get_config (agents/fawac.py) with reproduce.py's common values (10 critics,
     rho = 0.5, chunking on); configs/qam_method/fawac.yaml holds the per-domain inv_temp."""
 
-    TAKES_RHO = True  # AgentConfig's flag (branch qam) that lets from_mapping accept rho
+    TAKES_RHO = True  # its target reads rho
     lr: float = sweepable(3e-4)
     tau: float = sweepable(0.005)
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
