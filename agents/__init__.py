@@ -39,6 +39,9 @@ ALGORITHMS = {
     "dqc": "agents.dqc",  # DQC and its ablations QC, NS, OS (goal-conditioned reach or reward returns)
     "iql": "agents.iql",  # IQL (AWR policy)
     "rebrac": "agents.rebrac",  # ReBRAC
+    "fawac": "agents.fawac",  # FAWAC: advantage-weighted flow matching (QAM's baseline)
+    "fbrac": "agents.fbrac",  # FBRAC: Q backpropagated through the flow's ODE (QAM's baseline)
+    "cgql": "agents.cgql",  # CGQL, CGQL-M, CGQL-L: classifier guidance by the critic (QAM's baselines)
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
     "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from agents.networks import apply_encoded, encode
 
 VelocityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -45,3 +48,17 @@ def euler_sample(
         times = jnp.full((*noise.shape[:-1], 1), step / num_steps)
         x = x + velocity(observations, x, times) / num_steps
     return jnp.clip(x, -1.0, 1.0)
+
+
+def network_velocity(net: nn.Module, params: dict) -> VelocityFn:
+    """v(features, x, u) of a VectorField `net` on features it encoded itself (networks.encode)."""
+    return lambda encoded, x, u: apply_encoded(net, params, encoded, x, u)
+
+
+def sample_flow(
+    net: nn.Module, params: dict, observations: jax.Array, noise: jax.Array, num_steps: int
+) -> jax.Array:
+    """`euler_sample` of a VectorField network whose steps share one encoding of `observations`;
+    differentiable in `params` (backpropagation through the ODE, FBRAC). noise: (batch, policy_dim)."""
+    features = encode(net, params, observations)
+    return euler_sample(network_velocity(net, params), features, noise, num_steps)

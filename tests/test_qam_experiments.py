@@ -42,6 +42,11 @@ CITED = {
     ("qam_puzzle_4x4", "qam"): {"inv_temp": 30.0},  # :139
     ("qam_antmaze_giant", "qam_e"): {"inv_temp": 10.0, "edit_scale": 0.1},  # :151
     ("qam_scene", "qam_f"): {"inv_temp": 1.0, "fql_alpha": 300.0},  # :156
+    ("qam_scene", "fawac"): {"inv_temp": 6.4},  # :117
+    ("qam_cube_quadruple", "fbrac"): {"alpha": 1.0},  # :19
+    ("qam_cube_double", "cgql"): {"mode": "simple", "inv_temp": 10.0, "guidance_coef": 0.01},  # :40
+    ("qam_puzzle_4x4", "cgql_mse"): {"mode": "mse", "guidance_coef": 1.0, "noisy_coef": 0.001},  # :59
+    ("qam_scene", "cgql_linex"): {"mode": "linex", "noisy_coef": 0.1},  # :65
 }
 
 
