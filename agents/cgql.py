@@ -144,8 +144,7 @@ class Agent(step.TDAgent):
         qs = apply_encoded(
             self.critic_net, params["critic"], critic_features, guidance.with_time(actions, 1.0)
         )
-        critic_loss = td.critic_loss(qs, target, batch["valid"])
-        info = {"critic_loss": critic_loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+        critic_loss, info = td.regression(qs, target, batch["valid"])
         if cfg.mode == "simple":
             return critic_loss, info
         times = noise["noisy_times"]

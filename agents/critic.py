@@ -58,6 +58,12 @@ def critic_loss(qs: jax.Array, target: jax.Array, valid: jax.Array) -> jax.Array
     return (jnp.square(qs - jax.lax.stop_gradient(target)) * valid[:, -1]).mean()
 
 
+def regression(qs: jax.Array, target: jax.Array, valid: jax.Array) -> tuple[jax.Array, dict]:
+    """`critic_loss` and the metrics every TD critic logs (critic/q_mean, q_max, q_min)."""
+    loss = critic_loss(qs, target, valid)
+    return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+
+
 def expectile_loss(diff: jax.Array, expectile: float, weights: jax.Array) -> jax.Array:
     """IQL's asymmetric square, mean over the batch of |expectile - 1(diff < 0)| * diff^2 * weights.
 

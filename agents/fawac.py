@@ -105,17 +105,11 @@ class Agent(step.TDAgent):
         target = td.chunk_target(batch, td.bootstrap(next_qs, cfg.q_agg, cfg.rho), cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
-        critic_loss = td.critic_loss(qs, target, batch["valid"])
+        critic_loss, info = td.regression(qs, target, batch["valid"])
         target_qs = self.critic_net.apply(self.target_critic, batch["observations"], actions)
         v = self.value_net.apply(params["value"], batch["observations"])
         value_loss = td.critic_loss(v[None], target_qs, batch["valid"])  # V against each of the num_qs
-        return critic_loss + value_loss, {
-            "critic_loss": critic_loss,
-            "value_loss": value_loss,
-            "q_mean": qs.mean(),
-            "q_max": qs.max(),
-            "q_min": qs.min(),
-        }
+        return critic_loss + value_loss, {**info, "value_loss": value_loss}
 
     def actor_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
         """Flow matching weighted per chunk by AWAC's capped exp(inv_temp * (mean_k Q_k - V)) * valid[h-1]."""

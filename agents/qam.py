@@ -217,8 +217,7 @@ class Agent(step.TDAgent):
         target = td.chunk_target(batch, td.bootstrap(next_qs, "mean", cfg.rho), cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = apply_encoded(self.critic_net, params["critic"], encoded["critic"], actions)
-        loss = td.critic_loss(qs, target, batch["valid"])
-        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+        return td.regression(qs, target, batch["valid"])
 
     def flow_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """Flow matching of the BC flow on the dataset's chunk, each chunk weighted by valid[h-1] as the

@@ -125,8 +125,7 @@ class Agent(step.TDAgent):
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
-        loss = td.critic_loss(qs, target, batch["valid"])
-        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+        return td.regression(qs, target, batch["valid"])
 
     def behavior_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
         """Behaviour cloning of the data's chunks weighted per step by `valid` (BFN-n: first action only)."""

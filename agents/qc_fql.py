@@ -110,8 +110,7 @@ class Agent(step.TDAgent):
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
-        loss = td.critic_loss(qs, target, batch["valid"])
-        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+        return td.regression(qs, target, batch["valid"])
 
     def actor_loss(self, batch: dict, params: dict, noise: dict) -> tuple[jax.Array, dict]:
         """Flow matching + alpha * distillation of the one-step policy + the Q term."""

@@ -165,8 +165,7 @@ class Agent(step.TDAgent):
         target = td.chunk_target(batch, next_q, cfg.discount)
         actions = td.critic_actions(batch["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], batch["observations"], actions)
-        loss = td.critic_loss(qs, target, batch["valid"])
-        return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_max": qs.max(), "q_min": qs.min()}
+        return td.regression(qs, target, batch["valid"])
 
     def bc_log_prob(self, actor_params: dict, encoded: jax.Array, batch: dict) -> jax.Array:
         """log pi(dataset actions | s): (batch,), summed over the steps that belong to the chunk's episode.
