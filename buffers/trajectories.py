@@ -189,11 +189,17 @@ class TrajectoryReplay(flax.struct.PyTreeNode):
     context_length: int = flax.struct.field(pytree_node=False)
 
     def sample(
-        self, key: jax.Array, batch_size: int, chunk_length: int, discount: float, online: bool
+        self,
+        key: jax.Array,
+        batch_size: int,
+        chunk_length: int,
+        discount: float,
+        online: bool,
+        every_next: bool = True,
     ) -> dict:
         """Context windows for an offline or online update (jittable). The signature is that of
-        buffers.Replay.sample, so launch.fused.fused_updates drives sequence agents too; chunk_length and
-        discount do not apply to windows."""
+        buffers.Replay.sample, so launch.fused.fused_updates drives sequence agents too; chunk_length,
+        discount and every_next do not apply to windows."""
         return sample_windows(self.online if online else self.offline, key, batch_size, self.context_length)
 
     def run_part(self) -> TrajectoryReplay:

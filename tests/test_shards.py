@@ -194,7 +194,7 @@ def test_every_env_config_has_the_shard_keys_and_core_count_workers():
         if is_robomimic(root.env.name):  # robomimic's files are read as they are: no shards, no generation
             continue
         cfg = EnvConfig.from_cfg(root.env)
-        sharded = path.stem == "cube_quadruple_100m"
+        sharded = path.stem.endswith("_100m")  # cube-quadruple's (the paper's) and puzzle-4x4's (QAM's)
         assert cfg.dataset_size == ("100m" if sharded else None), path.name
         assert (cfg.shards_in_memory, cfg.shard_interval, cfg.num_shards) == (1, 1000, None), path.name
         assert cfg.workers == len(os.sched_getaffinity(0)), path.name
