@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.flow import euler_sample, flow_matching_loss
+from agents.flow import euler_sample, flow_matching_loss, network_velocity
 from agents.networks import VectorField, apply_encoded, encode
 
 BEHAVIORS = ("flow", "diffusion")
@@ -84,10 +84,7 @@ class Flow:
     def sample(self, params: dict, encoded: jax.Array, noise: jax.Array) -> jax.Array:
         """encoded: (..., features) from `encode`; noise: (..., policy_dim) -> (..., policy_dim)."""
 
-        def velocity(features, x, u):
-            return apply_encoded(self.net, params, features, x, u)
-
-        return euler_sample(velocity, encoded, noise, self.steps)
+        return euler_sample(network_velocity(self.net, params), encoded, noise, self.steps)
 
 
 def beta_schedule(name: str, steps: int) -> np.ndarray:

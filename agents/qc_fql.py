@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from agents import critic as td
 from agents import step
 from agents.config import AgentConfig, sweepable
-from agents.flow import euler_sample, flow_matching_loss
-from agents.networks import Critic, VectorField, apply_encoded, encode, example_observations
+from agents.flow import euler_sample, flow_matching_loss, network_velocity
+from agents.networks import Critic, VectorField, encode, example_observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +72,6 @@ class Agent(step.TDAgent):
         """Flat clipped one-step actions (batch, policy_dim)."""
         return jnp.clip(self.onestep_net.apply(params["actor_onestep_flow"], observations, noise), -1.0, 1.0)
 
-    def velocity(self, flow_params: dict):
-        """The BC flow's v(features, x, u) on the flow's own features of the observations (networks.encode):
-        the Euler steps and the loss reuse one encoding."""
-        return lambda encoded, x, u: apply_encoded(self.flow_net, flow_params, encoded, x, u)
-
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.
 
@@ -123,7 +118,7 @@ class Agent(step.TDAgent):
 
         flow_features = encode(self.flow_net, params["actor_bc_flow"], observations)
         bc_flow_loss = flow_matching_loss(
-            self.velocity(params["actor_bc_flow"]),
+            network_velocity(self.flow_net, params["actor_bc_flow"]),
             flow_features,
             targets,
             noise["flow_x0"],
@@ -132,7 +127,10 @@ class Agent(step.TDAgent):
         )
         frozen_flow = jax.lax.stop_gradient(params["actor_bc_flow"])
         flow_actions = euler_sample(
-            self.velocity(frozen_flow), jax.lax.stop_gradient(flow_features), noise["distill"], cfg.flow_steps
+            network_velocity(self.flow_net, frozen_flow),
+            jax.lax.stop_gradient(flow_features),
+            noise["distill"],
+            cfg.flow_steps,
         )
         onestep_actions = self.onestep_net.apply(params["actor_onestep_flow"], observations, noise["distill"])
         distill_loss = jnp.square(onestep_actions - flow_actions).mean()
