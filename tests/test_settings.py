@@ -29,6 +29,16 @@ def test_alpha_defaults_follow_the_paper_per_domain(agent_name, domain, alpha):
     assert settings.agent_settings(cfg, domain)["alpha"] == 7.0
 
 
+def test_a_per_domain_table_without_a_default_serves_its_domains_and_names_them_elsewhere():
+    cfg = compose_config("agent=fql")
+    cfg.agent.alpha_by_domain = {"scene": 3.0, "cube-double": 30.0}
+    assert settings.agent_settings(cfg, "scene")["alpha"] == 3.0
+    message = r"agent.alpha_by_domain has no value for domain 'cube-single' and no 'default'; it has "
+    listed = r".*'cube-double', 'scene'.*agent.alpha=<value>"
+    with pytest.raises(ValueError, match=re.escape(message) + listed):
+        settings.agent_settings(cfg, "cube-single")
+
+
 def test_unknown_agent_setting_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown agent setting 'chunk_lenght'.*'chunk_length'"):
         agents.make_config({"algorithm": "qc_fql", "chunk_lenght": 3})

@@ -137,5 +137,17 @@ def agent_settings(cfg: DictConfig, domain: str | None) -> dict:
     for table_key in [key for key in values if key.endswith(BY_DOMAIN)]:
         key, table = table_key[: -len(BY_DOMAIN)], values.pop(table_key)
         if values.get(key) is None:
-            values[key] = table.get(domain, table["default"])
+            values[key] = domain_value(table_key, table, domain)
     return values
+
+
+def domain_value(table_key: str, table: dict, domain: str | None):
+    """The value of a per-domain table for `domain`, else its 'default'; neither names the table's domains."""
+    if domain in table:
+        return table[domain]
+    if "default" in table:
+        return table["default"]
+    raise ValueError(
+        f"agent.{table_key} has no value for domain '{domain}' and no 'default'; it has {sorted(table)}: "
+        f"set agent.{table_key[: -len(BY_DOMAIN)]}=<value>"
+    )
