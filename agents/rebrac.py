@@ -1,13 +1,18 @@
 """ReBRAC: TD3+BC with layer-normed critics and separate actor and critic penalties (Tarasov et al. 2023;
-Park et al. 2025's agents/rebrac.py).
+Park et al. 2025's agents/rebrac.py; QAM's chunked form, ColinQiyangLi/qam agents/rebrac.py).
 
-A deterministic tanh policy maximises min_k Q_k(s, pi(s)) / stopgrad(mean |Q|) - alpha_actor *
-||pi(s) - a||^2.
+A deterministic tanh policy maximises Q(s, pi(s)) / stopgrad(mean |Q|) - alpha_actor * ||pi(s) - a||^2, Q the
+ensemble's q_agg (FQL: min), or mean - rho * std where rho is set (QAM).
 The critic bootstraps from the target actor's smoothed action a' = clip(pi_bar(s') + clip(N(0, 0.2^2), +-0.5),
 +-1) and pays alpha_critic * ||a' - a'_data||^2, a'_data being the dataset's next action. The actor loss and
-both target networks update on every second step only (TD3's delay, agents/step.py). The dataset's next
-action comes from the shared chunk sampler: ReBRAC samples chunk_length + 1 transitions
+both target networks update on every second step only (TD3's delay, agents/step.py); `delay_actor = False`
+gives the actor a gradient on every step and delays the targets only, as QAM's ReBRAC runs. The dataset's
+next action comes from the shared chunk sampler: ReBRAC samples chunk_length + 1 transitions
 (`Config.sample_length`) and the last one's action is a'_data.
+
+On chunks (action_chunking with chunk_length > 1, QAM's manipulation runs) the policy and the critic read
+the flattened chunk, there is no critic penalty (alpha_critic = 0: QAM's ReBRAC has none) and the sampler
+gives the chunk alone; the BC term counts a chunk only where it ends in its episode (valid[h-1]).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ def split_next_actions(batch: dict) -> tuple[dict, jax.Array, jax.Array]:
 @dataclasses.dataclass(frozen=True)
 class Config(AgentConfig):
     """Defaults of FQL's agents/rebrac.py get_config (spec, "ReBRAC"); q_agg reduces the ensemble for the
-    target and the actor (FQL: min). With chunk_length > 1 only action_chunking = False (an n-step return) is
-    supported.
+    target and the actor (FQL: min), rho (when set) replaces it by mean - rho * std in both (QAM). With
+    chunk_length > 1, action_chunking = True needs alpha_critic = 0 (QAM's ReBRAC; the penalty would need the
+    dataset's next chunk); action_chunking = False is an n-step return.
 
     alpha_actor: the paper (Tab. 4, D.3) gives one coefficient, 0.1 on every domain, swept over 0.01-1. FQL's
     ReBRAC takes two (alpha_actor, alpha_critic, both 0 by default) and its README tunes them per env. We read
@@ -58,29 +64,38 @@ class Config(AgentConfig):
     actor_final_init_scale: float = 0.01  # FQL actor_fc_scale: the tanh policy starts near 0
     alpha_actor: float = sweepable(0.1)  # weight of ||pi(s) - a||^2 in the actor loss
     alpha_critic: float = sweepable(0.0)  # weight of ||a' - a'_data||^2 subtracted from the target Q
-    actor_freq: int = 2  # actor and target updates every 2nd update (TD3's delay)
+    actor_freq: int = 2  # target (and delayed actor) updates every 2nd update (TD3's delay)
+    delay_actor: bool = True  # the actor loss too only every actor_freq-th update (FQL); QAM's ReBRAC: false
     actor_noise: float = 0.2  # std of the target-policy smoothing and exploration noise
     actor_noise_clip: float = 0.5
     PRESETS = {"debug": {"hidden_dims": (64, 64)}}  # sizes of preset=debug's tiny networks
     TAKES_RHO = True  # agents/critic.py `bootstrap`
 
     def __post_init__(self):
-        if self.action_chunking and self.chunk_length > 1:
+        if not self.reads_next_action and self.alpha_critic != 0:
             raise ValueError(
                 f"invalid agent settings action_chunking=true with chunk_length={self.chunk_length}: "
-                "ReBRAC's critic penalty needs the dataset's next chunk, which the sampler does not give; "
-                "expected chunk_length=1 or action_chunking=false (the n-step return)"
+                f"ReBRAC's critic penalty (alpha_critic={self.alpha_critic}) needs the dataset's next chunk, "
+                "which the sampler does not give; expected alpha_critic=0 (QAM's chunked ReBRAC), "
+                "chunk_length=1 or action_chunking=false (the n-step return)"
             )
 
     @property
+    def reads_next_action(self) -> bool:
+        """Whether a sample ends with the dataset's next action a'_data (one action or an n-step return); a
+        chunked ReBRAC has no critic penalty and samples the chunk alone."""
+        return not (self.action_chunking and self.chunk_length > 1)
+
+    @property
     def sample_length(self) -> int:
-        return self.chunk_length + 1
+        return self.chunk_length + 1 if self.reads_next_action else self.chunk_length
 
 
 class Agent(step.TDAgent):
-    """step: updates so far (the actor and targets move on every `actor_freq`-th)."""
+    """step: updates so far (the targets, and with `delay_actor` the actor, move on every `actor_freq`-th)."""
 
-    # its target reads the next observation of step chunk_length - 1 of chunk_length + 1 (split_next_actions)
+    # its target reads the next observation of step chunk_length - 1 of chunk_length + 1 (split_next_actions);
+    # a chunked ReBRAC reads the last, as other TD agents (the same numbers)
     reads_every_next_observation: ClassVar[bool] = True
 
     step: jax.Array
@@ -90,12 +105,13 @@ class Agent(step.TDAgent):
 
     @classmethod
     def create(cls, seed: int, obs_dim: int | tuple[int, ...], action_dim: int, config: Config) -> Agent:
+        policy_dim = config.policy_dim(action_dim)
         critic_net = Critic(
             config.hidden_dims, config.num_qs, config.critic_layer_norm, encoder=config.encoder
         )
         actor_net = Actor(
             config.hidden_dims,
-            action_dim,
+            policy_dim,
             config.actor_layer_norm,
             config.actor_final_init_scale,
             config.encoder,
@@ -103,7 +119,7 @@ class Agent(step.TDAgent):
         rng, critic_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         obs = example_observations(obs_dim)
         params = {
-            "critic": critic_net.init(critic_key, obs, jnp.zeros((1, action_dim))),
+            "critic": critic_net.init(critic_key, obs, jnp.zeros((1, policy_dim))),
             "actor": actor_net.init(actor_key, obs),
         }
         return cls(
@@ -116,8 +132,13 @@ class Agent(step.TDAgent):
             **step.training_state(config, params),
         )
 
+    @property
+    def policy_dim(self) -> int:
+        return self.config.policy_dim(self.action_dim)
+
     def policy(self, actor_params: dict, observations: jax.Array) -> jax.Array:
-        """tanh of the actor's output (the mode of FQL's tanh-Gaussian): (batch, action_dim)."""
+        """tanh of the actor's output (the mode of FQL's tanh-Gaussian): (batch, policy_dim), a flat chunk
+        when chunking."""
         return jnp.tanh(self.actor_net.apply(actor_params, observations))
 
     def smoothed(self, actions: jax.Array, noise: jax.Array, scale) -> jax.Array:
@@ -126,53 +147,68 @@ class Agent(step.TDAgent):
         return jnp.clip(actions + jnp.clip(scale * noise, -cfg.actor_noise_clip, cfg.actor_noise_clip), -1, 1)
 
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """Exploration (temperature 1): the mode plus clipped N(0, actor_noise^2): (batch, 1, action_dim)."""
+        """Exploration (temperature 1): the mode plus clipped N(0, actor_noise^2) on every coordinate of the
+        chunk: (batch, steps, action_dim), steps = chunk_length when chunking, else 1."""
         modes = self.policy(self.params["actor"], observations)
         actions = self.smoothed(modes, jax.random.normal(key, modes.shape), self.config.actor_noise)
-        return actions[:, None]
+        return actions.reshape(observations.shape[0], -1, self.action_dim)
 
     def eval_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
-        """Evaluation (temperature 0): the mode."""
-        return self.policy(self.params["actor"], observations)[:, None]
+        """Evaluation (temperature 0): the mode, (batch, steps, action_dim)."""
+        modes = self.policy(self.params["actor"], observations)
+        return modes.reshape(observations.shape[0], -1, self.action_dim)
 
     def draw_noise(self, key: jax.Array, batch_size: int) -> jax.Array:
-        """The target-policy smoothing noise of one update, N(0, I): (batch, action_dim)."""
-        return jax.random.normal(key, (batch_size, self.action_dim))
+        """The target-policy smoothing noise of one update, N(0, I): (batch, policy_dim)."""
+        return jax.random.normal(key, (batch_size, self.policy_dim))
+
+    def split(self, batch: dict) -> tuple[dict, jax.Array | None, jax.Array | None]:
+        """The sampled batch -> (the chunk, a'_data, whether a'_data is of the chunk's episode); the last two
+        None on chunks, whose sample holds the chunk alone (`Config.reads_next_action`)."""
+        if self.config.reads_next_action:
+            return split_next_actions(batch)
+        return batch, None, None
 
     def critic_loss(self, batch: dict, params: dict, noise: jax.Array) -> tuple[jax.Array, dict]:
         """TD loss towards rewards[h-1] + gamma^h * masks[h-1] * (Q_bar(s', a') - alpha_critic * ||a' -
-        a'_data||^2) with a' the target actor's smoothed action; the penalty counts only where a'_data is of
-        the chunk's episode. `batch` holds chunk_length + 1 transitions."""
+        a'_data||^2) with a' the target actor's smoothed action (a flat chunk when chunking); the penalty
+        counts only where a'_data is of the chunk's episode, and a chunked ReBRAC has none. `batch` holds
+        `Config.sample_length` transitions."""
         cfg = self.config
-        chunk, data_next_actions, next_valid = split_next_actions(batch)
+        chunk, data_next_actions, next_valid = self.split(batch)
         next_observations = chunk["next_observations"][:, -1]
         next_actions = self.smoothed(
             self.policy(self.target_actor, next_observations), noise, cfg.actor_noise
         )
         next_qs = self.critic_net.apply(self.target_critic, next_observations, next_actions)
         next_q = td.bootstrap(next_qs, cfg.q_agg, cfg.rho)
-        penalty = jnp.square(next_actions - data_next_actions).sum(-1) * next_valid
-        target = td.chunk_target(chunk, next_q - cfg.alpha_critic * penalty, cfg.discount)
+        metrics = {}
+        if data_next_actions is not None:
+            penalty = jnp.square(next_actions - data_next_actions).sum(-1) * next_valid
+            next_q = next_q - cfg.alpha_critic * penalty
+            metrics["next_action_mse"] = penalty.mean()
+        target = td.chunk_target(chunk, next_q, cfg.discount)
         actions = td.critic_actions(chunk["actions"], cfg.action_chunking)
         qs = self.critic_net.apply(params["critic"], chunk["observations"], actions)
-        loss = td.critic_loss(qs, target, chunk["valid"])
-        return loss, {
-            "critic_loss": loss,
-            "q_mean": qs.mean(),
-            "q_max": qs.max(),
-            "q_min": qs.min(),
-            "next_action_mse": penalty.mean(),
-        }
+        loss, info = td.regression(qs, target, chunk["valid"])
+        return loss, {**info, **metrics}
 
     def actor_loss(self, batch: dict, params: dict) -> tuple[jax.Array, dict]:
-        """-Q(s, pi(s)) / stopgrad(mean |Q|) + alpha_actor * ||pi(s) - a||^2, both means over the batch."""
-        observations = batch["observations"]
+        """-Q(s, pi(s)) / stopgrad(mean |Q|) + alpha_actor * ||pi(s) - a||^2, both means over the batch; Q the
+        online ensemble's q_agg, or mean - rho * std where rho is set (QAM's ReBRAC), and a the dataset's
+        first action, or its flattened chunk weighted by valid[h-1] when chunking (QAM)."""
+        cfg = self.config
+        chunk, _, _ = self.split(batch)
+        observations = chunk["observations"]
         actions = self.policy(params["actor"], observations)
         qs = self.critic_net.apply(jax.lax.stop_gradient(params["critic"]), observations, actions)
-        q = td.aggregate(qs, self.config.q_agg)
+        q = td.bootstrap(qs, cfg.q_agg, cfg.rho)
         q_loss = -(q / jax.lax.stop_gradient(jnp.abs(q).mean())).mean()
-        mse = jnp.square(actions - batch["actions"][:, 0]).sum(-1)
-        bc_loss = self.config.alpha_actor * mse.mean()
+        mse = jnp.square(actions - td.critic_actions(chunk["actions"], cfg.action_chunking)).sum(-1)
+        # a chunk that crosses its episode's end is no target; one action always counts
+        if cfg.action_chunking:
+            mse = mse * chunk["valid"][:, -1]
+        bc_loss = cfg.alpha_actor * mse.mean()
         loss = q_loss + bc_loss
         return loss, {
             "actor_loss": loss,
@@ -184,12 +220,13 @@ class Agent(step.TDAgent):
 
     def total_loss(self, params: dict, batch: dict, noise: jax.Array) -> tuple[jax.Array, dict]:
         """Critic loss, plus the actor loss on TD3's delayed steps only (a zero gradient elsewhere, as in FQL,
-        where the skipped steps still step Adam's moments)."""
+        where the skipped steps still step Adam's moments), or on every step without `delay_actor` (QAM's
+        ReBRAC: its second `update` shadows the first and calls `total_loss` with full_update left True, so
+        main.py's `full_update=(i % actor_freq == 0)` reaches the target updates only)."""
         actor, actor_info = self.actor_loss(batch, params)
-        delayed = step.is_delayed_step(self.step, self.config.actor_freq)
-        return step.sum_losses(
-            critic=self.critic_loss(batch, params, noise), actor=(jnp.where(delayed, actor, 0.0), actor_info)
-        )
+        if self.config.delay_actor:
+            actor = jnp.where(step.is_delayed_step(self.step, self.config.actor_freq), actor, 0.0)
+        return step.sum_losses(critic=self.critic_loss(batch, params, noise), actor=(actor, actor_info))
 
     def update(self, batch: dict) -> tuple[Agent, dict]:
         """One Adam step, then the Polyak update of both targets on the delayed steps (agents/step.py)."""

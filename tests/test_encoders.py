@@ -130,8 +130,6 @@ def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
         cfg["num_samples"] = 2
     if algorithm == "dqc":
         cfg["policy_chunk_length"] = 2
-    if algorithm == "rebrac":
-        cfg["action_chunking"] = False  # ReBRAC's n-step form; a chunked ReBRAC is refused
     agent = agents.make_agent(cfg, seed=0, obs_dim=FRAMES, action_dim=2)
     batch = pixel_batch(agent.config)
     updated, info = jax.jit(type(agent).update)(agent, batch)

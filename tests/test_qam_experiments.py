@@ -48,6 +48,7 @@ CITED = {
     ("qam_puzzle_4x4", "cgql_mse"): {"mode": "mse", "guidance_coef": 1.0, "noisy_coef": 0.001},  # :59
     ("qam_scene", "cgql_linex"): {"mode": "linex", "noisy_coef": 0.1},  # :65
     ("qam_scene", "dsrl"): {"noise_scale": 0.4},  # :78
+    ("qam_cube_triple", "rebrac"): {"alpha_actor": 0.01, "actor_noise": 0.2, "delay_actor": False},  # :174
 }
 
 
@@ -69,8 +70,7 @@ def test_qam_preset_is_the_published_protocol(preset):
     env_group, domain, sparse, chunk_length, discount, rho = PRESETS[preset]
     raw = OmegaConf.load(CONFIGS / "experiment" / f"{preset}.yaml")
     methods = swept(raw.hydra.sweeper.params)["qam_method"]
-    # ReBRAC runs on chunks of 5 in QAM's manipulation results, which agents/rebrac.py refuses
-    assert set(methods) == published_methods() - ({"rebrac"} if chunk_length > 1 else set())
+    assert set(methods) == published_methods()
     cfg = compose_hydra(f"+experiment={preset}")  # one job: QAM; the others below, and in the sweep
     assert cfg.hydra.runtime.choices.env == env_group and domain_of(cfg.env.name) == domain
     assert cfg.agent.name == "qam" and cfg.env.sparse is sparse
