@@ -118,22 +118,24 @@ def test_paper_overlay_draws_each_offline_to_online_baseline(tmp_path, monkeypat
     np.testing.assert_allclose(line.get_ydata(), [published[step][0] for step in steps])
 
 
-def test_qam_results_beside_a_run_of_their_budget(tmp_path, monkeypatch):
-    """A run of QAM's online budget (500K) stands beside the QAM authors' curve, not Q-chunking's."""
+@pytest.mark.parametrize(("agent", "method"), [("fql", "FQL"), ("qam_e", "QAM-E"), ("dsrl", "DSRL")])
+def test_qam_results_beside_a_run_of_their_budget(tmp_path, monkeypatch, agent, method):
+    """A run of QAM's online budget (500K) stands beside the QAM authors' curve of its method, not
+    Q-chunking's."""
     for seed in (0, 1):
-        full_run(tmp_path / "sweep" / f"s{seed}", 0.2, 0.6, agent="fql", env=TRIPLE2, online_steps=500_000)
+        full_run(tmp_path / "sweep" / f"s{seed}", 0.2, 0.6, agent=agent, env=TRIPLE2, online_steps=500_000)
     figures = drawn_figure(monkeypatch)
     args = [str(tmp_path / "sweep"), "--by", "agent.name", "--paper", "--out", str(tmp_path / "q")]
     assert plot.main(args) == 0
-    published = qam_results.load_curves()[("ogbench", "cube-triple-play-task2", "FQL")]
+    published = qam_results.load_curves()[("ogbench", "cube-triple-play-task2", method)]
     lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
     assert not any(label.startswith("paper: ") for label in lines)
-    line = lines["QAM paper: FQL"]
+    line = lines[f"QAM paper: {method}"]
     x = paper.to_run_steps(published.step_millions, 100, 500_000, BUDGET)
     np.testing.assert_allclose(line.get_xdata(), x)
     np.testing.assert_allclose(line.get_ydata(), published.mean)
     report = (tmp_path / "q.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| fql |"))
+    row = next(line for line in report.splitlines() if line.startswith(f"| {agent} |"))
     for step in (1.0, 1.5):  # the end of QAM's offline and online phases
         assert "{:.3f} [{:.3f}, {:.3f}]".format(*published.at(step)) in row
     assert "Paper (QAM): the authors' published results (data/paper/qam/qam-results.csv.gz)" in report

@@ -55,9 +55,14 @@ CITED = {
 @functools.cache  # composes every agent config: once per session
 def published_methods() -> frozenset[str]:
     """This codebase's agents (and the QAM agents, by their paper labels) that QAM's results hold."""
-    labels = {**paper_labels(), "QAM": "qam", "QAM-E": "qam_e", "QAM-F": "qam_f"}
     held = {method for _, _, method in qam_results.load_seeds()}
-    return frozenset(agent for label, agent in labels.items() if label in held)
+    return frozenset(agent for label, agent in paper_labels().items() if label in held)
+
+
+def test_every_method_of_qams_results_is_an_agent_here():
+    """`plot.py --paper` can overlay each of QAM's published methods: every method their results hold is the
+    paper label of an agent of this codebase."""
+    assert {method for _, _, method in qam_results.load_seeds()} - set(paper_labels()) == set()
 
 
 def test_every_qam_preset_is_listed():
