@@ -45,6 +45,7 @@ ALGORITHMS = {
     "ifql": "agents.ifql",  # IFQL, IFQL-n, QC-IFQL
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
     "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching
+    "bam": "agents.bam",  # BAM: a flow fine-tuned through its memoryless SDE (QAM's baseline)
 }
 
 

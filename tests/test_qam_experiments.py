@@ -47,6 +47,7 @@ CITED = {
     ("qam_cube_double", "cgql"): {"mode": "simple", "inv_temp": 10.0, "guidance_coef": 0.01},  # :40
     ("qam_puzzle_4x4", "cgql_mse"): {"mode": "mse", "guidance_coef": 1.0, "noisy_coef": 0.001},  # :59
     ("qam_scene", "cgql_linex"): {"mode": "linex", "noisy_coef": 0.1},  # :65
+    ("qam_cube_triple", "bam"): {"inv_temp": 30.0},  # :187
 }
 
 
