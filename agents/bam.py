@@ -149,7 +149,7 @@ class Agent(step.TDAgent):
         targets = batch["actions"] if self.config.action_chunking else batch["actions"][:, :1]
         weights = jnp.broadcast_to(batch["valid"][:, -1:], targets.shape[:2])
         loss = flow_matching_loss(
-            lambda features, x, t: apply_encoded(self.flow_net, params["actor_slow"], features, x, t),
+            network_velocity(self.flow_net, params["actor_slow"]),
             encoded["actor_slow"],
             targets,
             noise["flow_x0"],
