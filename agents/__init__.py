@@ -46,6 +46,7 @@ ALGORITHMS = {
     "supe_gt": "agents.supe_gt",  # SUPE-GT: skills pre-trained offline, RLPD over skills online
     "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching
     "dsrl": "agents.dsrl",  # DSRL: SAC over the BC flow's initial noise (QAM's baseline)
+    "bam": "agents.bam",  # BAM: a flow fine-tuned through its memoryless SDE (QAM's baseline)
 }
 
 

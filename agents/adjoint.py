@@ -35,25 +35,35 @@ def grid_time(step: int, num_steps: int, x: jax.Array) -> jax.Array:
 
 
 def memoryless_rollout(
-    fine: Velocity, base: Velocity, x0: jax.Array, noise: jax.Array, num_steps: int
-) -> tuple[jax.Array, jax.Array]:
+    fine: Velocity,
+    base: Velocity,
+    x0: jax.Array,
+    noise: jax.Array,
+    num_steps: int,
+    with_velocities: bool = False,
+) -> tuple[jax.Array, ...]:
     """Euler-Maruyama on the memoryless SDE of the `fine` flow for the first num_steps - 1 steps,
     x <- x + h (2 v(x, t) - x / (t + h)) + sqrt(h) sigma(t) eps, then one Euler step of the `base` flow's ODE
     (the adjoint-matching paper's last step, as the authors' code).
 
     x0: (batch, dim) initial noise; noise: (num_steps - 1, batch, dim) the steps' standard normals.
-    Returns the states x_0..x_K (num_steps + 1, batch, dim) and the times t_0..t_{K-1} (num_steps, batch, 1).
+    Returns the states x_0..x_K (num_steps + 1, batch, dim) and the times t_0..t_{K-1} (num_steps, batch, 1);
+    `with_velocities` adds the fine flow's velocities of the SDE steps, v(x_i, t_i) for i < K - 1
+    (num_steps - 1, batch, dim), which BAM's control cost reads without evaluating the fine flow again.
     """
     h = 1 / num_steps
-    x, xs, times = x0, [x0], []
+    x, xs, times, velocities = x0, [x0], [], []
     for i in range(num_steps):
         t = grid_time(i, num_steps, x)
         if i < num_steps - 1:
-            x = x + h * (2 * fine(x, t) - x / (t + h)) + jnp.sqrt(h) * sigma(t, num_steps) * noise[i]
+            velocities.append(fine(x, t))
+            x = x + h * (2 * velocities[-1] - x / (t + h)) + jnp.sqrt(h) * sigma(t, num_steps) * noise[i]
         else:
             x = x + h * base(x, t)
         xs.append(x)
         times.append(t)
+    if with_velocities:
+        return jnp.stack(xs), jnp.stack(times), jnp.stack(velocities)
     return jnp.stack(xs), jnp.stack(times)
 
 

@@ -268,6 +268,7 @@ def convolved_inputs(function, *args) -> tuple[int, int]:
         ("dqc", "num_samples", (2, 8)),
         ("qc_fql", "flow_steps", (2, 8)),
         ("qam", "flow_steps", (2, 8)),  # Euler steps, SDE steps and adjoint steps
+        ("bam", "flow_steps", (2, 8)),  # Euler steps and the SDE steps it backpropagates through
     ],
 )
 def test_updates_and_actions_encode_once_whatever_the_samples_and_euler_steps(algorithm, setting, values):
