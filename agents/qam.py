@@ -10,9 +10,9 @@ from the agent's own policy with the pessimistic target mean - rho * std over 10
 Acting is the fine-tuned flow's ODE (the BC flow's where inv_temp = 0), as in the authors' code.
 
 QAM-F (fql_alpha > 0) adds a one-step policy mu(s, z) distilled from the fine-tuned flow while maximising Q
-(FQL's actor on top of QAM), and acts with it. QAM-E (edit_scale > 0) adds an edit policy, a tanh-Gaussian on
-(s, a) whose sample, times edit_scale, is added to the fine-tuned flow's action; it maximises Q with SAC's
-entropy term and automatic temperature (agents/tanh_gaussian.py).
+(FQL's actor on top of QAM), and acts with it. QAM-E (edit_scale > 0) adds EXPO's edit policy (agents/edit.py,
+FEdit's too), a tanh-Gaussian on (s, a) whose sample, times edit_scale, is added to the fine-tuned flow's
+action; it maximises Q with SAC's entropy term and automatic temperature (agents/tanh_gaussian.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import adjoint, step
+from agents import edit as edit_policy
 from agents import critic as td
 from agents import tanh_gaussian as tg
 from agents.config import AgentConfig, sweepable
@@ -87,7 +88,7 @@ class Agent(step.TDAgent):
         edit_net = None
         if config.edit_scale > 0:
             config.require_state_vectors("QAM-E's edit policy (an MLP on the state and the action)", obs_dim)
-            edit_net = tg.TanhGaussianActor(config.hidden_dims, policy_dim, rlpd_style=False)
+            edit_net = edit_policy.network(config.hidden_dims, policy_dim)
         keys = jax.random.split(jax.random.PRNGKey(seed), 6)
         obs, act, times = example_observations(obs_dim), jnp.zeros((1, policy_dim)), jnp.zeros((1, 1))
         params = {
@@ -98,8 +99,7 @@ class Agent(step.TDAgent):
         if config.fql_alpha > 0:
             params["one_step"] = flow_net.init(keys[4], obs, act)
         if edit_net is not None:
-            params["edit"] = edit_net.init(keys[5], jnp.concatenate([obs, act], axis=-1))
-            params["log_temperature"] = jnp.log(jnp.float32(config.init_temperature))
+            params.update(edit_policy.init(edit_net, keys[5], obs, act, config.init_temperature))
         optimizer = step.adam(config.lr)
         if config.clip_grad is not None:
             optimizer = step.clipped_adam(config.lr, config.clip_grad)
@@ -150,19 +150,13 @@ class Agent(step.TDAgent):
         actions = self.ode(flow_params, encode(self.flow_net, flow_params, observations), noise)
         if self.edit_net is None:
             return actions
-        edit, _ = self.edit(params, observations, actions, edit_noise)
-        return jnp.clip(actions + edit * cfg.edit_scale, -1.0, 1.0)
+        edit, _ = edit_policy.sample(self.edit_net, params, observations, actions, edit_noise)
+        return edit_policy.edited(actions, edit, cfg.edit_scale)
 
     def one_step(self, one_step_params: dict, observations: jax.Array, noise: jax.Array) -> jax.Array:
         """QAM-F's mu(s, z), unclipped: (batch, policy_dim)."""
         encoded = encode(self.flow_net, one_step_params, observations)
         return apply_encoded(self.flow_net, one_step_params, encoded, noise)
-
-    def edit(self, params: dict, observations: jax.Array, actions: jax.Array, noise: jax.Array):
-        """QAM-E's edit tanh(mu + std * noise) of `actions` (batch, policy_dim), and its log-probabilities
-        (batch,)."""
-        inputs = jnp.concatenate([observations, actions], axis=-1)
-        return tg.sample(*tg.distribution(self.edit_net, params["edit"], inputs), noise)
 
     def sample_actions(self, observations: jax.Array, key: jax.Array) -> jax.Array:
         """Actions to execute open-loop: (batch, steps, action_dim), steps = chunk_length or 1.
@@ -281,25 +275,20 @@ class Agent(step.TDAgent):
         return loss, {"one_step_loss": loss, "distill_loss": distill_loss, "q_loss": q_loss}
 
     def edit_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
-        """QAM-E: SAC on the edit, temperature * log pi(edit | s, a) - Q(s, clip(a + edit_scale * edit)),
-        with a the fine-tuned flow's action, and the temperature's loss towards -0.5 * policy_dim nats."""
+        """QAM-E: SAC on the edit (agents/edit.py `loss`), temperature * log pi(edit | s, a) -
+        Q(s, clip(a + edit_scale * edit)), with a the fine-tuned flow's action, and the temperature's loss towards
+        -0.5 * policy_dim nats."""
         cfg = self.config
-        flow_actions = self.fine_flow_actions(params, encoded, noise["edit_x0"])
-        edit, log_probs = self.edit(params, batch["observations"], flow_actions, noise["edit"])
-        q_loss = -self.q_value(params, encoded, flow_actions + edit * cfg.edit_scale).mean()
-        entropy_loss = (log_probs * jnp.exp(jax.lax.stop_gradient(params["log_temperature"]))).mean()
-        target_entropy = -cfg.target_entropy_multiplier * self.policy_dim
-        temperature_loss, temperature_info = tg.temperature_loss(
-            params["log_temperature"], -log_probs.mean(), target_entropy
+        return edit_policy.loss(
+            self.edit_net,
+            params,
+            batch["observations"],
+            self.fine_flow_actions(params, encoded, noise["edit_x0"]),
+            noise["edit"],
+            cfg.edit_scale,
+            lambda actions: self.q_value(params, encoded, actions),
+            -cfg.target_entropy_multiplier * self.policy_dim,
         )
-        loss = q_loss + entropy_loss + temperature_loss
-        return loss, {
-            "edit_loss": loss,
-            "q_loss": q_loss,
-            "entropy_loss": entropy_loss,
-            "entropy": -log_probs.mean(),
-            **temperature_info,
-        }
 
     def total_loss(self, params: dict, batch: dict, noise: dict) -> tuple[jax.Array, dict]:
         encoded = self.encode_batch(params, batch["observations"])
