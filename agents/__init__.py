@@ -47,6 +47,7 @@ ALGORITHMS = {
     "qam": "agents.qam",  # QAM, QAM-E (edit policy), QAM-F (one-step policy): Q-learning, adjoint matching
     "dsrl": "agents.dsrl",  # DSRL: SAC over the BC flow's initial noise (QAM's baseline)
     "bam": "agents.bam",  # BAM: a flow fine-tuned through its memoryless SDE (QAM's baseline)
+    "fedit": "agents.fedit",  # FEdit: a BC flow with EXPO's edit policy (QAM's baseline)
 }
 
 
