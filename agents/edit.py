@@ -1,10 +1,11 @@
 """EXPO's edit policy (Dong et al. 2025), shared by QAM-E (agents/qam.py) and FEdit (agents/fedit.py): a
 tanh-Gaussian on (s, a) whose sample, times edit_scale, is added to a flow's action and the sum clipped.
 
-It maximises Q of the edited action with SAC's entropy term and automatic temperature (agents/tanh_gaussian.py),
-as both of the authors' agents do (ColinQiyangLi/qam agents/qam.py and agents/fedit.py, `edit_actor` and
-`edit_alpha` / `alpha`). The agent holds its parameters under `params["edit"]` and
-`params["log_temperature"]`; the flow whose action is edited, and the critic that scores it, are the agent's.
+It maximises Q of the edited action with SAC's entropy term and automatic temperature
+(agents/tanh_gaussian.py), as both of the authors' agents do (ColinQiyangLi/qam agents/qam.py and
+agents/fedit.py, `edit_actor` and `edit_alpha` / `alpha`). The agent holds its parameters under
+`params["edit"]` and `params["log_temperature"]`; the flow whose action is edited, and the critic that
+scores it, are the agent's.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def loss(
     target_entropy,
 ) -> tuple[jax.Array, dict]:
     """SAC on the edit of `actions` (the flow's, held fixed; (batch, policy_dim)):
-    -Q(s, clip(a + edit_scale * edit)) + temperature * log pi(edit | s, a), the temperature held fixed, plus the
-    temperature's own loss towards `target_entropy` nats. q_value: the critics' mean (batch,) at the edited
-    actions, the critic held fixed (the agent's)."""
+    -Q(s, clip(a + edit_scale * edit)) + temperature * log pi(edit | s, a), the temperature held fixed, plus
+    the temperature's own loss towards `target_entropy` nats. q_value: the critics' mean (batch,) at the
+    edited actions, the critic held fixed (the agent's)."""
     edit, log_probs = sample(net, params, observations, actions, noise)
     q_loss = -q_value(edited(actions, edit, edit_scale)).mean()
     entropy_loss = (log_probs * jnp.exp(jax.lax.stop_gradient(params["log_temperature"]))).mean()

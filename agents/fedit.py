@@ -91,7 +91,7 @@ class Agent(step.TDAgent):
     def policy_dim(self) -> int:
         return self.config.policy_dim(self.action_dim)
 
-    def act(self, params: dict, observations: jax.Array, noise: jax.Array, edit_noise: jax.Array) -> jax.Array:
+    def act(self, params: dict, observations: jax.Array, noise: jax.Array, edit_noise: jax.Array):
         """The acting policy's flat chunks (batch, policy_dim): for each of best_of_n flow noises and edit
         noises (standard normals, each (batch, best_of_n, policy_dim)) the flow's clipped Euler chunk, edited
         and clipped again; of these, the one with the highest mean over the online critics."""

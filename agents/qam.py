@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import optax
 
 from agents import adjoint, step
-from agents import edit as edit_policy
 from agents import critic as td
+from agents import edit as edit_policy
 from agents import tanh_gaussian as tg
 from agents.config import AgentConfig, sweepable
 from agents.flow import euler_sample, flow_matching_loss
@@ -276,8 +276,8 @@ class Agent(step.TDAgent):
 
     def edit_loss(self, batch: dict, params: dict, noise: dict, encoded: dict) -> tuple[jax.Array, dict]:
         """QAM-E: SAC on the edit (agents/edit.py `loss`), temperature * log pi(edit | s, a) -
-        Q(s, clip(a + edit_scale * edit)), with a the fine-tuned flow's action, and the temperature's loss towards
-        -0.5 * policy_dim nats."""
+        Q(s, clip(a + edit_scale * edit)), with a the fine-tuned flow's action, and the temperature's loss
+        towards -0.5 * policy_dim nats."""
         cfg = self.config
         return edit_policy.loss(
             self.edit_net,
