@@ -50,6 +50,7 @@ CITED = {
     ("qam_scene", "dsrl"): {"noise_scale": 0.4},  # :78
     ("qam_cube_triple", "rebrac"): {"alpha_actor": 0.01, "actor_noise": 0.2, "delay_actor": False},  # :174
     ("qam_cube_triple", "bam"): {"inv_temp": 30.0},  # :187
+    ("qam_humanoidmaze_medium", "fedit"): {"edit_scale": 0.5},  # :94
 }
 
 
