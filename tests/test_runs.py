@@ -135,6 +135,12 @@ def test_expected_runs_counts_the_sweep_product(tmp_path):
         "hydra:\n  sweeper:\n    params:\n      agent: qc,qc_fql,rlpd\n  overrides:\n    task: ['seed=0,1']\n"
     )
     assert expected_runs(tmp_path) == 6
+    for methods, count in (("qam", 1), ("qam,fql", 2)):  # the command line's key replaces the preset's
+        (tmp_path / "multirun.yaml").write_text(
+            "hydra:\n  sweeper:\n    params:\n      qam_method: qam,qam_e,qam_f,fql\n"
+            f"  overrides:\n    task: ['qam_method={methods}', 'seed=[0,1]']\n"
+        )
+        assert expected_runs(tmp_path) == count
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['agent=glob(*)']\n")
     assert expected_runs(tmp_path) is None
     assert expected_runs(tmp_path / "elsewhere") is None

@@ -60,7 +60,7 @@ def expected_runs(sweep_dir: Path) -> int | None:
     """Jobs the multirun in `sweep_dir` launched (from its multirun.yaml); None if uncountable (glob).
 
     Counted as Hydra's basic sweeper launches them: its config's params (e.g. a preset's), then the
-    command line's overrides.
+    command line's overrides, a key on the command line replacing the same key of the params.
     """
     path = sweep_dir / "multirun.yaml"
     if not path.exists():
@@ -71,9 +71,11 @@ def expected_runs(sweep_dir: Path) -> int | None:
     overrides = [f"{key}={value}" for key, value in params.items()]
     overrides += OmegaConf.to_container(hydra_cfg.overrides.task)
     try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        by_key = {override.key_or_group: override for override in parsed}  # the last of a key wins
         return math.prod(
             len(list(override.sweep_string_iterator()))
-            for override in OverridesParser.create().parse_overrides(overrides)
+            for override in by_key.values()
             if override.is_sweep_override()
         )
     except HydraException:
