@@ -49,6 +49,14 @@ from launch.analysis.runs import RunCurve, expected_runs, find_runs, load_run
 REPO = Path(__file__).resolve().parents[1]
 
 
+def runs_title(configs) -> str:
+    """'a, b on env1 | c on env2': each env once, with the agents run on it."""
+    by_env = {}
+    for config in configs:
+        by_env.setdefault(config.env.name, set()).add(config.agent.name)
+    return " | ".join(f"{', '.join(sorted(names))} on {env}" for env, names in sorted(by_env.items()))
+
+
 def output_stem(args: argparse.Namespace, kind: str) -> Path:
     """Where the outputs go, without suffix: `--out fig.png` writes fig.png, fig.pdf and fig.md rather
     than fig.png.png."""
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     overlays, notes = paper_overlays(loaded, yardsticks.load_sources()) if args.paper else (None, [])
     data_warning = generated_data_warning([config for _, config in loaded]) if args.paper else None
     table = curves.final_table(groups, args.by, args.metric, rng, args.resamples, overlays)
-    title = " | ".join(sorted({f"{config.agent.name} on {config.env.name}" for config in configs.values()}))
+    title = runs_title(configs.values())
     figure = curves.plot(
         summaries,
         {value: len(members) for value, members in groups.items()},

@@ -63,7 +63,7 @@ def test_plot_counts_jobs_that_never_started_and_compares_agents(tmp_path):
     plot.main([*map(str, sweeps), "--by", "agent.name", "--x", "time", "--out", str(tmp_path / "agents")])
     report = (tmp_path / "agents.md").read_text()
     env = "pointmaze-medium-navigate-v0"
-    assert report.splitlines()[0] == f"## fql on {env} | qc_fql on {env}"
+    assert report.splitlines()[0] == f"## fql, qc_fql on {env}"
     assert "| fql | 1 | 0.300 [0.300, 0.300] (1) | 0.500 [0.500, 0.500] (1) |" in report
     assert "| qc_fql | 1 | 0.500 [0.500, 0.500] (1) | 0.900 [0.900, 0.900] (1) |" in report
     assert f"- {tmp_path / 'qc'}: 3 jobs launched, 1 run dirs (the rest never started)" in report

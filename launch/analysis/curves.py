@@ -8,6 +8,7 @@ band there is over fewer runs.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +164,7 @@ def plot(
         xlabel += "\npaper: its offline and online steps mapped onto this budget"
     axes.set_xlabel(xlabel)
     axes.set_ylabel(metric)
-    axes.set_title(title)
+    axes.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
