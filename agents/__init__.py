@@ -48,6 +48,7 @@ ALGORITHMS = {
     "dsrl": "agents.dsrl",  # DSRL: SAC over the BC flow's initial noise (QAM's baseline)
     "bam": "agents.bam",  # BAM: a flow fine-tuned through its memoryless SDE (QAM's baseline)
     "fedit": "agents.fedit",  # FEdit: a BC flow with EXPO's edit policy (QAM's baseline)
+    "qsm": "agents.qsm",  # QSM, DAC: a DDPM policy led by the critic's action gradient (QAM's baselines)
 }
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents import ddpm
 from agents.flow import euler_sample, flow_matching_loss, network_velocity
 from agents.networks import VectorField, apply_encoded, encode
 
@@ -87,32 +88,15 @@ class Flow:
         return euler_sample(network_velocity(self.net, params), encoded, noise, self.steps)
 
 
-def beta_schedule(name: str, steps: int) -> np.ndarray:
-    """Noise variances beta_1..beta_T, (steps,).
-
-    cosine: Nichol & Dhariwal (2021), alpha_bar(t) = cos^2((t/T + s)/(1 + s) * pi/2), betas capped at 0.999.
-    linear: the linear beta(t) in [0.1, 20] of the variance-preserving SDE (Song et al. 2021) discretised to
-    T steps; DDPM's fixed 1e-4..0.02 betas only reach pure noise with T near 1000, this reaches
-    alpha_bar_T = exp(-10) for any T.
-    """
-    if name == "cosine":
-        offset = 0.008
-        alpha_bars = np.cos((np.arange(steps + 1) / steps + offset) / (1 + offset) * np.pi / 2) ** 2
-        return np.minimum(1.0 - alpha_bars[1:] / alpha_bars[:-1], 0.999)
-    if name == "linear":
-        beta_min, beta_max = 0.1, 20.0
-        index = np.arange(1, steps + 1)
-        return 1.0 - np.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * index - 1) / steps**2)
-    raise ValueError(f"diffusion_schedule must be one of {DIFFUSION_SCHEDULES}, got {name!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Diffusion:
-    """Denoising diffusion (Ho et al. 2020) over the flat chunk; the VectorField predicts the noise.
+    """Denoising diffusion (Ho et al. 2020) over the flat chunk; the VectorField predicts the noise, its time
+    input the normalised step t / T. The schedule, forward process, posterior and sampler: agents/ddpm.py.
 
-    Step t = 0..T-1 has noise level alpha_bar[t]; training regresses eps from x_t = sqrt(alpha_bar) x0 +
-    sqrt(1 - alpha_bar) eps. Sampling runs t = T-1..0 with the predicted x0 clipped to [-1, 1] at every step,
-    by the stochastic DDPM posterior ('ddpm') or the deterministic DDIM update ('ddim', eta = 0).
+    Training regresses eps from x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t = 1..T (drawn as
+    t - 1). Sampling runs t = T..1 with the predicted x0 clipped to [-1, 1] at every step, by the stochastic
+    DDPM posterior with sigma^2 = beta~ ('ddpm') or the deterministic DDIM update ('ddim', eta = 0), and clips
+    the result.
     """
 
     net: VectorField
@@ -120,11 +104,9 @@ class Diffusion:
     schedule: str
     sampler: str
 
-    def coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """betas, alpha_bars and alpha_bars of the previous step (1 before the first), each (steps,)."""
-        betas = beta_schedule(self.schedule, self.steps)
-        alpha_bars = np.cumprod(1.0 - betas)
-        return betas, alpha_bars, np.append(1.0, alpha_bars[:-1])
+    def betas(self) -> np.ndarray:
+        """beta_1..beta_T of the schedule, (steps,) (agents/ddpm.py)."""
+        return ddpm.beta_schedule(self.schedule, self.steps)
 
     def init(self, key: jax.Array, observations: jax.Array, x: jax.Array) -> dict:
         return self.net.init(key, observations, x, jnp.zeros((*x.shape[:-1], 1)))
@@ -144,20 +126,21 @@ class Diffusion:
         noise: dict,
         weights: jax.Array | None,
     ) -> jax.Array:
-        """||eps(s, x_t, (t+1)/T) - eps||^2; the time input is the normalised step.
+        """||eps(s, x_t, t/T) - eps||^2; the time input is the normalised step.
 
         actions: (batch, steps, action_dim); weights: (batch, steps) or None.
         """
         batch = actions.shape[0]
         x0 = actions.reshape(batch, -1)
-        alpha_bar = jnp.asarray(self.coefficients()[1], jnp.float32)[noise["steps"]][:, None]
-        x_t = jnp.sqrt(alpha_bar) * x0 + jnp.sqrt(1.0 - alpha_bar) * noise["eps"]
+        # noise["steps"] = t - 1: step t's level is alpha_bars[t]
+        alpha_bar = jnp.asarray(ddpm.alpha_bars(self.betas()), jnp.float32)[noise["steps"] + 1][:, None]
+        x_t = ddpm.forward(x0, noise["eps"], alpha_bar)
         times = ((noise["steps"] + 1) / self.steps)[:, None].astype(jnp.float32)
         predicted = self.net.apply(params, observations, x_t, times)
         return _weighted_mean(jnp.square(predicted - noise["eps"]).reshape(actions.shape), weights)
 
     def sampling_noise(self, key: jax.Array, shape: tuple[int, ...]) -> dict:
-        """x_T, and for DDPM the fresh noise of each step t: (steps, *shape, policy_dim)."""
+        """x_T, and for DDPM the fresh noise of each step t = 1..T at t - 1: (steps, *shape, policy_dim)."""
         initial_key, steps_key = jax.random.split(key)
         noise = {"initial": normal(initial_key, (*shape, self.net.output_dim))}
         if self.sampler == "ddpm":
@@ -169,20 +152,12 @@ class Diffusion:
 
     def sample(self, params: dict, encoded: jax.Array, noise: dict) -> jax.Array:
         """encoded: (..., features) from `encode`; noise from `sampling_noise` with the same leading shape."""
-        betas, alpha_bars, alpha_bars_prev = self.coefficients()
-        x = noise["initial"]
-        for t in reversed(range(self.steps)):
-            beta, alpha_bar, alpha_bar_prev = float(betas[t]), float(alpha_bars[t]), float(alpha_bars_prev[t])
-            times = jnp.full((*x.shape[:-1], 1), (t + 1) / self.steps)
-            eps = apply_encoded(self.net, params, encoded, x, times)
-            x0 = jnp.clip((x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar), -1.0, 1.0)
-            if self.sampler == "ddim":
-                x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(1.0 - alpha_bar_prev) * eps
-            else:
-                x0_coef = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
-                xt_coef = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
-                variance = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)  # 0 at t = 0
-                x = x0_coef * x0 + xt_coef * x + math.sqrt(variance) * noise["steps"][t]
+
+        def eps(x, t):
+            return apply_encoded(self.net, params, encoded, x, jnp.full((*x.shape[:-1], 1), t / self.steps))
+
+        rule = "ddim" if self.sampler == "ddim" else "posterior"
+        x = ddpm.sample(eps, noise["initial"], noise.get("steps"), self.betas(), rule=rule)
         return jnp.clip(x, -1.0, 1.0)
 
 

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -28,17 +29,18 @@ class MLP(nn.Module):
     """Dense layers with GELU and, when `layer_norm`, a LayerNorm after each hidden activation (FQL's MLP).
 
     `rlpd_style`: ReLU with the LayerNorm before it, Dense -> LayerNorm -> ReLU, as the RLPD reference's
-    networks (ColinQiyangLi/qc rlpd_networks/mlp.py).
+    networks (ColinQiyangLi/qc rlpd_networks/mlp.py). `activation` replaces GELU (mish: DDPMNoise).
     """
 
     hidden_dims: Sequence[int]
     activate_final: bool = False
     layer_norm: bool = False
     rlpd_style: bool = False
+    activation: Callable | None = None
 
     @nn.compact
     def __call__(self, x):
-        activation: Callable = nn.relu if self.rlpd_style else nn.gelu
+        activation: Callable = self.activation or (nn.relu if self.rlpd_style else nn.gelu)
         for i, size in enumerate(self.hidden_dims):
             x = nn.Dense(size, kernel_init=default_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
@@ -205,3 +207,36 @@ class VectorField(nn.Module):
         return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(
             jnp.concatenate(inputs, axis=-1)
         )
+
+
+class FourierFeatures(nn.Module):
+    """A learnable Fourier embedding of the diffusion step: [cos(2 pi t W^T), sin(2 pi t W^T)] with W
+    (output_size / 2, 1) drawn from N(0, 0.2^2) (QAM's utils/diffusion.py, after IDQL). times: (..., 1)."""
+
+    output_size: int
+
+    @nn.compact
+    def __call__(self, times):
+        kernel = self.param("kernel", nn.initializers.normal(0.2), (self.output_size // 2, times.shape[-1]))
+        f = 2 * jnp.pi * times @ kernel.T
+        return jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1)
+
+
+class DDPMNoise(nn.Module):
+    """eps(s, x_t, t), the noise predictor of QAM's DDPM policies (ColinQiyangLi/qam utils/diffusion.py DDPM,
+    built by agents/dcgql.py): the step's FourierFeatures through a mish MLP of `hidden_dims` (last layer
+    linear) give a condition, and a mish MLP of `hidden_dims` reads [x_t, s, condition]. times: (..., 1) the
+    step t = 1..T itself, not normalised."""
+
+    hidden_dims: Sequence[int]
+    output_dim: int
+    time_dim: int = 64
+    layer_norm: bool = False
+    encoder: str | None = None
+
+    @nn.compact
+    def __call__(self, observations, x, times, encoded: bool = False):
+        observations = features(self.encoder, observations, encoded)
+        condition = MLP(self.hidden_dims, activation=jax.nn.mish)(FourierFeatures(self.time_dim)(times))
+        net = MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, activation=jax.nn.mish)
+        return net(jnp.concatenate([x, observations, condition], axis=-1))

@@ -51,6 +51,8 @@ CITED = {
     ("qam_cube_triple", "rebrac"): {"alpha_actor": 0.01, "actor_noise": 0.2, "delay_actor": False},  # :174
     ("qam_cube_triple", "bam"): {"inv_temp": 30.0},  # :187
     ("qam_humanoidmaze_medium", "fedit"): {"edit_scale": 0.5},  # :94
+    ("qam_puzzle_4x4", "qsm"): {"actor_loss_type": "qsm", "inv_temp": 10.0, "alpha": 1.0},  # :202
+    ("qam_cube_double", "dac"): {"actor_loss_type": "dac", "alpha": 3.0, "clip_sampler_before": True},  # :209
 }
 
 

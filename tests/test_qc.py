@@ -10,7 +10,7 @@ import pytest
 import agents
 from agents import behavior as bm
 from agents import best_of_n as bon
-from agents import qc
+from agents import ddpm, qc
 from launch import train as train_module
 from launch.engine import settings
 from tests import reference
@@ -138,7 +138,7 @@ def test_critic_loss_matches_numpy(q_agg, action_chunking):
 
 
 def np_alpha_bars(steps, schedule):
-    return np.cumprod(1.0 - bm.beta_schedule(schedule, steps))
+    return np.cumprod(1.0 - ddpm.beta_schedule(schedule, steps))
 
 
 @pytest.mark.parametrize("action_chunking", [True, False])
@@ -173,12 +173,12 @@ def test_beta_schedules_reach_pure_noise_in_few_steps():
         alpha_bars = np_alpha_bars(steps, schedule)
         assert np.all(np.diff(alpha_bars) < 0) and alpha_bars[-1] < 1e-3 and alpha_bars[0] > 0.85
     with pytest.raises(ValueError, match="diffusion_schedule must be one of .* got 'quadratic'"):
-        bm.beta_schedule("quadratic", steps)
+        ddpm.beta_schedule("quadratic", steps)
 
 
 def np_diffusion_sample(params, observations, noise, steps, schedule, sampler):
     """Ho et al.'s posterior step / Song et al.'s DDIM step with the predicted x0 clipped, in NumPy."""
-    betas = bm.beta_schedule(schedule, steps)
+    betas = ddpm.beta_schedule(schedule, steps)
     alpha_bars = np.cumprod(1 - betas)
     x = noise["initial"]
     for t in range(steps - 1, -1, -1):
