@@ -8,11 +8,9 @@ import pytest
 
 import agents
 from agents import guidance
-from launch import train as train_module
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
 from tests.test_qc_fql import DISCOUNT, batch_for
-from tests.test_vector import TINY, assert_member_is_alone
+from tests.test_vector import assert_swept_member_is_alone
 
 INV_TEMP, GUIDANCE, NOISY, CLIP = 2.0, 0.3, 0.5, 0.4
 
@@ -144,22 +142,13 @@ def test_update_polyak_averages_the_critic_and_the_guided_flow():
 def test_a_guidance_coef_vector_member_is_the_run_alone_through_a_resume(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
-    def config(*overrides):
-        return compose_config(
-            "agent=cgql_mse",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.num_qs=2",
-            "agent.flow_steps=2",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.guidance_coef=[0.1,1.0]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.guidance_coef=[0.1,1.0]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.guidance_coef=1.0"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "guidance_coef=1.0")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "cgql_mse",
+        ("guidance_coef", 0.1, 1.0),
+        None,
+        "agent.num_qs=2",
+        "agent.flow_steps=2",
+    )

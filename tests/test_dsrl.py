@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 
 import agents
-from launch import train as train_module
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
 from tests.test_qam import np_edit_actor as np_tanh_gaussian_heads
 from tests.test_qam import np_tanh_gaussian
 from tests.test_qc_fql import DISCOUNT, batch_for, np_euler
-from tests.test_vector import TINY, assert_member_is_alone, rows
+from tests.test_vector import assert_swept_member_is_alone
 
 NOISE_SCALE, RHO, TEMPERATURE = 0.7, 0.5, 0.3
 
@@ -146,27 +144,13 @@ def test_update_polyak_averages_both_targets_from_the_parameters_before_the_step
 def test_a_noise_scale_vector_member_is_the_run_alone_through_a_resume(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
-    def config(*overrides):
-        return compose_config(
-            "agent=dsrl",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.num_qs=2",
-            "agent.flow_steps=2",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.noise_scale=[0.5,1.4]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.noise_scale=[0.5,1.4]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.noise_scale=1.4"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "noise_scale=1.4")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
-    other = rows(vector.members[1 - index].run_dir)
-    assert (
-        other[0]["offline/actor/actor_loss"]
-        != rows(vector.members[index].run_dir)[0]["offline/actor/actor_loss"]
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "dsrl",
+        ("noise_scale", 0.5, 1.4),
+        "offline/actor/actor_loss",
+        "agent.num_qs=2",
+        "agent.flow_steps=2",
     )

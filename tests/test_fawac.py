@@ -5,11 +5,9 @@ import jax
 import numpy as np
 
 import agents
-from launch import train as train_module
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
 from tests.test_qc_fql import DISCOUNT, batch_for, np_euler
-from tests.test_vector import TINY, assert_member_is_alone, rows
+from tests.test_vector import assert_swept_member_is_alone
 
 RHO = 0.5
 
@@ -77,27 +75,13 @@ def test_acting_integrates_the_flow_and_clips():
 
 
 def test_an_inv_temp_vector_member_is_the_run_alone_through_a_resume(tiny_dataset_dir, tmp_path, monkeypatch):
-    def config(*overrides):
-        return compose_config(
-            "agent=fawac",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.num_qs=2",
-            "agent.flow_steps=2",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.inv_temp=[0.5,3.0]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.inv_temp=[0.5,3.0]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.inv_temp=3.0"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "inv_temp=3.0")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
-    other = rows(vector.members[1 - index].run_dir)
-    assert (
-        other[0]["offline/actor/actor_loss"]
-        != rows(vector.members[index].run_dir)[0]["offline/actor/actor_loss"]
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "fawac",
+        ("inv_temp", 0.5, 3.0),
+        "offline/actor/actor_loss",
+        "agent.num_qs=2",
+        "agent.flow_steps=2",
     )

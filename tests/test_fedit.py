@@ -9,12 +9,10 @@ import pytest
 
 import agents
 from agents import step
-from launch import train as train_module
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
 from tests.test_qam import np_edit_actor, np_tanh_gaussian
 from tests.test_qc_fql import DISCOUNT, batch_for, np_euler
-from tests.test_vector import TINY, assert_member_is_alone, rows
+from tests.test_vector import assert_swept_member_is_alone
 
 FLOW_STEPS, EDIT_SCALE, TEMPERATURE = 4, 0.3, 0.3
 
@@ -157,24 +155,13 @@ def test_update_is_one_unclipped_adam_step_and_polyak_averages_the_critic_from_b
 def test_an_edit_scale_vector_member_is_the_run_alone_through_a_resume(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
-    def config(*overrides):
-        return compose_config(
-            "agent=fedit",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.num_qs=2",
-            "agent.flow_steps=2",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.edit_scale=[0.1,0.5]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.edit_scale=[0.1,0.5]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.edit_scale=0.5"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "edit_scale=0.5")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
-    other = rows(vector.members[1 - index].run_dir)
-    assert other[0]["offline/edit/q_loss"] != rows(vector.members[index].run_dir)[0]["offline/edit/q_loss"]
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "fedit",
+        ("edit_scale", 0.1, 0.5),
+        "offline/edit/q_loss",
+        "agent.num_qs=2",
+        "agent.flow_steps=2",
+    )

@@ -11,11 +11,9 @@ import pytest
 
 import agents
 from agents import ddpm, step
-from launch import train as train_module
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
 from tests.test_qc_fql import DISCOUNT, batch_for
-from tests.test_vector import TINY, assert_member_is_alone, rows
+from tests.test_vector import assert_swept_member_is_alone
 
 RHO, INV_TEMP, ALPHA, STEPS = 0.5, 2.0, 0.5, 4
 
@@ -300,28 +298,14 @@ def test_an_unknown_actor_loss_type_is_refused():
 
 
 def test_an_alpha_vector_member_is_the_run_alone_through_a_resume(tiny_dataset_dir, tmp_path, monkeypatch):
-    def config(*overrides):
-        return compose_config(
-            "agent=dac",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.num_qs=2",
-            "agent.diffusion_steps=2",
-            "agent.time_dim=4",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.alpha=[0.5,3.0]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.alpha=[0.5,3.0]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.alpha=3.0"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "alpha=3.0")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
-    other = rows(vector.members[1 - index].run_dir)
-    assert (
-        other[0]["offline/actor/actor_loss"]
-        != rows(vector.members[index].run_dir)[0]["offline/actor/actor_loss"]
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "dac",
+        ("alpha", 0.5, 3.0),
+        "offline/actor/actor_loss",
+        "agent.num_qs=2",
+        "agent.diffusion_steps=2",
+        "agent.time_dim=4",
     )

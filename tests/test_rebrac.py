@@ -9,14 +9,13 @@ import pytest
 
 import agents
 from agents import rebrac, step
-from launch import train as train_module
 from launch.engine import settings
 from tests import reference
-from tests.helpers import compose_config, train_interrupted
+from tests.helpers import compose_config
 from tests.test_buffers import hand_built
 from tests.test_iql import np_actor
 from tests.test_qc_fql import DISCOUNT, batch_for
-from tests.test_vector import TINY, assert_member_is_alone, rows
+from tests.test_vector import assert_swept_member_is_alone
 
 # start 3 is the last step of the first episode (its next action is another episode's), start 10 the success
 STARTS = (0, 3, 5, 10)
@@ -252,28 +251,15 @@ def test_without_delay_actor_the_actor_steps_on_every_update_and_the_targets_on_
 def test_an_alpha_actor_vector_member_of_chunked_rebrac_is_the_run_alone_through_a_resume(
     tiny_dataset_dir, tmp_path, monkeypatch
 ):
-    def config(*overrides):
-        return compose_config(
-            "agent=rebrac",
-            "env=pointmaze",
-            f"env.dataset_dir={tiny_dataset_dir}",
-            "env.download=false",
-            "logger.mode=disabled",
-            *TINY,
-            "agent.chunk_length=3",
-            "agent.num_qs=2",
-            "agent.rho=0.5",
-            "agent.delay_actor=false",
-            *overrides,
-        )
-
-    vector_dir = tmp_path / "vector"
-    train_interrupted(train_module.train, config("agent.alpha_actor=[0.1,1.0]"), vector_dir, monkeypatch, 3)
-    vector = train_module.train(config("agent.alpha_actor=[0.1,1.0]", "resume=true"), vector_dir)
-    alone = train_module.train(config("agent.alpha_actor=1.0"), tmp_path / "alone")
-    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == "alpha_actor=1.0")
-    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
-    other = rows(vector.members[1 - index].run_dir)
-    assert (
-        other[0]["offline/actor/bc_loss"] != rows(vector.members[index].run_dir)[0]["offline/actor/bc_loss"]
+    assert_swept_member_is_alone(
+        tiny_dataset_dir,
+        tmp_path,
+        monkeypatch,
+        "rebrac",
+        ("alpha_actor", 0.1, 1.0),
+        "offline/actor/bc_loss",
+        "agent.chunk_length=3",
+        "agent.num_qs=2",
+        "agent.rho=0.5",
+        "agent.delay_actor=false",
     )

@@ -164,6 +164,35 @@ def assert_member_is_alone(vector, index: int, member_dir, alone, alone_dir):
     )
 
 
+def assert_swept_member_is_alone(dataset_dir, tmp_path, monkeypatch, agent, sweep, metric, *overrides):
+    """A 2-member vector of `agent` sweeping `sweep` = (key, low, high) over agent.<key>, killed online
+    mid-chunk and resumed: the high member logs the rows of the run agent.<key>=high alone and ends with its
+    parameters; the low member's first `metric` differs (the sweep reached the agent; None: unchecked)."""
+    key, low, high = sweep
+
+    def config(*more):
+        return compose_config(
+            f"agent={agent}",
+            "env=pointmaze",
+            f"env.dataset_dir={dataset_dir}",
+            "env.download=false",
+            "logger.mode=disabled",
+            *TINY,
+            *overrides,
+            *more,
+        )
+
+    vector_dir, swept = tmp_path / "vector", f"agent.{key}=[{low},{high}]"
+    train_interrupted(train_module.train, config(swept), vector_dir, monkeypatch, 3)
+    vector = train_module.train(config(swept, "resume=true"), vector_dir)
+    alone = train_module.train(config(f"agent.{key}={high}"), tmp_path / "alone")
+    index = next(i for i, m in enumerate(vector.members) if m.run_dir.name == f"{key}={high}")
+    assert_member_is_alone(vector, index, vector.members[index].run_dir, alone, tmp_path / "alone")
+    if metric is not None:
+        first = [rows(vector.members[i].run_dir)[0][metric] for i in (1 - index, index)]
+        assert first[0] != first[1]
+
+
 def test_an_alpha_vector_member_is_the_run_alone_through_a_resume(tiny_dataset_dir, tmp_path, monkeypatch):
     """QC-FQL, alpha=[3,300]: killed online and resumed, the alpha=300 member logs the rows of the single run
     agent.alpha=300 (offline and online losses, returns, successes); `plot.py --by agent.alpha` reads it."""
