@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from launch.analysis import curves
 from launch.analysis.curves import align, bootstrap_ci, boundaries_of, summarize
@@ -69,3 +70,22 @@ def drawn_figure(monkeypatch) -> list:
 
     monkeypatch.setattr(curves, "plot", keep)
     return figures
+
+
+@pytest.mark.parametrize(("methods", "beside"), [(3, False), (12, True)])
+def test_a_legend_of_many_methods_stands_beside_the_curves(methods, beside):
+    x = np.array([0.0, 1.0])
+    summary = curves.Summary(x, x, x, x, np.array([2, 2]))
+    figure = curves.plot(
+        {f"m{i}": summary for i in range(methods)},
+        dict.fromkeys((f"m{i}" for i in range(methods)), 2),
+        {f"m{i}": [1.0] for i in range(methods)},
+        "agent.name",
+        "eval/success",
+        "step",
+        "many methods",
+    )
+    FigureCanvasAgg(figure).draw()
+    legend, axes = figure.axes[0].get_legend(), figure.axes[0]
+    outside = legend.get_window_extent().x0 >= axes.get_window_extent().x1
+    assert outside == beside

@@ -18,6 +18,8 @@ from launch.analysis import aggregate
 from launch.analysis.overlays import Overlay, paper_cell
 from launch.analysis.runs import PHASES, RunCurve
 
+LEGEND_INSIDE = 8  # legend entries drawn over the axes; more go beside them
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -166,7 +168,11 @@ def plot(
     axes.set_ylabel(metric)
     axes.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if len(axes.get_legend_handles_labels()[1]) > LEGEND_INSIDE:  # beside the axes, not over the curves
+        figure.set_figwidth(figure.get_figwidth() + 3.2)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    else:
+        axes.legend()
     return figure
 
 
