@@ -15,7 +15,8 @@ from agents.tanh_gaussian import TanhGaussianActor
 from launch.speed.timing import convolutions
 
 FRAMES = (64, 64, 9)  # the engine's visual observations: 64x64 RGB, frame_stack 3 on the channel axis
-STATE_ONLY = {"radt", "supe_gt"}  # RADT/DT's transformer and SUPE-GT's skill VAE read state vectors
+STATE_ONLY = {"radt", "supe_gt", "fedit"}  # RADT/DT's transformer, SUPE-GT's skill VAE and FEdit's edit
+# policy (as QAM-E's) read state vectors
 
 
 def fql_impala_small_params(channels: int, size: int = 64) -> int:
@@ -145,6 +146,7 @@ def test_every_td_agent_updates_and_acts_on_pixels(algorithm):
     [
         ("radt", "RADT/DT's sequence model reads state vectors only"),
         ("supe_gt", "SUPE-GT's skill VAE reads state vectors only"),
+        ("fedit", r"FEdit's edit policy \(an MLP on the state and the action\) reads state vectors only"),
     ],
 )
 def test_state_only_agents_refuse_pixels_in_one_line(algorithm, message):
